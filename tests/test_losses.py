@@ -1,0 +1,337 @@
+"""Tests for modeling_eclip.losses against brute-force, explicitly looped references."""
+
+import math
+
+import pytest
+import torch
+
+from modeling_eclip import losses as L
+
+SEEDS = [0, 1, 2, 3]
+N, K, D = 8, 3, 6
+ATOL = 1e-5
+
+
+def _unit(*shape, gen, dtype=torch.float32):
+    return torch.nn.functional.normalize(torch.randn(*shape, generator=gen, dtype=dtype), dim=-1)
+
+
+def _batch(seed, n=N):
+    gen = torch.Generator().manual_seed(seed)
+    return dict(
+        img=_unit(n, D, gen=gen),
+        txt=_unit(n, D, gen=gen),
+        inst=_unit(n, K, D, gen=gen),
+        inst2=_unit(n, K, D, gen=gen),
+        # n rows drawn from n // 2 ids: duplicates are guaranteed (pigeonhole).
+        ids=torch.randint(0, n // 2, (n,), generator=gen) * 7 + 3,
+        scale=torch.tensor(5.0 + 10.0 * torch.rand((), generator=gen).item()),
+    )
+
+
+# ---------------------------------------------------------------- references (loops)
+
+
+def _dot(u, v):
+    return sum(a * b for a, b in zip(u.tolist(), v.tolist()))
+
+
+def ref_targets(row_ids, col_ids):
+    out = torch.zeros(len(row_ids), len(col_ids))
+    for i, r in enumerate(row_ids.tolist()):
+        pos = [j for j, c in enumerate(col_ids.tolist()) if c == r]
+        for j in pos:
+            out[i, j] = 1.0 / len(pos)
+    return out
+
+
+def ref_soft_ce(logits, targets):
+    total = 0.0
+    for row, trow in zip(logits.tolist(), targets.tolist()):
+        lse = math.log(sum(math.exp(x) for x in row))
+        total += sum(t * (lse - x) for x, t in zip(row, trow))
+    return total / len(logits)
+
+
+def ref_contrastive(score_a2b, score_b2a, scale, row_ids, col_ids):
+    """Symmetric multi-positive InfoNCE; score_*(i, j) -> float for local row i, column j."""
+    row_ids, col_ids, scale = row_ids.tolist(), col_ids.tolist(), float(scale)
+    total = 0.0
+    for score in (score_a2b, score_b2a):
+        for i, r in enumerate(row_ids):
+            logits = [scale * score(i, j) for j in range(len(col_ids))]
+            lse = math.log(sum(math.exp(x) for x in logits))
+            pos = [j for j, c in enumerate(col_ids) if c == r]
+            total += sum(lse - logits[j] for j in pos) / len(pos) / len(row_ids)
+    return total / 2
+
+
+def ref_itc(img, txt, scale, ids):
+    return ref_contrastive(
+        lambda i, j: _dot(img[i], txt[j]), lambda i, j: _dot(txt[i], img[j]), scale, ids, ids
+    )
+
+
+def ref_score(inst_i, txt_j):
+    return max(_dot(q, txt_j) for q in inst_i)
+
+
+def ref_inter(inst, txt, scale, ids):
+    return ref_contrastive(
+        lambda i, j: ref_score(inst[i], txt[j]), lambda i, j: ref_score(inst[j], txt[i]), scale, ids, ids
+    )
+
+
+def ref_select_index(inst, txt):
+    index = []
+    for i in range(len(inst)):
+        sims = [_dot(inst[i, k], txt[i]) for k in range(inst.shape[1])]
+        index.append(max(range(len(sims)), key=sims.__getitem__))
+    return torch.tensor(index)
+
+
+def ref_intra(inst1, inst2, txt, scale, ids):
+    v1 = inst1[torch.arange(len(inst1)), ref_select_index(inst1, txt)]
+    v2 = inst2[torch.arange(len(inst2)), ref_select_index(inst2, txt)]
+    return ref_itc(v1, v2, scale, ids)
+
+
+def _hf_clip_loss(logits_per_text):
+    # transformers v4 names it clip_loss, v5 image_text_contrastive_loss; imported
+    # lazily because importing transformers dominates this file's runtime.
+    from transformers.models.clip import modeling_clip
+
+    fn = getattr(modeling_clip, "clip_loss", None) or modeling_clip.image_text_contrastive_loss
+    return fn(logits_per_text)
+
+
+# ---------------------------------------------------------------- targets / CE
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_multi_positive_targets_matches_reference(seed):
+    ids = _batch(seed)["ids"]
+    cols = torch.cat([ids, torch.tensor([999, 1000])])  # extra columns of other products
+    targets = L.multi_positive_targets(ids, cols)
+    assert targets.dtype == torch.float32
+    torch.testing.assert_close(targets, ref_targets(ids, cols), atol=ATOL, rtol=0)
+    torch.testing.assert_close(targets.sum(-1), torch.ones(len(ids)))
+
+
+def test_multi_positive_targets_raises_without_positive():
+    with pytest.raises(ValueError, match="must appear among the columns"):
+        L.multi_positive_targets(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1]))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_soft_cross_entropy_matches_reference(seed):
+    gen = torch.Generator().manual_seed(seed)
+    logits = 4 * torch.randn(5, 7, generator=gen)
+    targets = torch.rand(5, 7, generator=gen).softmax(-1)
+    loss = L.soft_cross_entropy(logits, targets)
+    assert loss.shape == ()
+    assert abs(loss.item() - ref_soft_ce(logits, targets)) < ATOL
+
+
+def test_soft_cross_entropy_and_selection_loss_upcast_half_precision():
+    logits = torch.randn(4, 6).bfloat16()
+    assert L.soft_cross_entropy(logits, torch.eye(4, 6)).dtype == torch.float32
+    assert L.selection_loss(logits, torch.tensor([0, 1, 2, 3])).dtype == torch.float32
+
+
+# ---------------------------------------------------------------- losses vs reference
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_catalog_contrastive_loss_matches_reference(seed):
+    b = _batch(seed)
+    loss = L.catalog_contrastive_loss(b["img"], b["txt"], b["scale"], b["ids"])
+    assert abs(loss.item() - ref_itc(b["img"], b["txt"], b["scale"], b["ids"])) < ATOL
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_instance_text_scores_matches_reference(seed):
+    b = _batch(seed)
+    txt = b["txt"][:5]
+    scores, best = L.instance_text_scores(b["inst"], txt)
+    assert scores.shape == best.shape == (N, 5) and best.dtype == torch.long
+    for i in range(N):
+        for j in range(5):
+            sims = [_dot(b["inst"][i, k], txt[j]) for k in range(K)]
+            assert abs(scores[i, j].item() - max(sims)) < ATOL
+            assert best[i, j].item() == max(range(K), key=sims.__getitem__)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_inter_product_loss_matches_reference(seed):
+    b = _batch(seed)
+    loss = L.inter_product_loss(b["inst"], b["txt"], b["scale"], b["ids"])
+    assert abs(loss.item() - ref_inter(b["inst"], b["txt"], b["scale"], b["ids"])) < ATOL
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_intra_product_loss_matches_reference(seed):
+    b = _batch(seed)
+    v1, _ = L.select_instances(b["inst"], b["txt"])
+    v2, _ = L.select_instances(b["inst2"], b["txt"])
+    loss = L.intra_product_loss(v1, v2, b["scale"], b["ids"])
+    expected = ref_intra(b["inst"], b["inst2"], b["txt"], b["scale"], b["ids"])
+    assert abs(loss.item() - expected) < ATOL
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_selection_loss_matches_reference(seed):
+    gen = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(N, K, generator=gen)
+    target = torch.randint(0, K, (N,), generator=gen)
+    expected = ref_soft_ce(logits, torch.nn.functional.one_hot(target, K).float())
+    assert abs(L.selection_loss(logits, target).item() - expected) < ATOL
+
+
+def test_loss_names():
+    assert L.LOSS_NAMES == ("itc", "inter", "intra", "selection")
+
+
+# ---------------------------------------------------------------- select_instances
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_select_instances_index_and_gradient_routing(seed):
+    b = _batch(seed)
+    inst = b["inst"].clone().requires_grad_(True)
+    txt = b["txt"].clone().requires_grad_(True)
+    selected, index = L.select_instances(inst, txt)
+
+    assert index.dtype == torch.long
+    assert torch.equal(index, ref_select_index(b["inst"], b["txt"]))
+    torch.testing.assert_close(selected, b["inst"][torch.arange(N), index])
+
+    upstream = torch.randn(N, D, generator=torch.Generator().manual_seed(seed))
+    (selected * upstream).sum().backward()
+    chosen = torch.zeros(N, K, dtype=torch.bool)
+    chosen[torch.arange(N), index] = True
+    torch.testing.assert_close(inst.grad[chosen], upstream)
+    assert torch.count_nonzero(inst.grad[~chosen]) == 0
+    assert txt.grad is None  # the (discrete) choice is not differentiated
+
+
+# ---------------------------------------------------------------- CLIP equivalence
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_distinct_ids_equal_transformers_clip_loss(seed):
+    b = _batch(seed)
+    expected = _hf_clip_loss(b["scale"] * b["txt"] @ b["img"].T)
+    distinct = torch.randperm(N, generator=torch.Generator().manual_seed(seed)) * 11
+    for ids in (None, distinct):
+        loss = L.catalog_contrastive_loss(b["img"], b["txt"], b["scale"], ids)
+        torch.testing.assert_close(loss, expected, atol=ATOL, rtol=0)
+
+
+# ---------------------------------------------------------------- duplicates
+
+
+def _similarity_grad(sim, ids):
+    """d loss / d sim, through the public API: eye rows make ``img @ txt.T == sim``."""
+    txt = sim.T.clone().requires_grad_(True)
+    L.catalog_contrastive_loss(torch.eye(len(sim)), txt, torch.tensor(1.0), ids).backward()
+    return txt.grad.T
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_duplicates_are_never_negatives(seed):
+    b = _batch(seed)
+    img, txt, scale, ids = b["img"], b["txt"], b["scale"], b["ids"]
+    same = ids[:, None] == ids[None, :]
+    dup = same & ~torch.eye(N, dtype=torch.bool)
+    assert dup.any()
+
+    # Swapping the text columns of two duplicates leaves the loss unchanged: both are
+    # positives with the same target weight.
+    i, j = dup.nonzero()[0].tolist()
+    perm = torch.arange(N)
+    perm[[i, j]] = perm[[j, i]]
+    loss = L.catalog_contrastive_loss(img, txt, scale, ids)
+    swapped = L.catalog_contrastive_loss(img, txt, scale, ids, all_text_embeds=txt[perm], all_image_embeds=img)
+    torch.testing.assert_close(swapped, loss, atol=ATOL, rtol=0)
+    # ...whereas the plain CLIP loss treats duplicates as negatives and differs.
+    assert abs(loss.item() - _hf_clip_loss(scale * txt @ img.T).item()) > 1e-3
+
+    # Gradient on the similarity matrix: true negatives are only ever pushed apart, and a
+    # product's block of similarities is never pushed down as a whole.
+    sim = scale * img @ txt.T
+    grad = _similarity_grad(sim, ids)
+    assert (grad[~same] >= 0).all()
+    for pid in ids.unique():
+        rows = ids == pid
+        assert grad[rows][:, rows].sum() <= 1e-7
+    # CLIP pushes every duplicate pair apart; the catalog loss pulls each one by exactly
+    # its target weight 1/count (per direction, averaged, over N rows) relative to CLIP.
+    clip_grad = _similarity_grad(sim, None)
+    assert (clip_grad[dup] > 0).all()
+    count = same.sum(1, keepdim=True).float()
+    pull = (1 / count + 1 / count.T) / (2 * N)
+    torch.testing.assert_close((clip_grad - grad)[dup], pull[dup], atol=ATOL, rtol=0)
+
+
+# ---------------------------------------------------------------- local-loss sharding
+
+
+def _three_losses(b):
+    v1, _ = L.select_instances(b["inst"], b["txt"])
+    v2, _ = L.select_instances(b["inst2"], b["txt"])
+    return [
+        (L.catalog_contrastive_loss, b["img"], b["txt"]),
+        (L.inter_product_loss, b["inst"], b["txt"]),
+        (L.intra_product_loss, v1, v2),
+    ]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("split", [4, 3])
+def test_local_loss_shards_recombine_to_full_batch(seed, split):
+    b = _batch(seed)
+    ids, scale = b["ids"], b["scale"]
+    for fn, a, c in _three_losses(b):
+        a = a.detach().requires_grad_(True)
+        c = c.detach().requires_grad_(True)
+        full = fn(a, c, scale, ids)
+        full_grads = torch.autograd.grad(full, (a, c))
+
+        sharded = sum(
+            fn(a[s], c[s], scale, ids[s], a, c, ids) * len(ids[s]) / N
+            for s in (slice(0, split), slice(split, N))
+        )
+        torch.testing.assert_close(sharded, full, atol=ATOL, rtol=0)
+        for g_shard, g_full in zip(torch.autograd.grad(sharded, (a, c)), full_grads):
+            torch.testing.assert_close(g_shard, g_full, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("which", range(3))
+def test_global_columns_require_product_ids(which):
+    b = _batch(0)
+    fn, a, c = _three_losses(b)[which]
+    with pytest.raises(ValueError, match="product_ids"):
+        fn(a[:4], c[:4], b["scale"], None, None, c)  # global columns, no ids
+
+
+def test_mismatched_column_ids_raise():
+    b = _batch(0)
+    with pytest.raises(ValueError):
+        L.catalog_contrastive_loss(b["img"][:4], b["txt"][:4], b["scale"], b["ids"][:4], all_text_embeds=b["txt"])
+
+
+# ---------------------------------------------------------------- gradcheck
+
+
+def test_inter_product_loss_gradcheck():
+    gen = torch.Generator().manual_seed(0)
+    inst = _unit(4, 2, 3, gen=gen, dtype=torch.float64).requires_grad_(True)
+    txt = _unit(4, 3, gen=gen, dtype=torch.float64).requires_grad_(True)
+    scale = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([0, 1, 0, 2])
+    assert torch.autograd.gradcheck(lambda q, t, s: L.inter_product_loss(q, t, s, ids), (inst, txt, scale))
+    # Local-loss form: local rows against global columns.
+    assert torch.autograd.gradcheck(
+        lambda q, t, s: L.inter_product_loss(q[:2], t[:2], s, ids[:2], q, t, ids), (inst, txt, scale)
+    )
