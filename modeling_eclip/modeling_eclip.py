@@ -1,9 +1,13 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """PyTorch ECLIP model: catalog-aware CLIP towers plus an instance decoder with learnable queries."""
 
+import contextlib
 import inspect
 import math
-from collections.abc import Callable
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,6 +254,48 @@ class EclipInstanceDecoder(nn.Module):
         return hidden_states, selection_logits, cross_attentions
 
 
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[str]:
+    """
+    Yield a staging folder next to `target`; on success it replaces `target`, on any error or kill it is discarded,
+    so `target` only ever holds a complete save. Files and sub-folders already in `target` that the writer does not
+    produce (a processor written earlier, Trainer checkpoints) are carried over. The swap is two renames; a kill
+    between them leaves the previous folder whole under `.NAME.old-*`.
+    """
+    target = os.path.abspath(os.fspath(target))
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    try:
+        yield staging
+        if os.path.isdir(target):
+            for entry in os.listdir(target):
+                source, destination = os.path.join(target, entry), os.path.join(staging, entry)
+                if os.path.lexists(destination):
+                    continue
+                # The writer is done, so hard links cannot be written through: carrying checkpoints over is free.
+                if os.path.isdir(source):
+                    shutil.copytree(source, destination, copy_function=_link_or_copy)
+                else:
+                    _link_or_copy(source, destination)
+            backup = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            os.rename(target, os.path.join(backup, name))
+            os.rename(staging, target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _tower_kwargs(config, pooling: str) -> dict:
     """Drop a tower's pooling layer when it is not used, so that every parameter gets a gradient."""
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
@@ -280,6 +326,45 @@ class EclipPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False
     _supports_attention_backend = True
     _no_split_modules = ["EclipDecoderLayer"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """
+        `PreTrainedModel.from_pretrained`, restricted to safetensors: a folder holding only pickle checkpoints
+        (`.bin`, `.pt`...) is refused, since unpickling can execute code, and a truncated or tampered safetensors
+        file gives an error naming the file instead of a deserialisation failure deep in the loader.
+        """
+        from safetensors import SafetensorError
+
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("ECLIP reads safetensors only: use_safetensors=False is not supported.")
+        kwargs["use_safetensors"] = True
+        path = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(path):
+            folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
+            names = os.listdir(folder) if os.path.isdir(folder) else []
+            pickles = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")))
+            if pickles and not any(n.endswith(".safetensors") for n in names):
+                raise ValueError(
+                    f"{folder} holds only pickle checkpoints ({', '.join(pickles)}). ECLIP refuses them because "
+                    "unpickling can execute arbitrary code; convert them once in a trusted environment with "
+                    "`model.save_pretrained(folder)` (which writes safetensors)."
+                )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except SafetensorError as error:
+            raise ValueError(
+                f"The safetensors weights in {path} are truncated or corrupt ({error}); re-download or re-save them."
+            ) from error
+
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
+        """`PreTrainedModel.save_pretrained` (safetensors), made atomic: a kill mid-save leaves the previous folder."""
+        if kwargs.get("safe_serialization") is False:
+            raise ValueError("ECLIP writes safetensors only: safe_serialization=False is not supported.")
+        if not is_main_process:
+            return super().save_pretrained(save_directory, *args, is_main_process=False, **kwargs)
+        with atomic_directory(save_directory) as staging:
+            super().save_pretrained(staging, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -760,4 +845,386 @@ class EclipModel(EclipPreTrainedModel):
         return model
 
 
-__all__ = ["EclipPreTrainedModel", "EclipModel", "EclipOutput", "EclipInstanceOutput"]
+# ================================================================================================== task heads
+# Each head is a PreTrainedModel holding the ECLIP backbone as `self.eclip` (`base_model_prefix = "eclip"`), so
+# `EclipForX.from_pretrained(eclip_checkpoint, num_labels=...)` loads the backbone weights of an `EclipModel` folder
+# (keys `vision_model.*` land on `eclip.vision_model.*`) and initialises only the head.
+
+_HEAD_AUTO_CLASSES: dict[str, tuple[str, ...]] = {
+    "EclipForProductClassification": ("AutoModelForSequenceClassification", "AutoModelForImageClassification"),
+    "EclipForTokenClassification": ("AutoModelForTokenClassification",),
+    "EclipForProductMatching": (),
+}
+
+
+@dataclass
+class EclipProductClassificationOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+        Cross-entropy (single label), binary cross-entropy with logits (multi-label and binary) or MSE (regression).
+    logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+        Classification scores (before softmax / sigmoid).
+    image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`, *optional*):
+        L2-normalised image embeddings the classifier saw (image and both modalities).
+    text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`, *optional*):
+        L2-normalised text embeddings the classifier saw (text and both modalities).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+
+
+@dataclass
+class EclipTokenClassificationOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+        Token-level cross-entropy; label `-100` (padding, special tokens, non-first sub-words) is ignored.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, num_labels)`):
+        Tag scores per token (before softmax).
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+        The text tower's hidden states.
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+        The text tower's attention maps.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class EclipProductMatchingOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+        Binary cross-entropy with logits against the 0/1 `labels`.
+    logits (`torch.FloatTensor` of shape `(batch_size,)`):
+        One match logit per pair (`sigmoid` gives the match probability).
+    embeds_a (`torch.FloatTensor` of shape `(batch_size, feature_dim)`):
+        Embedding `u` of the first product (normalised per modality; both modalities are concatenated).
+    embeds_b (`torch.FloatTensor` of shape `(batch_size, feature_dim)`):
+        Embedding `v` of the second product.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    embeds_a: torch.FloatTensor | None = None
+    embeds_b: torch.FloatTensor | None = None
+
+
+class EclipPreTrainedHead(EclipPreTrainedModel):
+    """Shared plumbing of the task heads: config checks, the backbone, product features and the saved auto_map."""
+
+    # The heads average their loss over the batch themselves: Trainer must not pass `num_items_in_batch`.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: EclipConfig):
+        config._check_head_fields()  # again: `from_pretrained(..., modality=...)` sets fields after __init__
+        id2label = config.id2label
+        if id2label is not None and (config.label2id is None or set(config.label2id) != set(id2label.values())):
+            config.label2id = {label: index for index, label in id2label.items()}
+        super().__init__(config)
+        self.eclip = EclipModel(config)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of one product's features: `projection_dim`, doubled for `modality="both"`."""
+        return self.config.projection_dim * (2 if self.config.modality == "both" else 1)
+
+    def _product_features(
+        self,
+        pixel_values: torch.Tensor | None,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        suffix: str = "",
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Normalised image and/or text embeddings of one product per row, concatenated for `modality="both"`."""
+        modality = self.config.modality
+        needs_image, needs_text = modality in ("image", "both"), modality in ("text", "both")
+        missing = [
+            name + suffix
+            for name, needed, value in (("pixel_values", needs_image, pixel_values), ("input_ids", needs_text, input_ids))
+            if needed and value is None
+        ]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__} has modality={modality!r}, so it needs {' and '.join(missing)} "
+                f"(got pixel_values{suffix}={'None' if pixel_values is None else 'a tensor'}, "
+                f"input_ids{suffix}={'None' if input_ids is None else 'a tensor'})."
+            )
+        image_embeds = text_embeds = None
+        if needs_image:
+            image_embeds = nn.functional.normalize(self.eclip.get_image_features(pixel_values).pooler_output, dim=-1)
+        if needs_text:
+            text_embeds = self.eclip.get_text_features(
+                input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids
+            ).pooler_output
+            text_embeds = nn.functional.normalize(text_embeds, dim=-1)
+        if image_embeds is not None and text_embeds is not None:
+            if image_embeds.shape[0] != text_embeds.shape[0]:
+                raise ValueError(
+                    f"modality='both' needs one image per text: got {image_embeds.shape[0]} images and "
+                    f"{text_embeds.shape[0]} texts."
+                )
+            features = torch.cat([image_embeds, text_embeds], dim=-1)
+        else:
+            features = image_embeds if image_embeds is not None else text_embeds
+        return features, image_embeds, text_embeds
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # The folder maps the Auto classes of this head (the classifier serves two) plus AutoModel -> the backbone;
+        # entries of other heads (a config re-used across heads) are dropped.
+        own = _HEAD_AUTO_CLASSES.get(type(self).__name__, ())
+        heads = tuple(_HEAD_AUTO_CLASSES)
+        auto_map = {
+            key: value
+            for key, value in dict(getattr(self.config, "auto_map", None) or {}).items()
+            if not (isinstance(value, str) and value.rsplit(".", 1)[-1] in heads)
+        }
+        if self._auto_class is not None or own:
+            auto_map.setdefault("AutoModel", "modeling_eclip.EclipModel")
+            auto_map.setdefault("AutoModelForZeroShotImageClassification", "modeling_eclip.EclipModel")
+            for auto_class in own:
+                auto_map[auto_class] = f"modeling_eclip.{type(self).__name__}"
+        self.config.auto_map = auto_map
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is None and kwargs.get("is_main_process", True):
+            # No Auto class for this head: still ship its code, loadable with
+            # `transformers.dynamic_module_utils.get_class_from_dynamic_module("modeling_eclip.<Class>", folder)`.
+            from transformers.dynamic_module_utils import custom_object_save
+
+            custom_object_save(self, save_directory)
+        return result
+
+
+def _classification_loss(config: EclipConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """transformers' sequence-classification loss, except that a one-logit head is binary (BCE), not regression,
+    unless `problem_type="regression"` says so."""
+    num_labels = logits.shape[-1]
+    problem_type = config.problem_type
+    if problem_type is None:
+        if num_labels == 1:
+            problem_type = "multi_label_classification"
+        elif labels.dtype in (torch.long, torch.int):
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    if problem_type == "regression":
+        return nn.functional.mse_loss(logits.squeeze(-1) if num_labels == 1 else logits, labels.to(logits.dtype).view(
+            logits.shape[:1] if num_labels == 1 else logits.shape))
+    if problem_type == "single_label_classification":
+        return nn.functional.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype).view(logits.shape))
+
+
+class EclipForProductClassification(EclipPreTrainedHead):
+    r"""
+    ECLIP product classifier: the normalised image embedding, text embedding or both (concatenated), then dropout and
+    one linear layer. Serves category classification (single label), attribute sets (multi-label) and adult /
+    restricted-product recognition (binary: `num_labels=1`, one sigmoid logit, or `num_labels=2`).
+
+    Registered with `AutoModelForImageClassification` and `AutoModelForSequenceClassification`, so an image model
+    (`modality="image"`) works with `pipeline("image-classification")` and a text model (`modality="text"`) with
+    `pipeline("text-classification")`.
+
+    Example:
+
+    ```python
+    >>> model = EclipForProductClassification.from_pretrained("path/to/eclip", num_labels=6, modality="image")
+    >>> logits = model(pixel_values=pixel_values).logits  # (batch, 6)
+    ```"""
+
+    def __init__(self, config: EclipConfig):
+        super().__init__(config)
+        if config.modality == "text":
+            self.main_input_name = "input_ids"
+        self.num_labels = config.num_labels
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(self.feature_dim, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> tuple | EclipProductClassificationOutput:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`, *optional*):
+                Product photos; required for `modality` `"image"` and `"both"`.
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Product texts; required for `modality` `"text"` and `"both"`.
+            labels (`torch.LongTensor` of shape `(batch_size,)` or `torch.FloatTensor` of shape
+                `(batch_size, num_labels)`, *optional*):
+                Class ids (single label) or 0/1 targets (multi-label; a `(batch_size,)` vector for a one-logit binary
+                head).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        features, image_embeds, text_embeds = self._product_features(
+            pixel_values, input_ids, attention_mask, token_type_ids, position_ids
+        )
+        logits = self.classifier(self.dropout(features))
+        loss = None if labels is None else _classification_loss(self.config, logits, labels)
+        output = EclipProductClassificationOutput(
+            loss=loss, logits=logits, image_embeds=image_embeds, text_embeds=text_embeds
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class EclipForTokenClassification(EclipPreTrainedHead):
+    r"""
+    ECLIP attribute tagger: the text tower's token states, dropout and a linear layer to BIO tags (e.g. `B-BRAND`,
+    `I-COLOUR`, `O`). Registered with `AutoModelForTokenClassification`, so it works with
+    `pipeline("token-classification")`.
+
+    Example:
+
+    ```python
+    >>> labels = ["O", "B-BRAND", "I-BRAND", "B-COLOUR", "I-COLOUR"]
+    >>> model = EclipForTokenClassification.from_pretrained("path/to/eclip", id2label=dict(enumerate(labels)))
+    >>> logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (batch, seq, 5)
+    ```"""
+
+    main_input_name = "input_ids"
+
+    def __init__(self, config: EclipConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(self.eclip.text_embed_dim, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> tuple | EclipTokenClassificationOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Token ids of the product titles.
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Tag ids per token; `-100` is ignored.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if input_ids is None or input_ids.dim() != 2:
+            shape = None if input_ids is None else tuple(input_ids.shape)
+            raise ValueError(f"EclipForTokenClassification needs input_ids of shape (batch, sequence), got {shape}.")
+        text_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "return_dict": True}
+        for name, value in (("token_type_ids", token_type_ids), ("position_ids", position_ids),
+                            ("output_attentions", output_attentions), ("output_hidden_states", output_hidden_states)):
+            if value is not None:
+                text_kwargs[name] = value
+        outputs = self.eclip.text_model(**text_kwargs)
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
+        output = EclipTokenClassificationOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=getattr(outputs, "hidden_states", None),
+            attentions=getattr(outputs, "attentions", None),
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class EclipForProductMatching(EclipPreTrainedHead):
+    r"""
+    ECLIP product matcher: each of two products is embedded (image, text or both, as in
+    [`EclipForProductClassification`]) into `u` and `v`; `config.matching_features` of `[u, v, |u - v|, u * v]` go
+    through a two-layer MLP to one match logit, trained with binary cross-entropy.
+
+    Not registered with an Auto task class: no transformers Auto class or pipeline takes a pair of products, and
+    `AutoModelForSequenceClassification` is the classifier's. Load it with
+    `EclipForProductMatching.from_pretrained(folder)`; without the package installed, the saved folder carries the
+    code: `get_class_from_dynamic_module("modeling_eclip.EclipForProductMatching", folder).from_pretrained(folder)`.
+
+    Example:
+
+    ```python
+    >>> model = EclipForProductMatching.from_pretrained("path/to/eclip", modality="text")
+    >>> out = model(input_ids=a.input_ids, attention_mask=a.attention_mask,
+    ...             input_ids_b=b.input_ids, attention_mask_b=b.attention_mask)
+    >>> match_probability = out.logits.sigmoid()  # (batch,)
+    ```"""
+
+    def __init__(self, config: EclipConfig):
+        super().__init__(config)
+        if config.modality == "text":
+            self.main_input_name = "input_ids"
+        width = self.feature_dim
+        hidden = config.matching_hidden_size or width
+        self.matcher = nn.Sequential(
+            nn.Dropout(config.classifier_dropout),
+            nn.Linear(len(config.matching_features) * width, hidden),
+            nn.GELU(),
+            nn.Dropout(config.classifier_dropout),
+            nn.Linear(hidden, 1),
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        pixel_values_b: torch.FloatTensor | None = None,
+        input_ids_b: torch.LongTensor | None = None,
+        attention_mask_b: torch.Tensor | None = None,
+        token_type_ids_b: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> tuple | EclipProductMatchingOutput:
+        r"""
+        Args:
+            pixel_values, input_ids, attention_mask, token_type_ids:
+                The first product of each pair (what `config.modality` needs).
+            pixel_values_b, input_ids_b, attention_mask_b, token_type_ids_b:
+                The second product of each pair.
+            labels (`torch.Tensor` of shape `(batch_size,)`, *optional*):
+                1 for the same product, 0 otherwise.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        u, _, _ = self._product_features(pixel_values, input_ids, attention_mask, token_type_ids)
+        v, _, _ = self._product_features(pixel_values_b, input_ids_b, attention_mask_b, token_type_ids_b, suffix="_b")
+        if u.shape[0] != v.shape[0]:
+            raise ValueError(f"Product matching needs pairs: got {u.shape[0]} first and {v.shape[0]} second products.")
+        parts = {"u": u, "v": v, "abs_diff": (u - v).abs(), "product": u * v}
+        logits = self.matcher(torch.cat([parts[name] for name in self.config.matching_features], dim=-1)).squeeze(-1)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype).view(-1))
+        output = EclipProductMatchingOutput(loss=loss, logits=logits, embeds_a=u, embeds_b=v)
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "EclipPreTrainedModel",
+    "EclipModel",
+    "EclipOutput",
+    "EclipInstanceOutput",
+    "EclipPreTrainedHead",
+    "EclipForProductClassification",
+    "EclipForTokenClassification",
+    "EclipForProductMatching",
+    "EclipProductClassificationOutput",
+    "EclipTokenClassificationOutput",
+    "EclipProductMatchingOutput",
+]
