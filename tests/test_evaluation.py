@@ -1,0 +1,324 @@
+"""The benchmark runner (training/evaluation.py) on tiny random models over a small slice of the real data."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, CLIPImageProcessorPil
+
+from conftest import REPO_ROOT, minilm_dir
+from modeling_eclip import EclipConfig, EclipModel, EclipProcessor
+from training import evaluation as ev
+
+LIMIT = 40
+IMAGE_SIZE = 64
+
+torch.set_num_threads(1)  # tiny models: thread hand-offs cost more than they save (as in test_modeling.py)
+
+
+def tiny_eval_config(use_instance_decoder: bool) -> EclipConfig:
+    return EclipConfig(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=16),
+        text_config=dict(model_type="bert", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, vocab_size=30522, max_position_embeddings=512),
+        projection_dim=16, num_instance_queries=4, decoder_layers=2, decoder_attention_heads=4,
+        decoder_hidden_size=32, use_instance_decoder=use_instance_decoder,
+    )
+
+
+def tiny_eval_processor() -> EclipProcessor:
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
+    return EclipProcessor(image_processor, AutoTokenizer.from_pretrained(minilm_dir()))
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    processor = tiny_eval_processor()
+    out = {}
+    for name, decoder in (("eclip", True), ("clip", False)):
+        torch.manual_seed(0)
+        folder = root / name
+        EclipModel(tiny_eval_config(decoder)).save_pretrained(folder)
+        processor.save_pretrained(folder)
+        out[name] = str(folder)
+    return out
+
+
+def load(folder):
+    from transformers import AutoModel, AutoProcessor
+
+    return AutoModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def evaluated(folders, data_dir, tmp_path_factory):
+    """One full run (every task, ECLIP + baseline) shared by the tests below."""
+    output = str(tmp_path_factory.mktemp("eval"))
+    model, processor = load(folders["eclip"])
+    baseline, baseline_processor = load(folders["clip"])
+    results = ev.evaluate_model(
+        model, processor, data_dir, "all", output, limit=LIMIT, baseline_model=baseline,
+        baseline_processor=baseline_processor, model_path=folders["eclip"], baseline_path=folders["clip"],
+        batch_size=32, show_progress=False,
+    )
+    return results, output
+
+
+METRIC_KEYS = {
+    "zero_shot": {"accuracy", "macro_f1", "weighted_f1"},
+    "retrieval": {"text_to_image", "image_to_text", "text_to_image_text_free"},
+    "instance_retrieval": {"text_to_image", "text_to_image_target_only", "attention_in_box_rate"},
+    "linear_probe": {"image", "text", "both"},
+    "clustering": {"nmi", "ari"},
+    "matching": set(ev.MATCHING_DATASETS),
+    "restricted": {"zero_shot", "linear_probe"},
+}
+RECALL_KEYS = {"recall@1", "recall@5", "recall@10", "mrr"}
+
+
+def check_tasks(tasks, eclip: bool):
+    assert set(tasks) == set(ev.TASKS)
+    for task, keys in METRIC_KEYS.items():
+        assert keys <= set(tasks[task]), (task, tasks[task].keys())
+        assert "skipped" not in tasks[task]
+    for direction in ("text_to_image", "image_to_text", "text_to_image_text_free"):
+        assert set(tasks["retrieval"][direction]) == RECALL_KEYS
+        assert all(0.0 <= v <= 1.0 for v in tasks["retrieval"][direction].values())
+    for variant in ("text_to_image", "text_to_image_target_only"):
+        assert set(tasks["instance_retrieval"][variant]) == RECALL_KEYS
+    for kind in ("image", "text", "both"):
+        assert set(tasks["linear_probe"][kind]) == {"accuracy", "macro_f1"}
+    for name in ev.MATCHING_DATASETS:
+        assert {"f1", "precision", "recall"} <= set(tasks["matching"][name])
+    for kind in ("zero_shot", "linear_probe"):
+        assert {"roc_auc", "recall_at_95_precision"} <= set(tasks["restricted"][kind])
+    rate = tasks["instance_retrieval"]["attention_in_box_rate"]
+    if eclip:
+        assert 0.0 <= rate <= 1.0
+    else:
+        assert rate is None
+        assert "skipped" in tasks["instance_retrieval"]["details"]["attention_note"]
+
+
+def test_results_json_has_every_key(evaluated, folders):
+    results, output = evaluated
+    with open(os.path.join(output, "results.json")) as f:
+        saved = json.load(f)
+    for key in ("model_path", "config", "tasks", "data", "wall_time_s", "versions", "limit", "seed", "templates",
+                "plots", "baseline", "comparison"):
+        assert key in saved, key
+    assert saved["model_path"] == folders["eclip"]
+    assert saved["config"]["use_instance_decoder"] is True and saved["config"]["num_instance_queries"] == 4
+    assert saved["data"]["fashion_products"] == {"train": LIMIT, "validation": LIMIT, "test": LIMIT}
+    assert saved["data"]["matching"] == {name: {"valid": LIMIT, "test": LIMIT} for name in ev.MATCHING_DATASETS}
+    assert saved["data"]["instance_scenes"] == LIMIT
+    assert saved["wall_time_s"] > 0
+    assert {"torch", "transformers", "evaluate", "python"} <= set(saved["versions"])
+    check_tasks(saved["tasks"], eclip=True)
+
+    baseline = saved["baseline"]
+    assert baseline["model_path"] == folders["clip"]
+    assert baseline["config"]["use_instance_decoder"] is False and baseline["config"]["num_instance_queries"] is None
+    check_tasks(baseline["tasks"], eclip=False)
+
+    # Side by side with ratios, one entry per metric.
+    comparison = saved["comparison"]
+    assert comparison["zero_shot/accuracy"].keys() == {"model", "baseline", "ratio"}
+    assert "retrieval/text_to_image/recall@10" in comparison
+    entry = comparison["matching/walmart-amazon/roc_auc"]
+    assert entry["ratio"] == pytest.approx(entry["model"] / entry["baseline"])
+    assert comparison["instance_retrieval/attention_in_box_rate"]["ratio"] is None
+    assert saved == json.loads(json.dumps(results, default=ev._json_default))
+
+
+def test_results_markdown(evaluated):
+    _, output = evaluated
+    text = open(os.path.join(output, "results.md")).read()
+    assert "| task | metric | model | baseline | ratio |" in text
+    assert "| zero_shot | accuracy |" in text
+    assert "| matching | abt-buy/f1 |" in text
+    assert "attention plot skipped" in text
+
+
+def check_png(path, min_side=300):
+    assert os.path.isfile(path), path
+    assert os.path.getsize(path) > 10_000, path
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert min(image.size) >= min_side, image.size
+
+
+def test_every_plot_is_written(evaluated):
+    results, output = evaluated
+    for name in ("retrieval_examples.png", "zero_shot_confusion.png", "instance_attention.png"):
+        check_png(os.path.join(output, name))
+    assert set(results["plots"].values()) == set(ev.PLOT_FILES.values())
+    baseline_dir = os.path.join(output, ev.BASELINE_SUBDIR)
+    for name in ("retrieval_examples.png", "zero_shot_confusion.png"):
+        check_png(os.path.join(baseline_dir, name))
+    # The baseline has no decoder, hence no cross-attention: the plot is skipped with a note.
+    assert not os.path.exists(os.path.join(baseline_dir, "instance_attention.png"))
+    assert any("skipped" in note for note in results["baseline"]["notes"])
+
+
+def test_each_split_is_embedded_once(evaluated):
+    results, _ = evaluated
+    # train + validation + test images once each, plus one scene per test product, for each model.
+    expected = 3 * LIMIT + LIMIT
+    assert results["embedded"]["images"] == expected
+    assert results["baseline"]["embedded"]["images"] == expected
+
+
+@pytest.mark.parametrize("name", ["eclip", "clip"])
+def test_scores_are_the_models_logits(folders, data_dir, name):
+    """The runner's image-text scores are the model's own logits (max over instances for ECLIP), unscaled."""
+    model, processor = load(folders[name])
+    rows = [r for r in ev.read_fashion_metadata(data_dir) if r["split"] == "test"][:6]
+    embedder = ev.Embedder(model, processor, batch_size=4, show_progress=False)
+    images = embedder.images("rows", [r["path"] for r in rows])
+    texts = embedder.texts([r[ev.TITLE_FIELD] for r in rows])
+    pil = [Image.open(r["path"]).convert("RGB") for r in rows]
+    inputs = processor(images=pil, text=[r[ev.TITLE_FIELD] for r in rows], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        logits = model(**inputs).logits_per_image.numpy()
+    scale = model.clamped_logit_scale().item()
+    np.testing.assert_allclose(ev.image_text_scores(images, texts) * scale, logits, atol=1e-4)
+    # Asking again hits the cache.
+    embedder.images("rows", [r["path"] for r in rows])
+    assert embedder.embedded_images == len(rows)
+
+
+def test_cli_update_card_and_entry_point(folders, data_dir, tmp_path):
+    output = tmp_path / "cli"
+    code = ev.main(["--model", folders["eclip"], "--data", data_dir, "--tasks", "zero_shot,matching",
+                    "--output", str(output), "--limit", "12", "--templates", "a photo of {}", "{}",
+                    "--update-card", "--no-progress", "--seed", "1"])
+    assert code == 0
+    saved = json.loads((output / "results.json").read_text())
+    assert saved["tasks_run"] == ["zero_shot", "matching"]
+    assert saved["templates"] == ["a photo of {}", "{}"]
+    assert saved["tasks"]["zero_shot"]["details"]["templates"] == ["a photo of {}", "{}"]
+    assert (output / "zero_shot_confusion.png").is_file()
+    readme = os.path.join(folders["eclip"], "README.md")
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(readme)
+    values = {(r.task_type, r.dataset_type, r.metric_type, r.metric_config): r.metric_value
+              for r in card.data.eval_results}
+    assert values[("zero-shot-image-classification", "fashion-products", "accuracy", None)] == pytest.approx(
+        saved["tasks"]["zero_shot"]["accuracy"], abs=1e-6)
+    assert values[("product-matching", "abt-buy", "f1", None)] == pytest.approx(
+        saved["tasks"]["matching"]["abt-buy"]["f1"], abs=1e-6)
+
+
+def test_module_cli_rejects_unknown_task(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "training.evaluation", "--model", "unused", "--tasks", "zero_shot,bogus",
+         "--output", str(tmp_path / "out")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Unknown task(s) 'bogus'" in result.stderr and "instance_retrieval" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------ clear errors early
+class ExplodingModel:
+    """Any use of the model fails: errors must come before any heavy work."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the model was touched ({name}) before the inputs were checked")
+
+
+def test_unknown_task_lists_valid_tasks(data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"Unknown task\(s\) 'zeroshot'; valid tasks: all, zero_shot, retrieval"):
+        ev.evaluate_model(ExplodingModel(), None, data_dir, "zeroshot,retrieval", str(tmp_path))
+    with pytest.raises(ValueError, match="valid tasks"):
+        ev.parse_tasks([])
+
+
+def test_missing_data_dir_is_named(tmp_path):
+    missing = str(tmp_path / "no-such-data")
+    with pytest.raises(ValueError, match="no-such-data"):
+        ev.evaluate_model(ExplodingModel(), None, missing, "all", str(tmp_path / "out"))
+
+
+def write_metadata(root, rows, header):
+    os.makedirs(root / "fashion-products", exist_ok=True)
+    with open(root / "fashion-products" / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def real_metadata(data_dir, n_per_split=3):
+    with open(os.path.join(data_dir, "fashion-products", "metadata.csv"), newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, list(reader)
+    picked = []
+    for split in ("train", "validation", "test"):
+        picked += [r for r in rows if r["split"] == split][:n_per_split]
+    return header, picked
+
+
+def test_missing_split_is_named(data_dir, tmp_path):
+    header, rows = real_metadata(data_dir)
+    write_metadata(tmp_path, [r for r in rows if r["split"] != "validation"], header)
+    # Tasks that only read `test` do not need the validation split; those that tune on it fail clearly.
+    with pytest.raises(ValueError, match=r"Split 'validation' has no rows in .*metadata\.csv"):
+        ev.evaluate_model(ExplodingModel(), None, str(tmp_path), "zero_shot,linear_probe", str(tmp_path / "o"))
+
+
+def test_missing_metadata_and_matching_files_are_named(data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"fashion-products/metadata\.csv"):
+        ev.evaluate_model(ExplodingModel(), None, str(tmp_path), "clustering", str(tmp_path / "o"))
+    with pytest.raises(ValueError, match=r"product-matching/walmart-amazon/valid\.txt"):
+        ev.evaluate_model(ExplodingModel(), None, str(tmp_path), "matching", str(tmp_path / "o"))
+
+
+def test_missing_images_and_bad_inputs(data_dir, tmp_path):
+    header, rows = real_metadata(data_dir)
+    write_metadata(tmp_path, rows, header)  # metadata only, no image files
+    with pytest.raises(ValueError, match=r"image file\(s\) of split 'test' are missing"):
+        ev.evaluate_model(ExplodingModel(), None, str(tmp_path), "retrieval", str(tmp_path / "o"))
+    with pytest.raises(ValueError, match="exactly one"):
+        ev.evaluate_model(ExplodingModel(), None, data_dir, "zero_shot", str(tmp_path / "o"), templates=["a photo"])
+    with pytest.raises(ValueError, match="limit"):
+        ev.evaluate_model(ExplodingModel(), None, data_dir, "zero_shot", str(tmp_path / "o"), limit=0)
+
+
+# ---------------------------------------------------------------------------------------------- pure helpers
+def test_stratified_subset_is_deterministic_and_covers_groups():
+    items = [("a", i) for i in range(80)] + [("b", i) for i in range(15)] + [("c", i) for i in range(5)]
+    first = ev.stratified_subset(items, 20, seed=0, key=lambda x: x[0])
+    assert first == ev.stratified_subset(items, 20, seed=0, key=lambda x: x[0])
+    assert len(first) == 20
+    counts = {g: sum(1 for x in first if x[0] == g) for g in "abc"}
+    assert counts["c"] >= 1 and counts["a"] > counts["b"] > 0  # proportional, no group dropped
+    assert first == sorted(first, key=items.index)  # input order kept
+    assert len(ev.stratified_subset(items, 2, seed=0, key=lambda x: x[0])) == 2
+    assert ev.stratified_subset(items, None, seed=0, key=lambda x: x[0]) == items
+    assert ev.stratified_subset(items, 20, seed=1, key=lambda x: x[0]) != first
+
+
+def test_serialized_pairs_become_readable_text():
+    record = "COL title VAL lenovo back pack COL category VAL  COL brand VAL lenovo COL price VAL 31.51 "
+    assert ev.serialized_to_text(record) == "lenovo back pack | brand: lenovo | price: 31.51"
+    assert ev.serialized_to_text("plain text") == "plain text"
+
+
+def test_attention_grid_drops_cls():
+    grid = ev._attention_grid(np.arange(17, dtype=float))
+    assert grid.shape == (4, 4) and grid[0, 0] == 1.0
+    assert ev._attention_grid(np.arange(16, dtype=float)).shape == (4, 4)
+    assert ev._attention_grid(np.arange(7, dtype=float)) is None
