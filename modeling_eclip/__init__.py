@@ -7,23 +7,47 @@ without `trust_remote_code`; saved folders also carry the code (`auto_map`) for 
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoModelForZeroShotImageClassification,
     AutoProcessor,
 )
 
 from .configuration_eclip import EclipConfig
-from .modeling_eclip import EclipInstanceOutput, EclipModel, EclipOutput, EclipPreTrainedModel
+from .modeling_eclip import (
+    EclipForProductClassification,
+    EclipForProductMatching,
+    EclipForTokenClassification,
+    EclipInstanceOutput,
+    EclipModel,
+    EclipOutput,
+    EclipPreTrainedHead,
+    EclipPreTrainedModel,
+    EclipProductClassificationOutput,
+    EclipProductMatchingOutput,
+    EclipTokenClassificationOutput,
+)
 from .processing_eclip import DEFAULT_PRODUCT_TEXT_TEMPLATE, EclipProcessor, build_product_text
 
 AutoConfig.register(EclipConfig.model_type, EclipConfig, exist_ok=True)
 AutoModel.register(EclipConfig, EclipModel, exist_ok=True)
 AutoModelForZeroShotImageClassification.register(EclipConfig, EclipModel, exist_ok=True)
 AutoProcessor.register(EclipConfig, EclipProcessor, exist_ok=True)
+# Task heads. All share EclipConfig, and each Auto class maps the config to one model class. The product matcher
+# (a pair of products -> one logit) fits no Auto task class or pipeline and has none: load it with
+# `EclipForProductMatching.from_pretrained(folder)` (its saved folder still carries the code, see its docstring).
+AutoModelForImageClassification.register(EclipConfig, EclipForProductClassification, exist_ok=True)
+AutoModelForSequenceClassification.register(EclipConfig, EclipForProductClassification, exist_ok=True)
+AutoModelForTokenClassification.register(EclipConfig, EclipForTokenClassification, exist_ok=True)
 
 # `save_pretrained` then writes `auto_map` and copies these modules next to the weights (trust_remote_code loading).
 EclipConfig.register_for_auto_class()
 EclipModel.register_for_auto_class("AutoModel")
 EclipProcessor.register_for_auto_class()
+# The classifier serves two Auto classes; its save_pretrained adds AutoModelForImageClassification to auto_map.
+EclipForProductClassification.register_for_auto_class("AutoModelForSequenceClassification")
+EclipForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 
 __all__ = [
     "EclipConfig",
@@ -31,6 +55,13 @@ __all__ = [
     "EclipOutput",
     "EclipInstanceOutput",
     "EclipPreTrainedModel",
+    "EclipPreTrainedHead",
+    "EclipForProductClassification",
+    "EclipForTokenClassification",
+    "EclipForProductMatching",
+    "EclipProductClassificationOutput",
+    "EclipTokenClassificationOutput",
+    "EclipProductMatchingOutput",
     "EclipProcessor",
     "build_product_text",
     "DEFAULT_PRODUCT_TEXT_TEMPLATE",

@@ -11,6 +11,9 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 TEXT_POOLING = ("cls", "mean", "eos", "pooler")
 VISION_POOLING = ("pooler", "cls", "mean")
 LOSS_WEIGHT_FIELDS = ("itc_weight", "inter_weight", "intra_weight", "selection_weight")
+MODALITIES = ("image", "text", "both")
+MATCHING_FEATURES = ("u", "v", "abs_diff", "product")
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 
 
 @strict
@@ -57,6 +60,19 @@ class EclipConfig(PreTrainedConfig):
         itc_weight, inter_weight, intra_weight, selection_weight (`float`, *optional*):
             Weights of the global ITC, inter-product, intra-product and selection losses. A zero weight switches the
             objective off (for ablations).
+        modality (`str`, *optional*, defaults to `"image"`):
+            Task heads only: which tower(s) describe a product, `"image"`, `"text"` or `"both"` (the two normalised
+            embeddings concatenated). Token classification always reads the text tower.
+        classifier_dropout (`float`, *optional*, defaults to 0.0):
+            Task heads only: dropout on the features before the classification / matching layers.
+        matching_features (`list[str]`, *optional*, defaults to `("u", "v", "abs_diff", "product")`):
+            [`EclipForProductMatching`] only: which of `u`, `v`, `|u - v|` (`"abs_diff"`) and `u * v`
+            (`"product"`) of the two product embeddings are concatenated into the match MLP.
+        matching_hidden_size (`int`, *optional*):
+            [`EclipForProductMatching`] only: width of the match MLP; defaults to the product embedding width.
+
+        `num_labels`, `id2label`, `label2id` and `problem_type` (from [`PreTrainedConfig`]) configure the classification
+        heads; a `num_labels` that disagrees with the length of `id2label` is an error.
 
     Example:
 
@@ -92,13 +108,45 @@ class EclipConfig(PreTrainedConfig):
     inter_weight: float | int = 1.0
     intra_weight: float | int = 1.0
     selection_weight: float | int = 0.5
+    modality: str = "image"
+    classifier_dropout: float | int = 0.0
+    matching_features: list[str] | tuple[str, ...] = MATCHING_FEATURES
+    matching_hidden_size: int | None = None
 
     def __post_init__(self, **kwargs):
         if self.decoder_intermediate_size is None:
             self.decoder_intermediate_size = 4 * self.decoder_hidden_size
         # Checked here rather than in a `@strict` validator, which would wrap the ValueError in its own error type.
         self._check_fields()
+        self._check_labels(kwargs.get("num_labels"), self.id2label, self.label2id)
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        # `from_pretrained(folder, num_labels=N)` re-labels a saved head: a stale saved `id2label` of another length
+        # gives way to `num_labels` (transformers then sets N default labels, or the `id2label` passed with it).
+        num_labels = kwargs.get("num_labels")
+        if num_labels is not None:
+            cls._check_labels(num_labels, kwargs.get("id2label"), kwargs.get("label2id"))
+            saved = config_dict.get("id2label")
+            if saved is not None and len(saved) != num_labels:
+                config_dict = {k: v for k, v in config_dict.items() if k not in ("id2label", "label2id")}
+        return super().from_dict(config_dict, **kwargs)
+
+    @staticmethod
+    def _check_labels(num_labels, id2label, label2id):
+        """A label count that disagrees with the label names is an error (transformers only warns)."""
+        if num_labels is not None and (not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 1):
+            raise ValueError(f"EclipConfig.num_labels must be a positive integer, got {num_labels!r}.")
+        if id2label is not None and num_labels is not None and len(id2label) != num_labels:
+            raise ValueError(
+                f"EclipConfig.num_labels ({num_labels}) disagrees with id2label, which names {len(id2label)} labels: "
+                "pass one of them, or both consistently."
+            )
+        if id2label is not None and label2id is not None and len(label2id) != len(id2label):
+            raise ValueError(
+                f"EclipConfig.label2id names {len(label2id)} labels but id2label names {len(id2label)}."
+            )
 
     def _check_fields(self):
         """Raise a `ValueError` naming the field for every bad value, before any tower is built."""
@@ -142,6 +190,27 @@ class EclipConfig(PreTrainedConfig):
                 f"EclipConfig.logit_scale_init_value must be finite and at most ln(100), got "
                 f"{self.logit_scale_init_value!r}."
             )
+        self._check_head_fields()
+
+    def _check_head_fields(self):
+        """The task-head fields; heads call this again at construction (`from_pretrained` kwargs bypass __init__)."""
+        if self.modality not in MODALITIES:
+            raise ValueError(f"EclipConfig.modality must be one of {MODALITIES}, got {self.modality!r}.")
+        if not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"EclipConfig.classifier_dropout must be in [0, 1), got {self.classifier_dropout!r}.")
+        features = self.matching_features
+        if isinstance(features, str) or not features or any(f not in MATCHING_FEATURES for f in features):
+            raise ValueError(
+                f"EclipConfig.matching_features must be a non-empty list drawn from {MATCHING_FEATURES}, got "
+                f"{features!r}."
+            )
+        if len(set(features)) != len(features):
+            raise ValueError(f"EclipConfig.matching_features has duplicates: {features!r}.")
+        hidden = self.matching_hidden_size
+        if hidden is not None and (not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1):
+            raise ValueError(f"EclipConfig.matching_hidden_size must be a positive integer or None, got {hidden!r}.")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"EclipConfig.problem_type must be None or one of {PROBLEM_TYPES}, got {self.problem_type!r}.")
 
 
 __all__ = ["EclipConfig"]

@@ -21,6 +21,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, logging
 
 from .configuration_eclip import EclipConfig
+from .losses import catalog_contrastive_loss, inter_product_loss, intra_product_loss, select_instances, selection_loss
 
 logger = logging.get_logger(__name__)
 
@@ -744,8 +745,6 @@ class EclipModel(EclipPreTrainedModel):
             `inter`, `intra`, `selection`). Without the instance decoder the loss is the ITC alone (the CLIP
             baseline).
         """
-        from . import losses
-
         config = self.config
         scale = self.clamped_logit_scale()
         if gather is not None and product_ids is None:
@@ -763,22 +762,22 @@ class EclipModel(EclipPreTrainedModel):
         if instance_embeds is None:
             weights["itc"] = 1.0  # the CLIP baseline trains on the global ITC whatever the ECLIP weights say
         if weights["itc"] > 0:
-            components["itc"] = losses.catalog_contrastive_loss(
+            components["itc"] = catalog_contrastive_loss(
                 global_image_embeds, text_embeds, scale, product_ids,
                 everywhere(global_image_embeds), everywhere(text_embeds), all_ids,
             )
         if instance_embeds is not None:
             if weights["inter"] > 0:
-                components["inter"] = losses.inter_product_loss(
+                components["inter"] = inter_product_loss(
                     instance_embeds, text_embeds, scale, product_ids,
                     everywhere(instance_embeds), everywhere(text_embeds), all_ids,
                 )
-            selected, selected_index = losses.select_instances(instance_embeds, text_embeds)
+            selected, selected_index = select_instances(instance_embeds, text_embeds)
             if weights["selection"] > 0 and selection_logits is not None:
-                components["selection"] = losses.selection_loss(selection_logits, selected_index)
+                components["selection"] = selection_loss(selection_logits, selected_index)
             if weights["intra"] > 0 and view_instance_embeds is not None:
-                view_selected, _ = losses.select_instances(view_instance_embeds, text_embeds)
-                components["intra"] = losses.intra_product_loss(
+                view_selected, _ = select_instances(view_instance_embeds, text_embeds)
+                components["intra"] = intra_product_loss(
                     selected, view_selected, scale, product_ids, everywhere(selected), everywhere(view_selected),
                     all_ids,
                 )
@@ -816,8 +815,14 @@ class EclipModel(EclipPreTrainedModel):
         ```"""
         from transformers import AutoConfig
 
-        vision_kwargs = {k[len("vision_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("vision_")}
-        text_kwargs = {k[len("text_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("text_")}
+        # `text_pooling` / `vision_pooling` are EclipConfig fields despite their prefix: they must not reach a tower.
+        config_fields = ("text_pooling", "vision_pooling")
+        vision_kwargs = {
+            k[len("vision_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("vision_") and k not in config_fields
+        }
+        text_kwargs = {
+            k[len("text_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("text_") and k not in config_fields
+        }
         config_kwargs = kwargs
 
         vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
@@ -903,9 +908,10 @@ class EclipProductMatchingOutput(ModelOutput):
     logits (`torch.FloatTensor` of shape `(batch_size,)`):
         One match logit per pair (`sigmoid` gives the match probability).
     embeds_a (`torch.FloatTensor` of shape `(batch_size, feature_dim)`):
-        Embedding `u` of the first product (normalised per modality; both modalities are concatenated).
+        Features `u` of the first product: per modality the normalised embedding scaled by `sqrt(projection_dim)`,
+        both modalities concatenated.
     embeds_b (`torch.FloatTensor` of shape `(batch_size, feature_dim)`):
-        Embedding `v` of the second product.
+        Features `v` of the second product, likewise.
     """
 
     loss: torch.FloatTensor | None = None
@@ -942,7 +948,10 @@ class EclipPreTrainedHead(EclipPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         suffix: str = "",
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Normalised image and/or text embeddings of one product per row, concatenated for `modality="both"`."""
+        """
+        Features of one product per row: the L2-normalised image and/or text embedding, each scaled by
+        `sqrt(projection_dim)`, concatenated for `modality="both"`. Also returns the unit-norm embeddings.
+        """
         modality = self.config.modality
         needs_image, needs_text = modality in ("image", "both"), modality in ("text", "both")
         missing = [
@@ -964,15 +973,16 @@ class EclipPreTrainedHead(EclipPreTrainedModel):
                 input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids
             ).pooler_output
             text_embeds = nn.functional.normalize(text_embeds, dim=-1)
-        if image_embeds is not None and text_embeds is not None:
-            if image_embeds.shape[0] != text_embeds.shape[0]:
-                raise ValueError(
-                    f"modality='both' needs one image per text: got {image_embeds.shape[0]} images and "
-                    f"{text_embeds.shape[0]} texts."
-                )
-            features = torch.cat([image_embeds, text_embeds], dim=-1)
-        else:
-            features = image_embeds if image_embeds is not None else text_embeds
+        if image_embeds is not None and text_embeds is not None and image_embeds.shape[0] != text_embeds.shape[0]:
+            raise ValueError(
+                f"modality='both' needs one image per text: got {image_embeds.shape[0]} images and "
+                f"{text_embeds.shape[0]} texts."
+            )
+        # Unit vectors scaled by sqrt(projection_dim): unit RMS per coordinate, the input scale that nn.Linear's
+        # initialisation and usual learning rates assume (on bare unit vectors a head learns ~sqrt(dim) times slower).
+        # The geometry (cosines) is unchanged, and with modality="both" each modality weighs the same.
+        scale = self.config.projection_dim**0.5
+        features = torch.cat([e * scale for e in (image_embeds, text_embeds) if e is not None], dim=-1)
         return features, image_embeds, text_embeds
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -985,11 +995,10 @@ class EclipPreTrainedHead(EclipPreTrainedModel):
             for key, value in dict(getattr(self.config, "auto_map", None) or {}).items()
             if not (isinstance(value, str) and value.rsplit(".", 1)[-1] in heads)
         }
-        if self._auto_class is not None or own:
-            auto_map.setdefault("AutoModel", "modeling_eclip.EclipModel")
-            auto_map.setdefault("AutoModelForZeroShotImageClassification", "modeling_eclip.EclipModel")
-            for auto_class in own:
-                auto_map[auto_class] = f"modeling_eclip.{type(self).__name__}"
+        auto_map.setdefault("AutoModel", "modeling_eclip.EclipModel")
+        auto_map.setdefault("AutoModelForZeroShotImageClassification", "modeling_eclip.EclipModel")
+        for auto_class in own:
+            auto_map[auto_class] = f"modeling_eclip.{type(self).__name__}"
         self.config.auto_map = auto_map
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if self._auto_class is None and kwargs.get("is_main_process", True):
@@ -1014,8 +1023,7 @@ def _classification_loss(config: EclipConfig, logits: torch.Tensor, labels: torc
         else:
             problem_type = "multi_label_classification"
     if problem_type == "regression":
-        return nn.functional.mse_loss(logits.squeeze(-1) if num_labels == 1 else logits, labels.to(logits.dtype).view(
-            logits.shape[:1] if num_labels == 1 else logits.shape))
+        return nn.functional.mse_loss(logits.view(-1), labels.to(logits.dtype).view(-1))
     if problem_type == "single_label_classification":
         return nn.functional.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
     return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype).view(logits.shape))
@@ -1023,9 +1031,10 @@ def _classification_loss(config: EclipConfig, logits: torch.Tensor, labels: torc
 
 class EclipForProductClassification(EclipPreTrainedHead):
     r"""
-    ECLIP product classifier: the normalised image embedding, text embedding or both (concatenated), then dropout and
-    one linear layer. Serves category classification (single label), attribute sets (multi-label) and adult /
-    restricted-product recognition (binary: `num_labels=1`, one sigmoid logit, or `num_labels=2`).
+    ECLIP product classifier: the normalised image embedding, text embedding or both (concatenated; each scaled by
+    `sqrt(projection_dim)`), then dropout and one linear layer. Serves category classification (single label),
+    attribute sets (multi-label) and adult / restricted-product recognition (binary: `num_labels=1`, one sigmoid
+    logit, or `num_labels=2`).
 
     Registered with `AutoModelForImageClassification` and `AutoModelForSequenceClassification`, so an image model
     (`modality="image"`) works with `pipeline("image-classification")` and a text model (`modality="text"`) with

@@ -280,7 +280,7 @@ def test_save_load_round_trip_is_identical_and_safetensors_only(saved_folder):
     files = set(os.listdir(saved_folder))
     assert "model.safetensors" in files
     assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
-    assert {"configuration_eclip.py", "modeling_eclip.py", "processing_eclip.py"} <= files
+    assert {"configuration_eclip.py", "modeling_eclip.py", "processing_eclip.py", "losses.py"} <= files
     auto_map = json.load(open(os.path.join(saved_folder, "config.json")))["auto_map"]
     assert auto_map["AutoModel"] == "modeling_eclip.EclipModel"
     torch.manual_seed(0)
@@ -367,12 +367,15 @@ REMOTE_SCRIPT = textwrap.dedent(
     inputs = processor(images=[image], text=["red shirt", "blue jeans"], return_tensors="pt")
     with torch.no_grad():
         logits = model(**inputs).logits_per_image
+        pair = processor(images=[image, image], text=["red shirt", "blue jeans"], return_tensors="pt")
+        loss = model(**pair, return_loss=True, product_ids=torch.tensor([0, 1])).loss
     classifier = pipeline("zero-shot-image-classification", model=folder, trust_remote_code=True)
     print(json.dumps({
         "module": type(model).__module__,
         "processor": type(processor).__name__,
         "eclip_imported": "modeling_eclip" in sys.modules,
         "logits": logits.tolist(),
+        "loss": float(loss),
         "labels": [r["label"] for r in classifier(image, candidate_labels=["shirt", "jeans"])],
     }))
     """
@@ -398,6 +401,7 @@ def test_trust_remote_code_load_without_the_package(saved_folder, tmp_path):
         expected = model(**inputs).logits_per_image
     torch.testing.assert_close(torch.tensor(report["logits"]), expected, atol=1e-5, rtol=1e-5)
     assert sorted(report["labels"]) == ["jeans", "shirt"]
+    assert report["loss"] > 0  # the objectives travel with the copied code (losses.py)
 
 
 def test_zero_shot_pipeline(saved_folder):

@@ -1,0 +1,425 @@
+"""``eclip-finetune``: fine-tune an ECLIP checkpoint on a downstream task with ``transformers.Trainer``.
+
+Tasks (data and label rules in :mod:`training.finetune_data`):
+
+* ``category``    -- product category (``--label-column``, default ``articleType``) from image, text or both
+                     (``EclipForProductClassification``); test accuracy, macro F1 and weighted F1.
+* ``restricted``  -- Innerwear vs the rest as the stand-in for adult / restricted products, binary with one sigmoid
+                     logit; test ROC-AUC, recall at 95 % precision, and F1 at the threshold tuned on validation.
+* ``attributes``  -- BIO tagging of titles (BRAND, GENDER, COLOUR, TYPE; ``EclipForTokenClassification``); test
+                     entity-level F1.
+* ``matching``    -- product matching on Walmart-Amazon and Abt-Buy text pairs (``EclipForProductMatching``); test F1
+                     at the threshold tuned on each benchmark's validation split, ROC-AUC.
+
+The backbone starts from ``--model`` (an ``EclipModel`` folder, or a fine-tuned head). ``--lora`` trains LoRA adapters
+plus the head instead of every weight; ``--freeze-backbone`` trains the head alone. The output folder gets the model
+(or the adapter and the head config, see docs/finetuning.md), the processor and ``test_metrics.json`` (the test metrics
+with a trivial baseline next to them: majority class, all-``O`` tags, or "always a match / always restricted").
+
+Example::
+
+    eclip-finetune --task category --label-column masterCategory --model runs/eclip --data ../shared/data \\
+        --modality image --lora r=16,alpha=32,dropout=0.05 --epochs 1 --output-dir runs/category
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("eclip-finetune")
+
+TASKS = ("category", "attributes", "matching", "restricted")
+DEFAULT_MODALITY = {"category": "image", "restricted": "image", "attributes": "text", "matching": "text"}
+DEFAULT_MAX_LENGTH = {"category": 64, "restricted": 64, "attributes": 64, "matching": 128}
+TARGET_PRECISION = 0.95
+
+
+# ----------------------------------------------------------------------------------------------------- collators
+class ClassificationCollator:
+    """Rows with ``image`` and/or ``productDisplayName`` and ``labels`` -> model inputs, processed on the fly."""
+
+    def __init__(self, processor, modality: str, max_length: int, label_dtype=torch.long):
+        self.processor, self.modality, self.max_length, self.label_dtype = processor, modality, max_length, label_dtype
+
+    def __call__(self, rows):
+        batch = {}
+        if self.modality in ("image", "both"):
+            images = [row["image"].convert("RGB") if hasattr(row["image"], "convert") else row["image"] for row in rows]
+            batch["pixel_values"] = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        if self.modality in ("text", "both"):
+            texts = [row.get("productDisplayName") or "" for row in rows]
+            batch.update(
+                self.processor.tokenizer(
+                    texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                )
+            )
+        batch["labels"] = torch.tensor([row["labels"] for row in rows], dtype=self.label_dtype)
+        return batch
+
+
+class TokenTagCollator:
+    """Rows with ``words`` and ``tags`` -> token inputs; the first sub-word of each word carries its tag, other
+    sub-words and special tokens ``-100``."""
+
+    def __init__(self, tokenizer, label2id: dict[str, int], max_length: int):
+        self.tokenizer, self.label2id, self.max_length = tokenizer, label2id, max_length
+
+    def __call__(self, rows):
+        batch = self.tokenizer(
+            [row["words"] for row in rows], is_split_into_words=True, padding=True, truncation=True,
+            max_length=self.max_length, return_tensors="pt",
+        )
+        labels = torch.full(batch["input_ids"].shape, -100, dtype=torch.long)
+        for i, row in enumerate(rows):
+            previous = None
+            for position, word in enumerate(batch.word_ids(i)):
+                if word is not None and word != previous:
+                    labels[i, position] = self.label2id[row["tags"][word]]
+                previous = word
+        batch["labels"] = labels
+        return dict(batch)
+
+
+class PairCollator:
+    """Rows with ``text_a``, ``text_b`` and ``labels`` -> the two products' token inputs (``*_b`` for the second)."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, rows):
+        batch = {}
+        for key, suffix in (("text_a", ""), ("text_b", "_b")):
+            encoded = self.tokenizer(
+                [row[key] for row in rows], padding=True, truncation=True, max_length=self.max_length,
+                return_tensors="pt",
+            )
+            batch.update({name + suffix: value for name, value in encoded.items()})
+        batch["labels"] = torch.tensor([row["labels"] for row in rows], dtype=torch.float)
+        return batch
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eclip-finetune", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--model", required=True, help="EclipModel folder (or a fine-tuned ECLIP head) to start from.")
+    parser.add_argument("--data", default=None, help="data root (default $ECLIP_DATA_DIR or ../shared/data).")
+    parser.add_argument("--modality", choices=("image", "text", "both"), default=None,
+                        help="towers describing a product (default: image for category/restricted, text otherwise; "
+                             "attributes and matching are text-only).")
+    parser.add_argument("--label-column", default="articleType", help="category task: fashion-products column.")
+    parser.add_argument("--matching-datasets", default="walmart-amazon,abt-buy",
+                        help="matching task: comma-separated product-matching benchmarks.")
+    parser.add_argument("--lora", nargs="?", const="", default=None, metavar="SPEC",
+                        help="train LoRA adapters: r=16,alpha=32,dropout=0.05[,targets=name,name...]")
+    parser.add_argument("--merge-lora", action="store_true", help="also write the merged model to OUTPUT/merged.")
+    parser.add_argument("--freeze-backbone", action="store_true", help="train the head only.")
+    parser.add_argument("--output-dir", default=None, help="default runs/finetune-<task>.")
+    parser.add_argument("--processor", default=None, help="processor folder when --model has none.")
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0.")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="at most N rows per split (matching: per benchmark and split), a seeded sample.")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="backbone / adapter learning rate (default 5e-5 full fine-tuning, 5e-4 LoRA).")
+    parser.add_argument("--head-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup-steps", type=float, default=0.06, help="steps, or a fraction of them when < 1.")
+    parser.add_argument("--classifier-dropout", type=float, default=0.1)
+    parser.add_argument("--max-length", type=int, default=None, help="token limit (default 64, 128 for matching).")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--logging-steps", type=int, default=20)
+    return parser
+
+
+def _check_args(args, parser):
+    if args.modality is None:
+        args.modality = DEFAULT_MODALITY[args.task]
+    if args.task == "attributes" and args.modality != "text":
+        parser.error("--task attributes tags title tokens: --modality must be text.")
+    if args.task == "matching" and args.modality != "text":
+        parser.error("--task matching uses the text pairs of the product-matching benchmarks: --modality must be text.")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be positive.")
+    if args.lora is not None and args.freeze_backbone:
+        logger.info("--lora already freezes the backbone; --freeze-backbone is implied.")
+    if args.merge_lora and args.lora is None:
+        parser.error("--merge-lora needs --lora.")
+    args.max_length = args.max_length or DEFAULT_MAX_LENGTH[args.task]
+    if args.learning_rate is None:
+        args.learning_rate = 5e-4 if args.lora is not None else 5e-5
+    args.output_dir = args.output_dir or os.path.join("runs", f"finetune-{args.task}")
+
+
+def _is_head_parameter(name: str) -> bool:
+    return "eclip." not in name
+
+
+def build_optimizer(model, learning_rate: float, head_learning_rate: float, weight_decay: float):
+    """AdamW with the head (any parameter outside the backbone ``eclip.*``) at its own, higher learning rate."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            groups.setdefault((_is_head_parameter(name), parameter.ndim >= 2), []).append(parameter)
+    param_groups = [
+        {"params": params, "lr": head_learning_rate if head else learning_rate, "weight_decay": weight_decay if decay else 0.0}
+        for (head, decay), params in groups.items()
+    ]
+    return torch.optim.AdamW(param_groups)
+
+
+@torch.inference_mode()
+def predict(model, dataset, collator, batch_size: int):
+    """Logits and labels of every row, in order (token task: lists of per-row arrays at labelled positions)."""
+    model.eval()
+    device = next(model.parameters()).device
+    all_logits, all_labels = [], []
+    for start in range(0, len(dataset), batch_size):
+        batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        labels = batch.pop("labels")
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+        if logits.dim() == 3:  # token classification: keep the first sub-word of each word
+            for row_logits, row_labels in zip(logits, labels):
+                keep = row_labels != -100
+                all_logits.append(row_logits[keep].numpy())
+                all_labels.append(row_labels[keep].numpy())
+        else:
+            all_logits.append(logits.numpy())
+            all_labels.append(labels.numpy())
+    return all_logits, all_labels
+
+
+def _concat(parts):
+    return np.concatenate(parts) if parts else np.zeros((0,))
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _pair_metrics(val_scores, val_labels, test_scores, test_labels, threshold=None):
+    """pair_matching on test at the F1-best threshold of validation (0.5 if validation has no positive)."""
+    from modeling_eclip.metrics import best_f1_threshold, load_metric
+
+    if threshold is None:
+        threshold = 0.5
+        if np.any(val_labels == 1):
+            threshold, _ = best_f1_threshold(val_scores, val_labels)
+    if not (np.any(test_labels == 1) and np.any(test_labels == 0)):
+        return {"error": "the test rows hold one class only: pair metrics are undefined", "threshold": threshold}
+    metrics = load_metric("pair_matching").compute(
+        scores=test_scores.tolist(), references=test_labels.astype(int).tolist(), threshold=threshold,
+        target_precision=TARGET_PRECISION,
+    )
+    metrics["target_precision"] = TARGET_PRECISION
+    return metrics
+
+
+def _always_positive(labels):
+    if not (np.any(labels == 1) and np.any(labels == 0)):
+        return None
+    return _pair_metrics(None, None, np.zeros(len(labels)), labels, threshold=0.0)
+
+
+def evaluate_task(task, model, splits, collator, batch_size, id2label=None, train_labels=None) -> dict:
+    """Test metrics (and the trivial baseline) of a trained head, with modeling_eclip.metrics."""
+    from modeling_eclip.metrics import load_metric
+
+    if task == "category":
+        logits, labels = predict(model, splits["test"], collator, batch_size)
+        logits, labels = _concat(logits), _concat(labels)
+        metric = load_metric("classification")
+        label_ids = list(range(len(id2label)))
+        test = metric.compute(predictions=logits.argmax(-1).tolist(), references=labels.tolist(), labels=label_ids)
+        majority = int(np.bincount(np.asarray(train_labels, dtype=int), minlength=len(label_ids)).argmax())
+        baseline = metric.compute(predictions=[majority] * len(labels), references=labels.tolist(), labels=label_ids)
+        baseline["rule"] = f"majority class {id2label[majority]!r}"
+        return {"test": test, "baseline": baseline}
+    if task == "attributes":
+        logits, labels = predict(model, splits["test"], collator, batch_size)
+        predictions = [[id2label[int(i)] for i in row.argmax(-1)] for row in logits]
+        references = [[id2label[int(i)] for i in row] for row in labels]
+        metric = load_metric("entity_f1")
+        test = metric.compute(predictions=predictions, references=references)
+        baseline = metric.compute(predictions=[["O"] * len(r) for r in references], references=references)
+        baseline["rule"] = "every word O"
+        return {"test": test, "baseline": baseline}
+    if task == "restricted":
+        val_logits, val_labels = predict(model, splits["validation"], collator, batch_size)
+        test_logits, test_labels = predict(model, splits["test"], collator, batch_size)
+        val_scores, test_scores = _sigmoid(_concat(val_logits)[:, 0]), _sigmoid(_concat(test_logits)[:, 0])
+        test_labels = _concat(test_labels)
+        test = _pair_metrics(val_scores, _concat(val_labels), test_scores, test_labels)
+        baseline = _always_positive(test_labels)
+        if baseline is not None:
+            baseline["rule"] = "always restricted (constant score)"
+        return {"test": test, "baseline": baseline}
+    if task == "matching":
+        val_logits, val_labels = predict(model, splits["validation"], collator, batch_size)
+        test_logits, test_labels = predict(model, splits["test"], collator, batch_size)
+        val_scores, test_scores = _sigmoid(_concat(val_logits)), _sigmoid(_concat(test_logits))
+        val_labels, test_labels = _concat(val_labels), _concat(test_labels)
+        val_source, test_source = np.asarray(splits["validation"]["source"]), np.asarray(splits["test"]["source"])
+        test, baseline = {}, {}
+        for name in list(dict.fromkeys(test_source.tolist())) + ["all"]:
+            v = np.ones_like(val_source, dtype=bool) if name == "all" else val_source == name
+            t = np.ones_like(test_source, dtype=bool) if name == "all" else test_source == name
+            test[name] = _pair_metrics(val_scores[v], val_labels[v], test_scores[t], test_labels[t])
+            baseline[name] = _always_positive(test_labels[t])
+        baseline["rule"] = "always a match (constant score)"
+        return {"test": test, "baseline": baseline}
+    raise ValueError(f"unknown task {task!r}")
+
+
+# ----------------------------------------------------------------------------------------------------- main
+def run(args) -> dict:
+    from transformers import AutoProcessor, Trainer, TrainingArguments, set_seed
+
+    import modeling_eclip
+    from training import finetune_data as data
+    from training.lora import apply_lora, parse_lora_spec, save_adapter
+
+    set_seed(args.seed)
+    try:
+        processor = AutoProcessor.from_pretrained(args.processor or args.model)
+    except (OSError, ValueError, TypeError) as error:
+        raise SystemExit(
+            f"eclip-finetune: no processor in {args.processor or args.model!r} ({error}); pass --processor FOLDER."
+        ) from error
+    tokenizer = getattr(processor, "tokenizer", None)
+
+    head_kwargs = {"modality": args.modality, "classifier_dropout": args.classifier_dropout}
+    id2label = None
+    if args.task == "category":
+        splits, id2label = data.category_dataset(args.data, args.label_column, args.modality, args.limit, args.seed)
+        head_class = modeling_eclip.EclipForProductClassification
+        head_kwargs.update(num_labels=len(id2label), id2label=id2label, problem_type="single_label_classification")
+        collator = ClassificationCollator(processor, args.modality, args.max_length)
+    elif args.task == "restricted":
+        splits = data.restricted_dataset(args.data, args.modality, args.limit, args.seed)
+        head_class = modeling_eclip.EclipForProductClassification
+        id2label = {0: "restricted"}
+        head_kwargs.update(num_labels=1, id2label=id2label, problem_type="multi_label_classification")
+        collator = ClassificationCollator(processor, args.modality, args.max_length, label_dtype=torch.float)
+    elif args.task == "attributes":
+        splits = data.attribute_dataset(args.data, args.limit, args.seed)
+        head_class = modeling_eclip.EclipForTokenClassification
+        id2label = dict(enumerate(data.BIO_LABELS))
+        head_kwargs.update(num_labels=len(id2label), id2label=id2label)
+        collator = TokenTagCollator(tokenizer, {v: k for k, v in id2label.items()}, args.max_length)
+    else:
+        names = [name.strip() for name in args.matching_datasets.split(",") if name.strip()]
+        splits = data.matching_dataset(args.data, names, args.limit, args.seed)
+        head_class = modeling_eclip.EclipForProductMatching
+        collator = PairCollator(tokenizer, args.max_length)
+    if id2label is not None:
+        head_kwargs["label2id"] = {v: k for k, v in id2label.items()}
+    rows = {name: len(part) for name, part in splits.items()}
+    logger.info("rows per split: %s", rows)
+    if rows["train"] == 0 or rows["test"] == 0:
+        raise SystemExit(f"eclip-finetune: empty split(s) {rows}.")
+
+    model = head_class.from_pretrained(args.model, ignore_mismatched_sizes=True, **head_kwargs)
+    lora = None
+    if args.lora is not None:
+        lora = parse_lora_spec(args.lora)
+        model = apply_lora(model, r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"], targets=lora["targets"])
+    elif args.freeze_backbone:
+        for parameter in model.eclip.parameters():
+            parameter.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100.0 * trainable / total)
+
+    training_args = TrainingArguments(
+        output_dir=args.output_dir,
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        warmup_steps=args.warmup_steps,
+        lr_scheduler_type="linear",
+        logging_steps=args.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=args.num_workers,
+        seed=args.seed,
+        disable_tqdm=not sys.stderr.isatty(),
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    optimizer = build_optimizer(model, args.learning_rate, args.head_learning_rate, args.weight_decay)
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=splits["train"], data_collator=collator,
+        optimizers=(optimizer, None),
+    )
+    train_result = trainer.train()
+
+    results = evaluate_task(
+        args.task, model, splits, collator, args.eval_batch_size, id2label,
+        splits["train"]["labels"] if args.task == "category" else None,
+    )
+    report = {
+        "task": args.task,
+        "model": args.model,
+        "modality": args.modality,
+        "label_column": args.label_column if args.task == "category" else None,
+        "lora": lora,
+        "freeze_backbone": bool(args.freeze_backbone or lora is not None),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "rows": rows,
+        "train_loss": float(train_result.training_loss),
+        "steps": int(train_result.global_step),
+        **results,
+    }
+    os.makedirs(args.output_dir, exist_ok=True)
+    if lora is not None:
+        save_adapter(model, args.output_dir, processor)
+        if args.merge_lora:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(os.path.join(args.output_dir, "merged"))
+            processor.save_pretrained(os.path.join(args.output_dir, "merged"))
+    else:
+        model.save_pretrained(args.output_dir)
+        processor.save_pretrained(args.output_dir)
+    with open(os.path.join(args.output_dir, "test_metrics.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2, default=_json_default)
+    return report
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(args, parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    report = run(args)
+    print(json.dumps({"task": report["task"], "test": report["test"], "baseline": report["baseline"]}, indent=2,
+                     default=_json_default))
+    print(f"wrote {os.path.join(args.output_dir, 'test_metrics.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Datasets of the four fine-tuning tasks, built from the real data in ``$ECLIP_DATA_DIR`` (default ``../shared/data``).
+
+Every task keeps the data's own ``train`` / ``validation`` / ``test`` split (product matching: ``train.txt`` /
+``valid.txt`` / ``test.txt``); nothing is copied anywhere.
+
+* ``category``: ``fashion-products`` (photo and/or ``productDisplayName``) -> one label column (``articleType`` by
+  default, ``masterCategory`` for a cheap run). Classes are the labels seen in ``train`` (sorted); validation / test
+  rows of a class unseen in training are dropped (the count is logged).
+* ``restricted``: ``fashion-products`` -> binary, ``subCategory == "Innerwear"`` (the stand-in for adult / restricted
+  products) against everything else.
+* ``attributes``: ``fashion-titles.csv`` -> BIO tags over the whitespace words of ``productDisplayName``, derived from
+  the attribute columns by this rule (see :func:`bio_tags`):
+
+  1. GENDER: the first case-insensitive whole-word match of the ``gender`` value (``Men`` also tags ``Men's``);
+  2. BRAND: every word before the gender word; when no gender word is found, the first word; when the gender word
+     is the first word, no brand;
+  3. COLOUR: the first whole-word match of ``baseColour`` (``Navy Blue`` spans two words) on still-untagged words;
+  4. TYPE: the first whole-word match of ``articleType`` on still-untagged words, else of its singular (a trailing
+     ``s`` dropped: ``Kurtas`` -> ``Kurta``; else a trailing ``es``: ``Watches`` -> ``Watch``).
+
+  A value that does not occur in the title is simply not tagged (``Tshirts`` never matches ``T-shirt``): the labels
+  are silver, not gold, and the rule is the definition the metric measures against.
+* ``matching``: ``product-matching/{walmart-amazon,abt-buy}`` text pairs. A Ditto serialisation
+  ``COL title VAL x COL brand VAL y ...`` becomes ``"x | y | ..."`` (values in column order, empty values dropped).
+
+``limit`` keeps at most that many rows of each split (matching: of each benchmark's split), drawn with a fixed seed,
+so the class balance stays representative.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import datasets
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+MATCHING_FILES = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}
+MATCHING_DATASETS = ("walmart-amazon", "abt-buy")
+RESTRICTED_SUBCATEGORY = "Innerwear"
+ENTITY_TYPES = ("BRAND", "GENDER", "COLOUR", "TYPE")
+BIO_LABELS = ("O",) + tuple(f"{prefix}-{entity}" for entity in ENTITY_TYPES for prefix in ("B", "I"))
+TEXT_COLUMN = "productDisplayName"
+
+_COL = re.compile(r"COL\s+(\S+)\s+VAL\s?")
+
+
+def default_data_dir() -> str:
+    return os.environ.get("ECLIP_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+
+
+def resolve_source(data_dir: str | None, name: str) -> str:
+    """``data_dir/name`` when ``data_dir`` is the data root, else ``data_dir`` itself when it already is that source."""
+    data_dir = data_dir or default_data_dir()
+    candidate = os.path.join(data_dir, name)
+    if os.path.exists(candidate):
+        return candidate
+    if os.path.basename(os.path.normpath(data_dir)) == name and os.path.exists(data_dir):
+        return data_dir
+    raise FileNotFoundError(f"{name!r} not found under {data_dir!r} (set --data or ECLIP_DATA_DIR to the data root).")
+
+
+def _limit(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    if limit is None or len(split) <= limit:
+        return split
+    return split.shuffle(seed=seed).select(range(limit))
+
+
+def _by_split(table: datasets.Dataset, limit: int | None, seed: int) -> datasets.DatasetDict:
+    parts = {}
+    for name in SPLITS:
+        part = table.filter(lambda s, name=name: s == name, input_columns="split")
+        parts[name] = _limit(part, limit, seed)
+    return datasets.DatasetDict(parts)
+
+
+# ------------------------------------------------------------------------------------------------ fashion-products
+def load_products(
+    data_dir: str | None, modality: str, limit: int | None = None, seed: int = 0
+) -> datasets.DatasetDict:
+    """``fashion-products`` by split; with images (``image`` column) only when ``modality`` needs them."""
+    source = resolve_source(data_dir, "fashion-products")
+    if modality == "text":
+        table = datasets.load_dataset("csv", data_files=os.path.join(source, "metadata.csv"), split="train")
+    else:
+        table = datasets.load_dataset("imagefolder", data_dir=source, split="train")
+    return _by_split(table, limit, seed)
+
+
+def category_dataset(
+    data_dir: str | None, label_column: str = "articleType", modality: str = "image", limit: int | None = None,
+    seed: int = 0,
+) -> tuple[datasets.DatasetDict, dict[int, str]]:
+    """Products with an integer ``labels`` column; classes are those of the training split."""
+    splits = load_products(data_dir, modality, limit, seed)
+    if label_column not in splits["train"].column_names:
+        raise ValueError(f"--label-column {label_column!r} is not a fashion-products column: {splits['train'].column_names}")
+    classes = sorted({str(v) for v in splits["train"][label_column] if v is not None})
+    label2id = {name: index for index, name in enumerate(classes)}
+    out = {}
+    for name, part in splits.items():
+        before = len(part)
+        part = part.filter(lambda v: str(v) in label2id, input_columns=label_column)
+        if len(part) < before:
+            logger.warning("%s: dropped %d rows whose %s is not a training class", name, before - len(part), label_column)
+        out[name] = part.map(lambda v: {"labels": label2id[str(v)]}, input_columns=label_column)
+    return datasets.DatasetDict(out), dict(enumerate(classes))
+
+
+def restricted_dataset(
+    data_dir: str | None, modality: str = "image", limit: int | None = None, seed: int = 0
+) -> datasets.DatasetDict:
+    """Products with a float ``labels`` column: 1.0 for Innerwear (restricted), 0.0 otherwise."""
+    splits = load_products(data_dir, modality, limit, seed)
+    return splits.map(lambda v: {"labels": float(v == RESTRICTED_SUBCATEGORY)}, input_columns="subCategory")
+
+
+# ------------------------------------------------------------------------------------------------ attribute tags
+def _word_spans(text: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+
+
+def _find_words(text: str, spans: list[tuple[int, int]], value, taken: set[int]) -> list[int] | None:
+    """Word indices of the first case-insensitive whole-word match of ``value`` that touches no taken word."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    value = " ".join(str(value).split())
+    if not value:
+        return None
+    pattern = re.compile(r"(?<!\w)" + r"\s+".join(re.escape(part) for part in value.split()) + r"(?!\w)", re.IGNORECASE)
+    for match in pattern.finditer(text):
+        words = [i for i, (start, end) in enumerate(spans) if start < match.end() and end > match.start()]
+        if words and not taken.intersection(words):
+            return words
+    return None
+
+
+def _singulars(value) -> list:
+    """``value``, then its singulars: a trailing ``s`` dropped, then a trailing ``es`` (``Watches`` -> ``Watch``)."""
+    if not isinstance(value, str):
+        return [value]
+    out = [value]
+    if len(value) > 3 and value.endswith("s"):
+        out.append(value[:-1])
+    if len(value) > 4 and value.endswith("es"):
+        out.append(value[:-2])
+    return out
+
+
+def bio_tags(title: str, gender=None, colour=None, article_type=None) -> tuple[list[str], list[str]]:
+    """
+    Whitespace words of ``title`` and their BIO tags (BRAND, GENDER, COLOUR, TYPE) by the rule of the module
+    docstring.
+
+    >>> bio_tags("Spykar Men Stripes Grey Sweaters", "Men", "Grey", "Sweaters")[1]
+    ['B-BRAND', 'B-GENDER', 'O', 'B-COLOUR', 'B-TYPE']
+    """
+    title = title if isinstance(title, str) else ""
+    spans = _word_spans(title)
+    words = [title[start:end] for start, end in spans]
+    tags = ["O"] * len(words)
+    taken: set[int] = set()
+
+    def tag(indices, entity):
+        if indices:
+            for position, index in enumerate(sorted(indices)):
+                tags[index] = ("B-" if position == 0 else "I-") + entity
+            taken.update(indices)
+
+    gender_words = _find_words(title, spans, gender, taken)
+    tag(gender_words, "GENDER")
+    if gender_words is None:
+        tag([0] if words else None, "BRAND")
+    elif min(gender_words) > 0:
+        tag(list(range(min(gender_words))), "BRAND")
+    tag(_find_words(title, spans, colour, taken), "COLOUR")
+    type_words = None
+    for candidate in _singulars(article_type):
+        type_words = _find_words(title, spans, candidate, taken)
+        if type_words is not None:
+            break
+    tag(type_words, "TYPE")
+    return words, tags
+
+
+def attribute_dataset(data_dir: str | None, limit: int | None = None, seed: int = 0) -> datasets.DatasetDict:
+    """``fashion-titles.csv`` by split with ``words`` and ``tags`` (BIO strings) columns; empty titles dropped."""
+    source = resolve_source(data_dir, "fashion-titles.csv")
+    table = datasets.load_dataset("csv", data_files=source, split="train")
+    table = table.filter(lambda t: isinstance(t, str) and t.strip() != "", input_columns=TEXT_COLUMN)
+    splits = _by_split(table, limit, seed)
+
+    def derive(row):
+        words, tags = bio_tags(row[TEXT_COLUMN], row["gender"], row["baseColour"], row["articleType"])
+        return {"words": words, "tags": tags}
+
+    return splits.map(derive)
+
+
+# ------------------------------------------------------------------------------------------------ product matching
+def serialize_entity(text: str) -> str:
+    """``"COL title VAL x COL brand VAL y COL price VAL "`` -> ``"x | y"`` (values in order, empty ones dropped)."""
+    text = text.strip()
+    if not text.startswith("COL "):
+        return " ".join(text.split())
+    values = [" ".join(value.split()) for value in _COL.split(text)[2::2]]
+    return " | ".join(value for value in values if value)
+
+
+def read_matching_file(path: str) -> dict[str, list]:
+    text_a, text_b, labels = [], [], []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) != 3 or parts[2].strip() not in ("0", "1"):
+                raise ValueError(f"{path}:{number}: expected LEFT<TAB>RIGHT<TAB>0|1, got {line[:80]!r}")
+            text_a.append(serialize_entity(parts[0]))
+            text_b.append(serialize_entity(parts[1]))
+            labels.append(float(parts[2]))
+    return {"text_a": text_a, "text_b": text_b, "labels": labels}
+
+
+def matching_dataset(
+    data_dir: str | None, names=MATCHING_DATASETS, limit: int | None = None, seed: int = 0
+) -> datasets.DatasetDict:
+    """Text pairs of the named benchmarks, concatenated per split, with ``text_a``, ``text_b``, ``labels`` (0./1.)
+    and ``source`` (the benchmark name, for per-benchmark metrics)."""
+    root = resolve_source(data_dir, "product-matching")
+    out = {}
+    for split, filename in MATCHING_FILES.items():
+        parts = []
+        for name in names:
+            rows = read_matching_file(os.path.join(root, name, filename))
+            rows["source"] = [name] * len(rows["labels"])
+            parts.append(_limit(datasets.Dataset.from_dict(rows), limit, seed))
+        out[split] = datasets.concatenate_datasets(parts)
+    return datasets.DatasetDict(out)
