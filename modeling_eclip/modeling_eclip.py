@@ -26,6 +26,7 @@ from .losses import catalog_contrastive_loss, inter_product_loss, intra_product_
 logger = logging.get_logger(__name__)
 
 LOGIT_SCALE_MAX = math.log(100.0)
+WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth")
 
 
 @dataclass
@@ -267,8 +268,9 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[str]:
     """
     Yield a staging folder next to `target`; on success it replaces `target`, on any error or kill it is discarded,
     so `target` only ever holds a complete save. Files and sub-folders already in `target` that the writer does not
-    produce (a processor written earlier, Trainer checkpoints) are carried over. The swap is two renames; a kill
-    between them leaves the previous folder whole under `.NAME.old-*`.
+    produce (a processor written earlier, Trainer checkpoints) are carried over, except weight files, which would
+    mix old shards with the new weights. The swap is two renames; a kill between them leaves the previous folder
+    whole under `.NAME.old-*`.
     """
     target = os.path.abspath(os.fspath(target))
     parent, name = os.path.split(target)
@@ -279,7 +281,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[str]:
         if os.path.isdir(target):
             for entry in os.listdir(target):
                 source, destination = os.path.join(target, entry), os.path.join(staging, entry)
-                if os.path.lexists(destination):
+                if os.path.lexists(destination) or entry.endswith(WEIGHT_SUFFIXES):
                     continue
                 # The writer is done, so hard links cannot be written through: carrying checkpoints over is free.
                 if os.path.isdir(source):

