@@ -255,6 +255,71 @@ def _split_rows(inputs: dict, num_rows: int, chunk_size: int) -> list[dict]:
     return chunks
 
 
+def contrastive_backward(
+    model,
+    inputs: dict,
+    product_ids: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    scale: float = 1.0,
+    backward: Callable[[torch.Tensor], None] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """
+    Pretraining loss of one contrastive batch and its backward pass into `model`'s gradients.
+
+    With `chunk_size` smaller than the batch this is the gradient cache: pass 1 embeds every chunk without a graph
+    (saving the RNG state before each), the loss and its gradient w.r.t. the embeddings are computed on the whole
+    batch, and pass 2 replays each chunk's RNG state, re-embeds it with a graph and back-propagates the cached
+    embedding gradients. Gradients equal the unchunked batch's; activation memory is one chunk's.
+
+    Args:
+        model: an `EclipModel` (unwrapped).
+        inputs: the batch without `product_ids` (`input_ids`, `attention_mask`, `pixel_values`, ...).
+        gather: all-gather across processes (see [`make_all_gather`]); `None` on one process.
+        scale: multiplier of the loss before backward (gradient accumulation, share of rows across processes).
+        backward: how to back-propagate a loss (Trainer passes `accelerator.backward`, which applies fp16 scaling).
+        autocast: mixed-precision context factory (Trainer passes `accelerator.autocast`).
+    Returns:
+        `(loss, components)`, unscaled.
+    """
+    backward = backward or torch.Tensor.backward
+    num_rows = int(inputs["input_ids"].shape[0])
+    if chunk_size is None or chunk_size >= num_rows:
+        with autocast():
+            embeddings = model.pretraining_embeddings(**inputs)
+            loss, components = model.compute_loss(**embeddings, product_ids=product_ids, gather=gather)
+        backward(loss * scale)
+        return loss, components
+
+    device = inputs["input_ids"].device
+    chunks = _split_rows(inputs, num_rows, chunk_size)
+    rng_states, pass_one = [], []
+    with torch.no_grad():
+        for chunk in chunks:
+            rng_states.append(_RNGState(device))
+            with autocast():
+                pass_one.append(model.pretraining_embeddings(**chunk))
+    embeddings = {key: torch.cat([piece[key] for piece in pass_one]).detach().requires_grad_() for key in pass_one[0]}
+    del pass_one
+    with autocast():
+        loss, components = model.compute_loss(**embeddings, product_ids=product_ids, gather=gather)
+    # Gradients of the (scaled, for fp16) loss w.r.t. the embeddings, and logit_scale's gradient, which only the loss
+    # uses. Going through the given backward keeps an fp16 loss scale in the cached gradients.
+    backward(loss * scale)
+    start = 0
+    for chunk, rng_state in zip(chunks, rng_states):
+        with rng_state.replay(), autocast():
+            chunk_embeddings = model.pretraining_embeddings(**chunk)
+        rows = next(iter(chunk_embeddings.values())).shape[0]
+        keys = [key for key in chunk_embeddings if embeddings[key].grad is not None]
+        torch.autograd.backward(
+            [chunk_embeddings[key] for key in keys], [embeddings[key].grad[start : start + rows] for key in keys]
+        )
+        start += rows
+    return loss, components
+
+
 def _row_counts(num_rows: int, device: torch.device) -> list[int]:
     """Every process's row count (collective)."""
     counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
@@ -464,48 +529,14 @@ class EclipTrainer(Trainer):
             # processes, gradients are averaged, so a process's local mean is weighted by its share of the rows: the
             # result is the full-batch mean even when a process lost rows to corrupt images.
             scale = len(counts) * num_rows / sum(counts) / self.current_gradient_accumulation_steps
-            chunk_size = self.args.contrastive_chunk_size
-            if chunk_size is None or chunk_size >= num_rows:
-                with self.accelerator.autocast():
-                    embeddings = eclip.pretraining_embeddings(**inputs)
-                    loss, components = eclip.compute_loss(**embeddings, product_ids=product_ids, gather=gather)
-                self.accelerator.backward(loss * scale)
-            else:
-                loss, components = self._gradient_cache_step(eclip, inputs, product_ids, gather, num_rows, scale)
+            loss, components = contrastive_backward(
+                eclip, inputs, product_ids, chunk_size=self.args.contrastive_chunk_size, gather=gather, scale=scale,
+                backward=self.accelerator.backward, autocast=self.accelerator.autocast,
+            )
         if distributed and self.accelerator.sync_gradients:
             all_reduce_gradients(eclip.parameters(), self.args.ddp_bucket_cap_mb or 25.0)
         self._record(components, skipped)
         return loss.detach() / self.current_gradient_accumulation_steps
-
-    def _gradient_cache_step(self, eclip, inputs, product_ids, gather, num_rows, scale):
-        """Gradient cache (see module docstring): exact whole-batch gradients with one chunk's activation memory."""
-        chunks = _split_rows(inputs, num_rows, self.args.contrastive_chunk_size)
-        rng_states, pass_one = [], []
-        with torch.no_grad():
-            for chunk in chunks:
-                rng_states.append(_RNGState(self.args.device))
-                with self.accelerator.autocast():
-                    pass_one.append(eclip.pretraining_embeddings(**chunk))
-        embeddings = {
-            key: torch.cat([piece[key] for piece in pass_one]).detach().requires_grad_() for key in pass_one[0]
-        }
-        del pass_one
-        with self.accelerator.autocast():
-            loss, components = eclip.compute_loss(**embeddings, product_ids=product_ids, gather=gather)
-        # Gradients of the (scaled, for fp16) loss w.r.t. the embeddings, and logit_scale's gradient, which only the
-        # loss uses. Going through accelerator.backward keeps the fp16 loss scale in the cached gradients.
-        self.accelerator.backward(loss * scale)
-        start = 0
-        for chunk, rng_state in zip(chunks, rng_states):
-            with rng_state.replay(), self.accelerator.autocast():
-                chunk_embeddings = eclip.pretraining_embeddings(**chunk)
-            rows = next(iter(chunk_embeddings.values())).shape[0]
-            keys = [key for key in chunk_embeddings if embeddings[key].grad is not None]
-            torch.autograd.backward(
-                [chunk_embeddings[key] for key in keys], [embeddings[key].grad[start : start + rows] for key in keys]
-            )
-            start += rows
-        return loss, components
 
     # ------------------------------------------------------------------------------------------- logging
     def _record(self, components: dict, skipped) -> None:
@@ -607,5 +638,6 @@ __all__ = [
     "parse_batch_schedule",
     "batch_size_at",
     "all_reduce_gradients",
+    "contrastive_backward",
     "make_all_gather",
 ]
