@@ -472,3 +472,15 @@ def test_short_run_on_the_fashion_catalogue_learns_retrieval(tmp_path, data_dir)
     chance = 10 / len(ids)
     # Measured 0.14 (4.2x chance) after 60 steps.
     assert recall_at_10 > 3 * chance, f"text-to-image R@10 {recall_at_10:.3f}, chance {chance:.3f}"
+
+
+def test_gpu_defaults_keep_the_accelerator_fed():
+    from training.pretrain import gpu_defaults
+    from training.trainer import EclipTrainingArguments
+
+    defaults = gpu_defaults()
+    assert defaults["optim"] == "adamw_torch_fused" and defaults["dataloader_pin_memory"]
+    assert defaults["dataloader_num_workers"] >= 1 and defaults["dataloader_prefetch_factor"] >= 2
+    # every default is a real TrainingArguments field (a typo would silently do nothing)
+    fields = EclipTrainingArguments.__dataclass_fields__
+    assert set(defaults) <= set(fields)

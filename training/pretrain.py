@@ -131,6 +131,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision.")
     parser.add_argument("--seed", type=int, help="Random seed.")
     parser.add_argument(
+        "--save-steps", type=int, help="Write a checkpoint (atomically) every N steps, for --resume."
+    )
+    parser.add_argument(
+        "--max-nonfinite-steps", type=int,
+        help="Steps with a NaN/inf loss are skipped; stop with an error after more than N (default 10).",
+    )
+    parser.add_argument(
         "--resume", nargs="?", const="last", help="Resume from the last checkpoint (or the given checkpoint folder)."
     )
     parser.add_argument(
@@ -154,6 +161,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
         (training, "contrastive_batch_schedule", args.batch_schedule),
         (training, "learning_rate", args.learning_rate),
         (training, "seed", args.seed),
+        (training, "max_nonfinite_steps", args.max_nonfinite_steps),
         (model, "image_size", args.image_size),
         (model, "text_model", args.text_model),
     ]
@@ -162,6 +170,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
             section[key] = value
     if args.bf16:
         training["bf16"] = True
+    if args.save_steps is not None:
+        training["save_strategy"] = "steps"
+        training["save_steps"] = args.save_steps
     eclip = dict(model.get("eclip") or {})
     if args.no_instance_decoder:
         eclip["use_instance_decoder"] = False
@@ -256,6 +267,27 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
+def gpu_defaults() -> dict:
+    """
+    What keeps an accelerator busy, unless the config says otherwise: bf16 autocast where supported, TF32 matmuls,
+    fused AdamW, and DataLoader workers that decode and augment ahead of the GPU into pinned memory.
+    """
+    import torch
+
+    defaults = {
+        "optim": "adamw_torch_fused",
+        "dataloader_num_workers": min(8, os.cpu_count() or 1),
+        "dataloader_pin_memory": True,
+        "dataloader_prefetch_factor": 4,
+        "dataloader_persistent_workers": True,
+    }
+    if torch.cuda.is_available():
+        defaults["tf32"] = True
+        if torch.cuda.is_bf16_supported():
+            defaults["bf16"] = True
+    return defaults
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
     config = resolve_config(args)
@@ -276,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         if resume is None:
             raise FileNotFoundError(f"--resume: no checkpoint found in {checkpoint_dir!r}.")
     training_config.setdefault("report_to", "none")
-    if not _has_accelerator():
+    if _has_accelerator():
+        for key, value in gpu_defaults().items():
+            training_config.setdefault(key, value)
+    else:
         # On CPU, Trainer treats a torchrun launch as distributed (DDP over gloo) only when told it runs on CPU.
         training_config.setdefault("use_cpu", True)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
