@@ -338,10 +338,12 @@ class PretrainingCollator:
           (each is logged with `logger.warning`). If every row was dropped, B is 0 and every tensor has 0 rows: the
           trainer must skip such a batch. The trainer also pops this key before the model's forward.
 
-    Randomness: each call draws from its own `random.Random` seeded by `(seed, worker id and worker seed, call
-    number)`. DataLoader worker seeds derive from torch's RNG (or the loader's `generator`), so a fixed
-    `torch.manual_seed` / `transformers.set_seed` gives the same batches run after run, while each worker and each
-    epoch (new worker seeds) gets fresh scenes. Nothing global is seeded or changed.
+    Randomness: each call draws from its own `random.Random` seeded by `seed` and the content of the batch (a stable
+    hash of each row's product id, image reference (or bytes) and text fields, in order). A batch's scenes therefore
+    depend only on which rows it holds, not on how many batches came before, in which worker, or whether the run was
+    resumed (Trainer skips the batches a checkpoint already consumed without collating them: a per-call counter would
+    shift every later scene). Different batches (a new epoch reshuffles them) get different scenes. Nothing global
+    is seeded or changed.
     """
 
     def __init__(
@@ -363,14 +365,23 @@ class PretrainingCollator:
         self.make_views = make_views
         self.seed = seed
         self.max_length = max_length
-        self._calls = 0
         self._image_shape: tuple[int, ...] | None = None
 
-    def _rng(self) -> random.Random:
-        info = torch.utils.data.get_worker_info()
-        worker = "main" if info is None else f"{info.id}:{info.seed}"
-        self._calls += 1
-        return random.Random(f"eclip-collator:{self.seed}:{worker}:{self._calls}")
+    def _rng(self, rows: Sequence[Mapping]) -> random.Random:
+        """A generator seeded by `seed` and the batch's content (see the class docstring)."""
+        digest = hashlib.blake2b(f"eclip-collator:{self.seed}".encode("utf-8"), digest_size=16)
+        for row in rows:
+            image = row.get("image") if isinstance(row, Mapping) else None
+            if isinstance(image, Mapping) and not image.get("path") and image.get("bytes"):
+                image = hashlib.blake2b(image["bytes"], digest_size=16).hexdigest()
+            elif isinstance(image, (bytes, bytearray)):
+                image = hashlib.blake2b(image, digest_size=16).hexdigest()
+            else:
+                image = _image_reference(image)
+            fields = sorted((str(key), repr(value)) for key, value in row.items() if key != "image")
+            digest.update(repr((image, fields)).encode("utf-8"))
+            digest.update(b"\x00")
+        return random.Random(digest.hexdigest())
 
     def _fields(self, row: Mapping) -> dict:
         field_map = self.field_map
@@ -413,7 +424,7 @@ class PretrainingCollator:
         return batch
 
     def __call__(self, rows: Sequence[Mapping]) -> dict[str, torch.Tensor]:
-        rng = self._rng()
+        rng = self._rng(rows)
         images, texts, ids = [], [], []
         skipped = 0
         for row in rows:

@@ -29,6 +29,8 @@ are refused with a clear error.
 import contextlib
 import functools
 import os
+import re
+import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,7 +39,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import seed_worker
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints, seed_worker
 from transformers.utils import is_datasets_available, logging
 
 from modeling_eclip.losses import LOSS_NAMES
@@ -67,6 +70,12 @@ class EclipTrainingArguments(TrainingArguments):
             Probability that the pretraining collator pastes a product into a synthesised scene.
         remove_unused_columns (`bool`, *optional*, defaults to `False`):
             Raw product columns (image, title...) feed the collator, so they are kept.
+        max_nonfinite_steps (`int`, *optional*, defaults to 10):
+            Optimizer steps whose loss (or one of its objectives, or a gradient) was NaN or infinite are skipped (no
+            weight update)
+            and counted (`num_nonfinite_steps` in the logs). When the *total* number of such steps in the run (a
+            resumed run included) exceeds this, training stops with a `RuntimeError`. A total rather than a
+            consecutive count: a run that diverges every few steps is as broken as one that diverges for good.
     """
 
     contrastive_chunk_size: int | None = field(
@@ -81,6 +90,10 @@ class EclipTrainingArguments(TrainingArguments):
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep raw product columns: the pretraining collator needs them."}
+    )
+    max_nonfinite_steps: int = field(
+        default=10,
+        metadata={"help": "Stop with an error when more than this many steps (in total) had a non-finite loss."},
     )
 
     def __post_init__(self):
@@ -97,6 +110,10 @@ class EclipTrainingArguments(TrainingArguments):
             parse_batch_schedule(self.contrastive_batch_schedule)  # fail at configuration time, not at step 2000
         if not 0.0 <= self.scene_probability <= 1.0:
             raise ValueError(f"scene_probability must be in [0, 1], got {self.scene_probability!r}.")
+        if isinstance(self.max_nonfinite_steps, bool) or not isinstance(self.max_nonfinite_steps, int) or (
+            self.max_nonfinite_steps < 0
+        ):
+            raise ValueError(f"max_nonfinite_steps must be a non-negative integer, got {self.max_nonfinite_steps!r}.")
 
 
 # ------------------------------------------------------------------------------------------ batch-size schedule
@@ -219,6 +236,48 @@ class ScheduledBatchSampler(Sampler[list[int]]):
 
 
 # --------------------------------------------------------------------------------------------------- utilities
+# Checkpoints are written as `tmp-checkpoint-N` and renamed when complete: neither Trainer's `^checkpoint-(\d+)$`
+# (get_last_checkpoint) nor its `checkpoint-*` glob (rotate_checkpoints) matches a staging folder.
+_STAGING_PREFIX = "tmp-"
+_STAGING_PATTERN = re.compile(rf"^{_STAGING_PREFIX}(old-)?{PREFIX_CHECKPOINT_DIR}-\d+$")
+
+
+def _grads_finite(parameters) -> bool:
+    """Whether every gradient is finite (one host sync)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.stack([torch.isfinite(grad).all() for grad in grads]).all().item())
+
+
+def _remove_stale_staging(run_dir: str) -> None:
+    """Delete the staging folders a run killed mid-save left behind."""
+    if os.path.isdir(run_dir):
+        for entry in os.listdir(run_dir):
+            if _STAGING_PATTERN.match(entry):
+                shutil.rmtree(os.path.join(run_dir, entry), ignore_errors=True)
+
+
+def _publish(staging: str, final_dir: str) -> None:
+    """Rename a complete staging folder to `final_dir`, replacing an existing one (a save at the same step)."""
+    if os.path.exists(final_dir):
+        parent, name = os.path.split(final_dir)
+        old = os.path.join(parent, f"{_STAGING_PREFIX}old-{name}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final_dir, old)
+        os.rename(staging, final_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(staging, final_dir)
+    # Make the rename durable before training goes on (best effort: not every OS can fsync a folder).
+    with contextlib.suppress(OSError):
+        descriptor = os.open(os.path.dirname(final_dir), os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
 class _RNGState:
     """The CPU (and CUDA) RNG states before a chunk's pass-1 forward, so that pass 2 replays the same dropout."""
 
@@ -444,6 +503,10 @@ class EclipTrainer(Trainer):
         # Per-process sums since the last log: each objective's sum and count, the skipped images.
         self._stats = None
         self._num_skipped_total: int | None = None
+        # Non-finite steps: the running total (the same on every process, as the decision is all-reduced) and
+        # whether a micro-batch of the optimizer step in progress was non-finite.
+        self._num_nonfinite_total: int | None = None
+        self._nonfinite_in_step = False
 
     # ---------------------------------------------------------------------------------------------- data
     def get_train_dataloader(self) -> DataLoader:
@@ -533,10 +596,74 @@ class EclipTrainer(Trainer):
                 eclip, inputs, product_ids, chunk_size=self.args.contrastive_chunk_size, gather=gather, scale=scale,
                 backward=self.accelerator.backward, autocast=self.accelerator.autocast,
             )
-        if distributed and self.accelerator.sync_gradients:
-            all_reduce_gradients(eclip.parameters(), self.args.ddp_bucket_cap_mb or 25.0)
+        finite = self._all_finite(loss, components, distributed)
+        if not finite:
+            self._nonfinite_in_step = True
+            components = {}  # a NaN would poison the logged means of the objectives
+        if self.accelerator.sync_gradients and not self._nonfinite_in_step:
+            if distributed:
+                all_reduce_gradients(eclip.parameters(), self.args.ddp_bucket_cap_mb or 25.0)
+            # A finite loss can still give an overflowing gradient. After the all-reduce every process holds the same
+            # gradients, so each reaches the same decision without another collective. (An fp16 grad scaler checks
+            # its scaled gradients itself.)
+            if getattr(self.accelerator, "scaler", None) is None and not _grads_finite(eclip.parameters()):
+                self._nonfinite_in_step = True
+        if self.accelerator.sync_gradients and self._nonfinite_in_step:
+            self._skip_optimizer_step(eclip)
         self._record(components, skipped)
         return loss.detach() / self.current_gradient_accumulation_steps
+
+    # -------------------------------------------------------------------------------------- numerical faults
+    def _all_finite(self, loss: torch.Tensor, components: dict, distributed: bool) -> bool:
+        """Whether the loss and every objective are finite on every process (collective when distributed)."""
+        values = [loss.detach().float().reshape(())] + [value.detach().float().reshape(()) for value in components.values()]
+        bad = (~torch.isfinite(torch.stack(values))).any().float().reshape(1)
+        if distributed:  # every process must take the same decision, or the others would hang in the next collective
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        return not bool(bad.item())
+
+    def _skip_optimizer_step(self, eclip) -> None:
+        """
+        Make the coming optimizer step a no-op: gradients become `None`, which torch optimizers (AdamW included)
+        skip entirely (no weight decay, no moment update). With an fp16 grad scaler the gradients become NaN instead,
+        so that the scaler skips the step (and lowers its scale) as it does for any overflow. Counts the step and
+        raises once more than `max_nonfinite_steps` steps were skipped.
+        """
+        self._nonfinite_in_step = False
+        if getattr(self.accelerator, "scaler", None) is not None:
+            for p in eclip.parameters():
+                if p.requires_grad:
+                    p.grad = torch.full_like(p, float("nan"))
+        else:
+            eclip.zero_grad(set_to_none=True)
+        if self._num_nonfinite_total is None:
+            self._num_nonfinite_total = self._logged_total("num_nonfinite_steps")
+        self._num_nonfinite_total += 1
+        step = self.state.global_step + 1
+        limit = self.args.max_nonfinite_steps
+        if self._num_nonfinite_total > limit:
+            raise RuntimeError(
+                f"The loss or its gradient was NaN or infinite at step {step}, the {self._num_nonfinite_total}th such step of this run "
+                f"(max_nonfinite_steps={limit}): training diverged. Each was skipped without updating the weights, "
+                "but the run is not recovering. Lower the learning rate (or lengthen the warmup), train in bf16 "
+                "rather than fp16, set max_grad_norm, and check the data for broken rows; resume from the last "
+                "checkpoint afterwards."
+            )
+        if self.is_world_process_zero():
+            logger.warning(
+                f"Non-finite loss or gradient at step {step}: the step is skipped (no weight update); "
+                f"{self._num_nonfinite_total} of at most {limit} so far."
+            )
+
+    @property
+    def num_nonfinite_steps(self) -> int:
+        """Optimizer steps skipped so far because the loss was NaN or infinite."""
+        return self._num_nonfinite_total or 0
+
+    def _logged_total(self, key: str) -> int:
+        """The last logged running total of `key` (a resumed run continues the count of the checkpointed run)."""
+        logged = [entry[key] for entry in self.state.log_history if key in entry]
+        return int(logged[-1]) if logged else 0
 
     # ------------------------------------------------------------------------------------------- logging
     def _record(self, components: dict, skipped) -> None:
@@ -558,8 +685,9 @@ class EclipTrainer(Trainer):
     def _drain_stats(self) -> dict[str, float]:
         """Means of each objective since the last log over all processes, and the running skipped-image total."""
         if self._num_skipped_total is None:  # resumed runs continue the count of the checkpointed run
-            logged = [entry["num_skipped_images"] for entry in self.state.log_history if "num_skipped_images" in entry]
-            self._num_skipped_total = int(logged[-1]) if logged else 0
+            self._num_skipped_total = self._logged_total("num_skipped_images")
+        if self._num_nonfinite_total is None:
+            self._num_nonfinite_total = self._logged_total("num_nonfinite_steps")
         stats = self._stats if self._stats is not None else self._new_stats()
         if self.args.world_size > 1:
             stats = self.accelerator.reduce(stats.clone(), reduction="sum")
@@ -572,6 +700,7 @@ class EclipTrainer(Trainer):
                 logs[f"loss_{name}"] = stats[index] / count
         self._num_skipped_total += int(stats[-1])
         logs["num_skipped_images"] = self._num_skipped_total
+        logs["num_nonfinite_steps"] = self._num_nonfinite_total
         return logs
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -601,9 +730,67 @@ class EclipTrainer(Trainer):
                 f"{self._num_skipped_total} corrupt or unreadable images were skipped during training (their rows "
                 "were dropped from their batches)."
             )
+        if self.num_nonfinite_steps and self.is_world_process_zero():
+            logger.warning(
+                f"{self.num_nonfinite_steps} steps had a NaN or infinite loss or gradient and were skipped (no weight update)."
+            )
         return output
 
     # ---------------------------------------------------------------------------------------------- saving
+    def _save_checkpoint(self, model, trial) -> None:
+        """
+        Trainer's checkpoint (model, optimizer, scheduler, scaler, per-process RNG states, trainer state), written
+        into the staging folder `tmp-checkpoint-N` and renamed to `checkpoint-N` only once complete, so that a kill
+        mid-save never leaves a partial `checkpoint-N` for `resume_from_checkpoint=True` (`get_last_checkpoint`
+        matches `^checkpoint-(\\d+)$`) to pick. Every process writes its part, then, after a barrier, the main process
+        renames (an existing `checkpoint-N` is replaced) and rotates old checkpoints.
+        """
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
+        run_dir = self._get_output_dir(trial=trial)
+        final_dir = os.path.join(run_dir, name)
+        staging = os.path.join(run_dir, f"{_STAGING_PREFIX}{name}")
+        if self.args.should_save:
+            _remove_stale_staging(run_dir)  # left by a run killed mid-save
+        self.accelerator.wait_for_everyone()
+
+        self.save_model(staging, _internal_call=True)
+        if self.args.save_strategy in [SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST] and (
+            self.state.best_global_step
+        ):
+            best = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+            if self.state.best_global_step == self.state.global_step or os.path.exists(best):
+                self.state.best_model_checkpoint = best
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(staging)
+            self._save_scaler(staging)
+            self._save_rng_state(staging)  # one file per process
+        if self.args.should_save:
+            for callback in [
+                cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)
+            ]:
+                callback_name, callback_state = callback.__class__.__name__, callback.state()
+                if isinstance(self.state.stateful_callbacks[callback_name], list):
+                    self.state.stateful_callbacks[callback_name].append(callback_state)
+                else:
+                    self.state.stateful_callbacks[callback_name] = callback_state
+            self.state.save_to_json(os.path.join(staging, "trainer_state.json"))
+
+        self.accelerator.wait_for_everyone()  # every process's files are in the staging folder
+        if self.args.should_save:
+            _publish(staging, final_dir)
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(final_dir)
+        if self.args.should_save:
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Checkpoints (internal calls) as Trainer does; a user's save goes through [`save_final_model`]."""
         if _internal_call:
