@@ -60,3 +60,17 @@ def data_dir():
     if not os.path.isdir(DATA_DIR):
         pytest.fail(f"ECLIP_DATA_DIR={DATA_DIR} does not exist: the real data is required for this test.")
     return DATA_DIR
+
+
+@pytest.fixture
+def saved_folder(tmp_path):
+    """A tiny random ECLIP model and its processor, saved as a user would (seeded: same weights every time)."""
+    import torch
+
+    from modeling_eclip import EclipModel
+
+    torch.manual_seed(0)
+    folder = tmp_path / "eclip-tiny"
+    EclipModel(tiny_config()).save_pretrained(folder)
+    tiny_processor().save_pretrained(folder)
+    return str(folder)

@@ -3,12 +3,10 @@
 import os
 
 import pytest
-import torch
 from huggingface_hub import ModelCard
 
-from conftest import tiny_config, tiny_processor
+from conftest import tiny_config
 from model_cards.card import TEMPLATE_PATH, build_model_card, eval_results_from, write_model_card
-from modeling_eclip import EclipModel
 
 
 def recall(base):
@@ -49,12 +47,8 @@ def fake_results(with_baseline=True):
 
 
 @pytest.fixture
-def folder(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "eclip-tiny"
-    EclipModel(tiny_config()).save_pretrained(path)
-    tiny_processor().save_pretrained(path)
-    return str(path)
+def folder(saved_folder):
+    return saved_folder
 
 
 def key(result):

@@ -35,15 +35,6 @@ def model(request):
     return EclipModel(tiny_config(use_instance_decoder=request.param)).eval()
 
 
-@pytest.fixture
-def saved_folder(tmp_path):
-    torch.manual_seed(0)
-    folder = tmp_path / "eclip-tiny"
-    EclipModel(tiny_config()).save_pretrained(folder)
-    tiny_processor().save_pretrained(folder)
-    return str(folder)
-
-
 # ---------------------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize(
     "field, value",

@@ -232,3 +232,29 @@ def test_processor_save_load_round_trip(processor, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key])
+
+
+def test_decompression_bomb_is_refused_with_the_file_named(processor, tmp_path, monkeypatch):
+    # PIL refuses images over 2x MAX_IMAGE_PIXELS at open (from the header, before decoding): lower the limit so a
+    # small file stands in for a multi-gigapixel bomb.
+    bomb = tmp_path / "bomb.png"
+    Image.new("RGB", (200, 200)).save(bomb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match="bomb.png"):
+        processor(images=str(bomb))
+
+
+def test_decompression_bomb_in_a_training_batch_is_skipped(processor, tmp_path, monkeypatch):
+    from training.data import PretrainingCollator
+
+    good, bomb = tmp_path / "good.png", tmp_path / "bomb.png"
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(good)
+    Image.new("RGB", (200, 200)).save(bomb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    rows = [
+        {"image": {"path": str(path), "bytes": None}, "title": f"product {i}", "product_id": i}
+        for i, path in enumerate([good, bomb, good])
+    ]
+    batch = PretrainingCollator(processor, scene_probability=0.0, make_views=False)(rows)
+    assert int(batch["num_skipped_images"]) == 1
+    assert batch["pixel_values"].shape[0] == 2 and batch["product_ids"].tolist() == [0, 2]
