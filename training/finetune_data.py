@@ -35,6 +35,8 @@ import re
 
 import datasets
 
+from training.data import resolve_data_dir
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
@@ -48,13 +50,9 @@ TEXT_COLUMN = "productDisplayName"
 _COL = re.compile(r"COL\s+(\S+)\s+VAL\s?")
 
 
-def default_data_dir() -> str:
-    return os.environ.get("ECLIP_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-
-
 def resolve_source(data_dir: str | None, name: str) -> str:
     """``data_dir/name`` when ``data_dir`` is the data root, else ``data_dir`` itself when it already is that source."""
-    data_dir = data_dir or default_data_dir()
+    data_dir = data_dir or resolve_data_dir()
     candidate = os.path.join(data_dir, name)
     if os.path.exists(candidate):
         return candidate
