@@ -288,9 +288,13 @@ def gpu_defaults() -> dict:
     return defaults
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_arg_parser().parse_args(argv)
-    config = resolve_config(args)
+def run_pretraining(config: dict, resume: str | None = None, callbacks: list | None = None) -> dict:
+    """
+    Pretrain from a resolved config (`resolve_config`: sections model / data / training) and write the final model
+    folder. `resume` is a checkpoint folder or `"last"`; `callbacks` are extra `TrainerCallback`s (the benchmarks
+    pass a validation probe). Returns a summary: `output_dir`, `steps`, `wall_time_s`, `final_losses`,
+    `log_history` (the Trainer's, one entry per logging step) and `num_skipped_images`.
+    """
     model_config, data_config, training_config = (copy.deepcopy(config[s]) for s in CONFIG_SECTIONS)
 
     from transformers import set_seed
@@ -302,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     output_dir = os.path.abspath(training_config.pop("output_dir"))
     checkpoint_dir = training_config.pop("checkpoint_dir", None) or f"{output_dir}-checkpoints"
-    resume = args.resume
     if resume == "last":  # checked before anything is built or written
         resume = get_last_checkpoint(checkpoint_dir) if os.path.isdir(checkpoint_dir) else None
         if resume is None:
@@ -344,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         train_dataset=train_dataset,
         data_collator=collator,
         processing_class=processor,
+        callbacks=callbacks,
     )
 
     result = trainer.train(resume_from_checkpoint=resume)
@@ -371,21 +375,35 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.is_world_process_zero() and os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
         os.rmdir(checkpoint_dir)  # Trainer creates it up front; without checkpoints it is clutter
 
-    if trainer.is_world_process_zero():
-        wall = time.time() - started
+    return {
+        "output_dir": output_dir,
+        "steps": result.global_step,
+        "wall_time_s": time.time() - started,
+        "final_losses": final,
+        "log_history": list(trainer.state.log_history),
+        "num_skipped_images": trainer.num_skipped_images,
+        "is_main_process": trainer.is_world_process_zero(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    summary = run_pretraining(resolve_config(args), resume=args.resume)
+    if summary["is_main_process"]:
+        wall, final = summary["wall_time_s"], summary["final_losses"]
         components = ", ".join(f"{key} {value:.4f}" for key, value in final.items() if not math.isnan(value))
-        first = next((entry for entry in trainer.state.log_history if "loss" in entry), {}).get("loss", math.nan)
+        first = next((entry for entry in summary["log_history"] if "loss" in entry), {}).get("loss", math.nan)
         print(
             "\n".join(
                 [
                     "",
                     "ECLIP pretraining finished",
-                    f"  steps:          {result.global_step}",
+                    f"  steps:          {summary['steps']}",
                     f"  wall time:      {wall:.0f} s ({wall / 60:.1f} min)",
                     f"  loss:           {first:.4f} (first log) -> {final.get('loss', math.nan):.4f}",
                     f"  final losses:   {components}",
-                    f"  skipped images: {trainer.num_skipped_images}",
-                    f"  model:          {output_dir}",
+                    f"  skipped images: {summary['num_skipped_images']}",
+                    f"  model:          {summary['output_dir']}",
                 ]
             )
         )

@@ -1,0 +1,109 @@
+"""The ECLIP-vs-CLIP benchmark's parts: `run_pretraining` with callbacks, the validation probe, the report."""
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT, tiny_config
+
+torch.set_num_threads(1)
+
+
+def _benchmark():
+    path = os.path.join(REPO_ROOT, "benchmarks", "eclip_vs_clip.py")
+    spec = importlib.util.spec_from_file_location("eclip_vs_clip", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def probe_data(data_dir):
+    from training.compositor import compose_scene
+    from training.evaluation import build_scenes, load_split_rows
+
+    rows = load_split_rows(data_dir, ["validation"], 16, 0)["validation"]
+    return rows, build_scenes(rows, compose_scene, 0)
+
+
+def test_run_pretraining_calls_callbacks_and_returns_the_log(tmp_path):
+    from transformers import TrainerCallback
+
+    from training.pretrain import load_config, run_pretraining
+
+    config = load_config(os.path.join(REPO_ROOT, "training", "configs", "tiny.yaml"))
+    config["training"].update(output_dir=str(tmp_path / "model"), max_steps=3)
+    seen = []
+
+    class Steps(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            seen.append((state.global_step, type(model).__name__))
+
+    summary = run_pretraining(config, callbacks=[Steps()])
+    assert seen == [(1, "EclipModel"), (2, "EclipModel"), (3, "EclipModel")]
+    assert summary["steps"] == 3 and summary["output_dir"] == str(tmp_path / "model")
+    assert {"loss", "loss_itc", "loss_inter", "loss_intra", "loss_selection"} <= set(summary["final_losses"])
+    assert [entry["step"] for entry in summary["log_history"] if "loss" in entry] == [1, 2, 3]
+    assert os.path.isfile(tmp_path / "model" / "model.safetensors")
+
+
+def test_probe_reports_a_collapsed_decoder(processor, probe_data):
+    """Identical queries give identical instances: the probe must say so (one query takes every product)."""
+    from modeling_eclip import EclipModel
+
+    rows, scenes = probe_data
+    torch.manual_seed(0)
+    model = EclipModel(tiny_config()).eval()
+    with torch.no_grad():
+        model.instance_decoder.queries.embedding.weight[:] = model.instance_decoder.queries.embedding.weight[0]
+    probe = _benchmark().ValidationProbe(processor, rows, scenes, every=1)
+    entry = probe.measure(model, step=0)
+    assert entry["top_query_share"] == 1.0 and entry["query_usage_entropy"] == pytest.approx(0.0, abs=1e-9)
+    assert entry["instance_similarity"] == pytest.approx(1.0, abs=1e-4)
+    expected_distinct = sum(1 / len(scene["members"]) for scene in scenes) / len(scenes)
+    assert entry["distinct_query_rate"] == pytest.approx(expected_distinct)
+    assert 0.0 <= entry["scene_r10"] <= 1.0 and 0.0 <= entry["retrieval_r1"] <= entry["retrieval_r10"] <= 1.0
+    assert model.training is False and probe.history == [entry]
+
+
+def test_probe_on_the_clip_baseline_and_restores_train_mode(processor, probe_data):
+    from modeling_eclip import EclipModel
+
+    rows, scenes = probe_data
+    model = EclipModel(tiny_config(use_instance_decoder=False)).train()
+    entry = _benchmark().ValidationProbe(processor, rows, scenes, every=1).measure(model, step=5)
+    assert model.training is True
+    assert entry["step"] == 5 and "top_query_share" not in entry
+    # 16 products: R@10 of a random gallery ranking is 10/16 per query on average; ours must be a real ranking.
+    assert 0.0 <= entry["retrieval_r10"] <= 1.0
+
+
+def test_recall_at_k_on_a_hand_ranked_case():
+    recall_at_k = _benchmark().recall_at_k
+    scores = [[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.7, 0.6, 0.1]]  # rankings: [0,2,1], [2,1,0], [0,1,2]
+    relevant = [[0], [0], [1, 2]]
+    assert recall_at_k(scores, relevant, 1) == pytest.approx(1 / 3)
+    assert recall_at_k(scores, relevant, 2) == pytest.approx(2 / 3)
+    assert recall_at_k(scores, relevant, 3) == 1.0
+
+
+def test_plateau_and_markdown_report():
+    bench = _benchmark()
+    probe = [{"step": s, "scene_r10": v} for s, v in [(0, 0.1), (100, 0.3), (200, 0.4), (300, 0.41), (400, 0.40)]]
+    plateau = bench._plateau(probe, "scene_r10")
+    assert plateau["best_before_last_quarter"] == 0.41 and plateau["best_in_last_quarter"] == 0.40
+    assert plateau["gain_in_last_quarter"] == pytest.approx(-0.01)
+    report = {"variants": {
+        "clip": {"metrics": {"a/x": 0.5, "a/y": None}},
+        "eclip": {"metrics": {"a/x": 0.6, "a/y": 0.1}, "ratio_to_baseline": {"a/x": 1.2, "a/y": None}},
+    }}
+    table = bench.report_markdown(report, [("a/x", "metric x"), ("a/y", "metric y")])
+    assert "| metric x | 0.500 | 0.600 (1.20x) |" in table
+    assert "| metric y | n/a | 0.100 |" in table
+
+
+def test_cli_rejects_an_unknown_variant():
+    with pytest.raises(SystemExit, match="siglip"):
+        _benchmark().main(["--variants", "clip,siglip", "--output-dir", "/nonexistent/never-created"])
