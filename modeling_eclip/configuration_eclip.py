@@ -60,6 +60,12 @@ class EclipConfig(PreTrainedConfig):
         itc_weight, inter_weight, intra_weight, selection_weight (`float`, *optional*):
             Weights of the global ITC, inter-product, intra-product and selection losses. A zero weight switches the
             objective off (for ablations).
+        scene_positives (`bool`, *optional*, defaults to `False`):
+            Scene-aware contrastive targets for the image-text losses (ITC and inter-product): when the batch says
+            which products each image shows (`member_ids`, written by the pretraining collator for its scenes), a
+            scene's positives are the texts of every product pasted into it, not only the named one, and a text's
+            positives are every image that shows its product. Without it the texts of a scene's distractors, which
+            are rows of the same batch, are its negatives, which penalises an instance query for finding them.
         modality (`str`, *optional*, defaults to `"image"`):
             Task heads only: which tower(s) describe a product, `"image"`, `"text"` or `"both"` (the two normalised
             embeddings concatenated). Token classification always reads the text tower.
@@ -108,6 +114,7 @@ class EclipConfig(PreTrainedConfig):
     inter_weight: float | int = 1.0
     intra_weight: float | int = 1.0
     selection_weight: float | int = 0.5
+    scene_positives: bool = False
     modality: str = "image"
     classifier_dropout: float | int = 0.0
     matching_features: list[str] | tuple[str, ...] = MATCHING_FEATURES

@@ -24,6 +24,8 @@ LOSS_NAMES = ("itc", "inter", "intra", "selection")
 
 __all__ = [
     "LOSS_NAMES",
+    "member_targets",
+    "scene_positive_targets",
     "multi_positive_targets",
     "soft_cross_entropy",
     "catalog_contrastive_loss",
@@ -111,15 +113,64 @@ def _resolve_ids(
     return product_ids, col_ids
 
 
+def scene_positive_targets(row_ids: torch.Tensor, col_member_ids: torch.Tensor) -> torch.Tensor:
+    """Uniform targets over the columns whose image shows each row's product.
+
+    Scene-aware catalog targets: an image that pastes product B among others shows B, so the text of B is one of
+    its positives (and it is one of the text's), not a negative. Called with the roles swapped (rows = the images'
+    members, columns = text ids) through ``member_targets``.
+
+    Args:
+        row_ids: LongTensor [N], product ids of the rows (texts).
+        col_member_ids: LongTensor [M, W], the products each column image shows (its own id included).
+
+    Returns:
+        FloatTensor [N, M]; each row sums to 1.
+    """
+    positives = (row_ids[:, None, None] == col_member_ids[None, :, :]).any(dim=-1)
+    return _normalise_positives(positives, row_ids)
+
+
+def member_targets(row_member_ids: torch.Tensor, col_ids: torch.Tensor) -> torch.Tensor:
+    """Uniform targets over the columns (texts) whose product the row image shows.
+
+    Args:
+        row_member_ids: LongTensor [N, W], the products each row image shows (its own id included).
+        col_ids: LongTensor [M], product ids of the columns (texts).
+
+    Returns:
+        FloatTensor [N, M]; each row sums to 1.
+    """
+    positives = (row_member_ids[:, :, None] == col_ids[None, None, :]).any(dim=1)
+    return _normalise_positives(positives, row_member_ids[:, 0])
+
+
+def _normalise_positives(positives: torch.Tensor, row_ids: torch.Tensor) -> torch.Tensor:
+    counts = positives.sum(dim=1, keepdim=True)
+    if bool((counts == 0).any()):
+        missing = row_ids[counts.squeeze(1) == 0].tolist()
+        raise ValueError(
+            f"rows' product ids must appear among the columns; no positive column for product ids {missing}"
+        )
+    return positives.float() / counts
+
+
 def _symmetric_loss(
     logits_a2b: torch.Tensor,
     logits_b2a: torch.Tensor,
     row_ids: torch.Tensor,
     col_ids: torch.Tensor,
+    row_member_ids: Optional[torch.Tensor] = None,
+    col_member_ids: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Average of both directions' multi-positive cross-entropies, each [N, M]."""
+    """
+    Average of both directions' multi-positive cross-entropies, each [N, M]. With member ids (side a = images),
+    a2b rows target every text whose product the image shows and b2a rows every image that shows their product.
+    """
     targets = multi_positive_targets(row_ids, col_ids)
-    return (soft_cross_entropy(logits_a2b, targets) + soft_cross_entropy(logits_b2a, targets)) / 2
+    a2b_targets = targets if row_member_ids is None else member_targets(row_member_ids, col_ids)
+    b2a_targets = targets if col_member_ids is None else scene_positive_targets(row_ids, col_member_ids)
+    return (soft_cross_entropy(logits_a2b, a2b_targets) + soft_cross_entropy(logits_b2a, b2a_targets)) / 2
 
 
 def _paired_contrastive_loss(
@@ -130,6 +181,8 @@ def _paired_contrastive_loss(
     all_a: Optional[torch.Tensor],
     all_b: Optional[torch.Tensor],
     all_product_ids: Optional[torch.Tensor],
+    a_member_ids: Optional[torch.Tensor] = None,
+    all_a_member_ids: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Symmetric catalog-aware InfoNCE between two paired embedding sets [N, D]."""
     global_cols = all_a is not None or all_b is not None
@@ -138,7 +191,31 @@ def _paired_contrastive_loss(
     row_ids, col_ids = _resolve_ids(
         product_ids, all_product_ids, a.shape[0], (all_a.shape[0], all_b.shape[0]), global_cols, a.device
     )
-    return _symmetric_loss(logit_scale * a @ all_b.T, logit_scale * b @ all_a.T, row_ids, col_ids)
+    a_members, all_a_members = _resolve_members(a_member_ids, all_a_member_ids, row_ids, col_ids)
+    return _symmetric_loss(
+        logit_scale * a @ all_b.T, logit_scale * b @ all_a.T, row_ids, col_ids, a_members, all_a_members
+    )
+
+
+def _resolve_members(
+    member_ids: Optional[torch.Tensor],
+    all_member_ids: Optional[torch.Tensor],
+    row_ids: torch.Tensor,
+    col_ids: torch.Tensor,
+) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Checked image member ids (rows, columns); ``None`` keeps the plain catalog targets."""
+    if member_ids is None:
+        if all_member_ids is not None:
+            raise ValueError("all_member_ids was given without member_ids")
+        return None, None
+    all_member_ids = member_ids if all_member_ids is None else all_member_ids
+    for name, members, ids in (("member_ids", member_ids, row_ids), ("all_member_ids", all_member_ids, col_ids)):
+        if members.dim() != 2 or members.shape[0] != ids.shape[0] or not bool((members[:, 0] == ids).all()):
+            raise ValueError(
+                f"{name} must be [rows, W] with each row's own product id first; got shape {tuple(members.shape)} "
+                f"for {ids.shape[0]} rows"
+            )
+    return member_ids, all_member_ids
 
 
 def catalog_contrastive_loss(
@@ -149,6 +226,8 @@ def catalog_contrastive_loss(
     all_image_embeds: Optional[torch.Tensor] = None,
     all_text_embeds: Optional[torch.Tensor] = None,
     all_product_ids: Optional[torch.Tensor] = None,
+    member_ids: Optional[torch.Tensor] = None,
+    all_member_ids: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Catalog-aware symmetric image-text contrastive loss ("itc").
 
@@ -161,6 +240,11 @@ def catalog_contrastive_loss(
         all_image_embeds: [M, D] global image columns (default: ``image_embeds``).
         all_text_embeds: [M, D] global text columns (default: ``text_embeds``).
         all_product_ids: LongTensor [M] (default: ``product_ids``).
+        member_ids: LongTensor [N, W], optional: the products each local image
+            shows, its own id first (a scene shows its distractors too). Given,
+            the targets are scene-aware: an image's positives are the texts of
+            every product it shows, a text's positives every image showing it.
+        all_member_ids: LongTensor [M, W] for the global image columns.
 
     Returns:
         Scalar: mean of the image->text (local images vs all texts) and
@@ -168,7 +252,7 @@ def catalog_contrastive_loss(
     """
     return _paired_contrastive_loss(
         image_embeds, text_embeds, logit_scale, product_ids,
-        all_image_embeds, all_text_embeds, all_product_ids,
+        all_image_embeds, all_text_embeds, all_product_ids, member_ids, all_member_ids,
     )
 
 
@@ -197,6 +281,8 @@ def inter_product_loss(
     all_instance_embeds: Optional[torch.Tensor] = None,
     all_text_embeds: Optional[torch.Tensor] = None,
     all_product_ids: Optional[torch.Tensor] = None,
+    member_ids: Optional[torch.Tensor] = None,
+    all_member_ids: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Catalog-aware symmetric contrastive loss on ``s(I, T) = max_k <q_k, t>``.
 
@@ -208,6 +294,9 @@ def inter_product_loss(
         all_instance_embeds: [M, K, D] global image columns.
         all_text_embeds: [M, D] global text columns.
         all_product_ids: LongTensor [M].
+        member_ids, all_member_ids: scene-aware targets (see
+            ``catalog_contrastive_loss``): a scene's instances may match the
+            text of every product it shows.
 
     Returns:
         Scalar: mean of image->text (local images vs all texts) and text->image
@@ -220,10 +309,11 @@ def inter_product_loss(
         product_ids, all_product_ids, instance_embeds.shape[0],
         (all_instance.shape[0], all_text.shape[0]), global_cols, instance_embeds.device,
     )
+    members, all_members = _resolve_members(member_ids, all_member_ids, row_ids, col_ids)
     i2t = instance_text_scores(instance_embeds, all_text)[0]
     # Single process: the text->image score matrix is the transpose of image->text.
     t2i = instance_text_scores(all_instance, text_embeds)[0].T if global_cols else i2t.T
-    return _symmetric_loss(logit_scale * i2t, logit_scale * t2i, row_ids, col_ids)
+    return _symmetric_loss(logit_scale * i2t, logit_scale * t2i, row_ids, col_ids, members, all_members)
 
 
 def select_instances(

@@ -585,6 +585,7 @@ class EclipModel(EclipPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        member_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> tuple | EclipOutput:
         r"""
@@ -601,6 +602,8 @@ class EclipModel(EclipPreTrainedModel):
                 A second view of each product, for the intra-product objective.
             output_attentions (`bool`, *optional*):
                 Return the instance decoder's cross-attention maps (computed with eager attention).
+            member_ids (`torch.LongTensor` of shape `(batch_size, W)`, *optional*):
+                The products each image shows, its own product id first (see `EclipConfig.scene_positives`).
 
         Returns:
             [`EclipOutput`] or a tuple of its non-`None` fields when `return_dict=False`.
@@ -656,6 +659,7 @@ class EclipModel(EclipPreTrainedModel):
                 selection_logits=None if instance is None else instance.selection_logits,
                 view_instance_embeds=view_instance_embeds,
                 product_ids=product_ids,
+                member_ids=member_ids,
             )
 
         output = EclipOutput(
@@ -731,6 +735,7 @@ class EclipModel(EclipPreTrainedModel):
         view_instance_embeds: torch.Tensor | None = None,
         product_ids: torch.LongTensor | None = None,
         gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        member_ids: torch.LongTensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         r"""
         Weighted pretraining loss (DESIGN.md, objectives 1-5) from the normalised embeddings of this process's rows.
@@ -741,6 +746,9 @@ class EclipModel(EclipPreTrainedModel):
             gather (`Callable`, *optional*):
                 Maps a local tensor to the concatenation of every process's tensor, with gradients (the trainer
                 passes an all-gather). Each loss then takes local rows against global columns ("local loss").
+            member_ids (`torch.LongTensor` of shape `(batch_size, W)`, *optional*):
+                The products each image shows, its own `product_ids` entry first (the collator's scenes). Used by
+                the image-text losses when `config.scene_positives` is set; ignored otherwise.
 
         Returns:
             `(loss, components)`: the weighted sum and a dict of the unweighted objectives that are on (`itc`,
@@ -758,6 +766,11 @@ class EclipModel(EclipPreTrainedModel):
             return None if gather is None else gather(tensor)
 
         all_ids = everywhere(product_ids)
+        if not config.scene_positives:
+            member_ids = None
+        elif member_ids is not None and product_ids is None:
+            raise ValueError("member_ids need product_ids (the first member of each row is its own product id).")
+        all_members = everywhere(member_ids)
         components: dict[str, torch.Tensor] = {}
         weights = {"itc": config.itc_weight, "inter": config.inter_weight, "intra": config.intra_weight,
                    "selection": config.selection_weight}
@@ -766,13 +779,13 @@ class EclipModel(EclipPreTrainedModel):
         if weights["itc"] > 0:
             components["itc"] = catalog_contrastive_loss(
                 global_image_embeds, text_embeds, scale, product_ids,
-                everywhere(global_image_embeds), everywhere(text_embeds), all_ids,
+                everywhere(global_image_embeds), everywhere(text_embeds), all_ids, member_ids, all_members,
             )
         if instance_embeds is not None:
             if weights["inter"] > 0:
                 components["inter"] = inter_product_loss(
                     instance_embeds, text_embeds, scale, product_ids,
-                    everywhere(instance_embeds), everywhere(text_embeds), all_ids,
+                    everywhere(instance_embeds), everywhere(text_embeds), all_ids, member_ids, all_members,
                 )
             selected, selected_index = select_instances(instance_embeds, text_embeds)
             if weights["selection"] > 0 and selection_logits is not None:

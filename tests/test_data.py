@@ -303,6 +303,15 @@ def test_scene_probability_and_seed(processor, synthetic):
     assert "view_pixel_values" not in scenes
     assert ((scenes["pixel_values"] - photos).abs().flatten(1).mean(1) > 0.05).all()
 
+    # member_ids: each scene shows its own product first and 1-3 other products of the batch; a photo only itself.
+    ids = scenes["product_ids"].tolist()
+    assert scenes["member_ids"].shape == (len(rows), 4)
+    for own, members in zip(ids, scenes["member_ids"].tolist()):
+        assert members[0] == own and set(members) <= set(ids)
+        assert 1 <= len(set(members) - {own}) <= 3
+    photos_only = PretrainingCollator(processor, scene_probability=0.0)(rows)
+    assert photos_only["member_ids"].tolist() == [[own] * 4 for own in ids]
+
     first = PretrainingCollator(processor, seed=7)(rows)
     again = PretrainingCollator(processor, seed=7)(rows)
     other = PretrainingCollator(processor, seed=8)(rows)

@@ -335,3 +335,80 @@ def test_inter_product_loss_gradcheck():
     assert torch.autograd.gradcheck(
         lambda q, t, s: L.inter_product_loss(q[:2], t[:2], s, ids[:2], q, t, ids), (inst, txt, scale)
     )
+
+
+# ---------------------------------------------------------------- scene-aware targets
+
+
+def _members(ids, gen, width=3):
+    """Each image shows its own product first, then 0-2 other products of the batch (a scene), padded with its own."""
+    rows = []
+    for own in ids.tolist():
+        others = [c for c in ids.tolist() if c != own]
+        count = int(torch.randint(0, 3, (), generator=gen))
+        shown = [others[int(torch.randint(0, len(others), (), generator=gen))] for _ in range(count)] if others else []
+        rows.append(([own] + shown + [own] * width)[:width])
+    return torch.tensor(rows)
+
+
+def ref_scene_contrastive(score, scale, ids, members):
+    """Looped reference: image i's positives are the texts of every product it shows; text j's positives are the
+    images showing its product. `score(i, j)` is image i vs text j (single process, square batch)."""
+    ids, members, scale, n = ids.tolist(), members.tolist(), float(scale), len(ids)
+
+    def ce(logits, positives):
+        lse = math.log(sum(math.exp(x) for x in logits))
+        return sum(lse - logits[j] for j in positives) / len(positives)
+
+    i2t = sum(ce([scale * score(i, j) for j in range(n)], [j for j in range(n) if ids[j] in members[i]])
+              for i in range(n)) / n
+    t2i = sum(ce([scale * score(i, j) for i in range(n)], [i for i in range(n) if ids[j] in members[i]])
+              for j in range(n)) / n
+    return (i2t + t2i) / 2
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_scene_aware_losses_match_reference(seed):
+    b = _batch(seed)
+    members = _members(b["ids"], torch.Generator().manual_seed(100 + seed))
+    itc = L.catalog_contrastive_loss(b["img"], b["txt"], b["scale"], b["ids"], member_ids=members)
+    ref = ref_scene_contrastive(lambda i, j: _dot(b["img"][i], b["txt"][j]), b["scale"], b["ids"], members)
+    assert abs(itc.item() - ref) < ATOL
+    inter = L.inter_product_loss(b["inst"], b["txt"], b["scale"], b["ids"], member_ids=members)
+    ref = ref_scene_contrastive(lambda i, j: max(_dot(b["inst"][i, k], b["txt"][j]) for k in range(K)),
+                                b["scale"], b["ids"], members)
+    assert abs(inter.item() - ref) < ATOL
+
+
+def test_scene_aware_targets_reduce_to_catalog_targets_without_scenes():
+    b = _batch(0)
+    alone = b["ids"][:, None].repeat(1, 4)  # every image shows only its own product
+    assert torch.equal(L.member_targets(alone, b["ids"]), L.multi_positive_targets(b["ids"], b["ids"]))
+    assert torch.equal(L.scene_positive_targets(b["ids"], alone), L.multi_positive_targets(b["ids"], b["ids"]))
+    plain = L.catalog_contrastive_loss(b["img"], b["txt"], b["scale"], b["ids"])
+    assert L.catalog_contrastive_loss(b["img"], b["txt"], b["scale"], b["ids"], member_ids=alone).item() == (
+        pytest.approx(plain.item(), abs=1e-6))
+
+
+def test_a_distractor_text_is_a_positive_not_a_negative():
+    """Pushing an image away from the text of a product pasted into it is what scene-aware targets prevent."""
+    ids = torch.tensor([1, 2, 3])
+    members = torch.tensor([[1, 2], [2, 2], [3, 3]])  # image 0 is a scene showing products 1 and 2
+    img = torch.nn.functional.normalize(torch.randn(3, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
+    txt = img.clone().requires_grad_()
+    L.catalog_contrastive_loss(img, txt, torch.tensor(10.0), ids).backward()
+    plain_grad = txt.grad[1].clone()
+    txt.grad = None
+    L.catalog_contrastive_loss(img, txt, torch.tensor(10.0), ids, member_ids=members).backward()
+    # Descending the gradient moves text 1 towards image 0 only with scene-aware targets.
+    assert -(plain_grad @ img[0]) < -(txt.grad[1] @ img[0])
+    assert (-(txt.grad[1]) @ img[0]).item() > 0
+
+
+def test_member_ids_must_start_with_the_rows_own_product():
+    b = _batch(0)
+    wrong = torch.roll(b["ids"], 1)[:, None].repeat(1, 2)
+    with pytest.raises(ValueError, match="own product id first"):
+        L.catalog_contrastive_loss(b["img"], b["txt"], b["scale"], b["ids"], member_ids=wrong)
+    with pytest.raises(ValueError, match="without member_ids"):
+        L.inter_product_loss(b["inst"], b["txt"], b["scale"], b["ids"], all_member_ids=b["ids"][:, None])

@@ -49,18 +49,25 @@ def tiny_model(dropout: float = 0.0, seed: int = 0, **overrides) -> EclipModel:
     return EclipModel(config)
 
 
-def make_rows(n: int, seed: int = 0) -> dict:
-    """n paired rows (32 px images, 10-token texts with some padding); rows 2i and 2i+1 are one product."""
+def make_rows(n: int, seed: int = 0, scenes: bool = False) -> dict:
+    """
+    n paired rows (32 px images, 10-token texts with some padding); rows 2i and 2i+1 are one product. With `scenes`,
+    `member_ids` say that every third image also shows the product three rows on (a scene with one distractor).
+    """
     gen = torch.Generator().manual_seed(seed)
     attention_mask = torch.ones(n, 10, dtype=torch.long)
     attention_mask[1::3, 7:] = 0
-    return {
+    rows = {
         "input_ids": torch.randint(1000, 3000, (n, 10), generator=gen) * attention_mask,
         "attention_mask": attention_mask,
         "pixel_values": torch.randn(n, 3, 32, 32, generator=gen),
         "view_pixel_values": torch.randn(n, 3, 32, 32, generator=gen),
         "product_ids": torch.arange(n) // 2,
     }
+    if scenes:
+        ids = rows["product_ids"]
+        rows["member_ids"] = torch.stack([ids, torch.where(torch.arange(n) % 3 == 0, ids.roll(-3), ids)], dim=1)
+    return rows
 
 
 def gradients(model) -> dict:
@@ -122,12 +129,12 @@ def test_gradient_cache_with_dropout_equals_whole_batch_gradient(tmp_path, chunk
     assert max((other[name] - reference[name]).abs().max() for name in reference) > 1e-3
 
 
-@pytest.mark.parametrize("use_instance_decoder", [True, False])
-def test_gradient_cache_equals_unchunked_forward_without_dropout(tmp_path, use_instance_decoder):
+@pytest.mark.parametrize("use_instance_decoder,scene_positives", [(True, False), (False, False), (True, True)])
+def test_gradient_cache_equals_unchunked_forward_without_dropout(tmp_path, use_instance_decoder, scene_positives):
     """Without dropout, chunked gradients equal those of `model(..., return_loss=True)` on the whole batch."""
-    model = tiny_model(dropout=0.0, use_instance_decoder=use_instance_decoder)
+    model = tiny_model(dropout=0.0, use_instance_decoder=use_instance_decoder, scene_positives=scene_positives)
     trainer = make_trainer(model, tmp_path, contrastive_chunk_size=3)
-    batch = make_rows(8)
+    batch = make_rows(8, scenes=scene_positives)
     model.train()
     loss = trainer.training_step(model, dict(batch))
     cached = gradients(model)
@@ -137,6 +144,9 @@ def test_gradient_cache_equals_unchunked_forward_without_dropout(tmp_path, use_i
     output.loss.backward()
     torch.testing.assert_close(loss, output.loss.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(cached, gradients(model), rtol=1e-4, atol=1e-6)
+    if scene_positives:  # the scene-aware targets are really in use: without member_ids the loss differs
+        plain = model(**{k: v for k, v in batch.items() if k != "member_ids"}, return_loss=True).loss
+        assert abs(plain.item() - output.loss.item()) > 1e-3
 
 
 def test_gradient_accumulation_averages_contrastive_batches(tmp_path):
@@ -176,9 +186,9 @@ def test_two_processes_with_gathered_negatives_match_one_process_on_the_whole_ba
     rows against all 8 (all-gathered), and the synchronised gradients equal one process's on all 8 rows. Products
     span both processes, so the catalog-aware targets cross the gather.
     """
-    model = tiny_model(seed=3)
+    model = tiny_model(seed=3, scene_positives=True)  # scene members also cross the gather
     model.save_pretrained(tmp_path / "model")
-    data = make_rows(8, seed=4)
+    data = make_rows(8, seed=4, scenes=True)
     torch.save(data, tmp_path / "data.pt")
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),

@@ -160,11 +160,21 @@ class SceneCompositor:
     def __call__(
         self, product: Image.Image, pool: Sequence[Image.Image], rng: random.Random
     ) -> tuple[Image.Image, Box]:
+        scene, box, _ = self.compose(product, pool, rng)
+        return scene, box
+
+    def compose(
+        self, product: Image.Image, pool: Sequence[Image.Image], rng: random.Random
+    ) -> tuple[Image.Image, Box, list[int]]:
+        """As `__call__`, and also the positions in `pool` of the distractors that were pasted (which products the
+        scene shows, for scene-aware contrastive targets). Same random draws as `__call__`."""
         count = min(rng.randint(*self.num_distractors), len(pool))
-        distractors = rng.sample(list(pool), count)
-        return compose_scene(
-            product, distractors, rng, self.canvas_size, self.scale_range, self.background, self.blend_white
+        chosen = rng.sample(range(len(pool)), count)  # the positions rng.sample(pool, count) would pick
+        scene, box = compose_scene(
+            product, [pool[i] for i in chosen], rng, self.canvas_size, self.scale_range, self.background,
+            self.blend_white,
         )
+        return scene, box, chosen
 
     def prepare(self, image: Image.Image) -> Image.Image:
         """The form in which to pass a photo that goes into several scenes: its [`cutout`] when blending white."""

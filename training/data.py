@@ -334,6 +334,9 @@ class PretrainingCollator:
         - `view_pixel_values`: `(B, 3, H, W)` float32, the second views (only with `make_views=True`);
         - `product_ids`: `(B,)` int64 (see [`product_id_to_int`]; rows without an id get one from their image
           reference, so each is its own product);
+        - `member_ids`: `(B, 1 + max distractors)` int64, the products each main image shows: its own id first,
+          then the distractors pasted into its scene, padded with its own id (scene-aware targets, see
+          `EclipConfig.scene_positives`);
         - `num_skipped_images`: int64 scalar, rows of this batch dropped because their image could not be decoded
           (each is logged with `logger.warning`). If every row was dropped, B is 0 and every tensor has 0 rows: the
           trainer must skip such a batch. The trainer also pops this key before the model's forward.
@@ -420,6 +423,7 @@ class PretrainingCollator:
         if self.make_views:
             batch["view_pixel_values"] = torch.zeros(0, *self._image_shape)
         batch["product_ids"] = torch.zeros(0, dtype=torch.long)
+        batch["member_ids"] = torch.zeros(0, self.compositor.num_distractors[1] + 1, dtype=torch.long)
         batch["num_skipped_images"] = torch.tensor(skipped, dtype=torch.long)
         return batch
 
@@ -462,16 +466,27 @@ class PretrainingCollator:
                 prepared[index] = self.compositor.prepare(images[index])
             return prepared[index]
 
-        def scene(index: int) -> Image.Image:
+        def scene(index: int) -> tuple[Image.Image, list[int]]:
             others = [j for pid, j in first_of.items() if pid != ids[index]]
-            return self.compositor(ready(index), [ready(j) for j in others], rng)[0]
+            image, _, chosen = self.compositor.compose(ready(index), [ready(j) for j in others], rng)
+            return image, [ids[others[c]] for c in chosen]
 
-        main = [scene(i) if rng.random() < self.scene_probability else images[i] for i in range(len(images))]
+        width = self.compositor.num_distractors[1] + 1
+        main, members = [], []
+        for i in range(len(images)):
+            shown = []
+            if rng.random() < self.scene_probability:
+                image, shown = scene(i)
+                main.append(image)
+            else:
+                main.append(images[i])
+            # The products this image shows: its own first, padded with it to a fixed width (gatherable).
+            members.append(([ids[i]] + shown + [ids[i]] * width)[:width])
         views = []
         if self.make_views:
             for i, product_id in enumerate(ids):
                 twins = [j for j, other in enumerate(ids) if other == product_id and j != i]
-                views.append(images[rng.choice(twins)] if twins else scene(i))
+                views.append(images[rng.choice(twins)] if twins else scene(i)[0])
 
         text_kwargs = {"max_length": self.max_length} if self.max_length is not None else {}
         encoded = self.processor(
@@ -483,6 +498,7 @@ class PretrainingCollator:
         if self.make_views:
             batch["view_pixel_values"] = pixel_values[len(images):]
         batch["product_ids"] = torch.tensor(ids, dtype=torch.long)
+        batch["member_ids"] = torch.tensor(members, dtype=torch.long)
         batch["num_skipped_images"] = torch.tensor(skipped, dtype=torch.long)
         return batch
 

@@ -323,6 +323,7 @@ def contrastive_backward(
     scale: float = 1.0,
     backward: Callable[[torch.Tensor], None] | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    member_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """
     Pretraining loss of one contrastive batch and its backward pass into `model`'s gradients.
@@ -335,6 +336,7 @@ def contrastive_backward(
     Args:
         model: an `EclipModel` (unwrapped).
         inputs: the batch without `product_ids` (`input_ids`, `attention_mask`, `pixel_values`, ...).
+        member_ids: the products each image shows (scene-aware targets), `(rows, W)`; `None` if unknown.
         gather: all-gather across processes (see [`make_all_gather`]); `None` on one process.
         scale: multiplier of the loss before backward (gradient accumulation, share of rows across processes).
         backward: how to back-propagate a loss (Trainer passes `accelerator.backward`, which applies fp16 scaling).
@@ -347,7 +349,8 @@ def contrastive_backward(
     if chunk_size is None or chunk_size >= num_rows:
         with autocast():
             embeddings = model.pretraining_embeddings(**inputs)
-            loss, components = model.compute_loss(**embeddings, product_ids=product_ids, gather=gather)
+            loss, components = model.compute_loss(**embeddings, product_ids=product_ids, gather=gather,
+                                              member_ids=member_ids)
         backward(loss * scale)
         return loss, components
 
@@ -362,7 +365,8 @@ def contrastive_backward(
     embeddings = {key: torch.cat([piece[key] for piece in pass_one]).detach().requires_grad_() for key in pass_one[0]}
     del pass_one
     with autocast():
-        loss, components = model.compute_loss(**embeddings, product_ids=product_ids, gather=gather)
+        loss, components = model.compute_loss(**embeddings, product_ids=product_ids, gather=gather,
+                                              member_ids=member_ids)
     # Gradients of the (scaled, for fp16) loss w.r.t. the embeddings, and logit_scale's gradient, which only the loss
     # uses. Going through the given backward keeps an fp16 loss scale in the cached gradients.
     backward(loss * scale)
@@ -571,6 +575,7 @@ class EclipTrainer(Trainer):
         inputs = self._prepare_inputs(inputs)
         skipped = inputs.pop("num_skipped_images", None)
         product_ids = inputs.pop("product_ids", None)
+        member_ids = inputs.pop("member_ids", None)
         eclip = self.accelerator.unwrap_model(model)
         device = self.args.device
         num_rows = int(inputs["input_ids"].shape[0])
@@ -594,7 +599,7 @@ class EclipTrainer(Trainer):
             scale = len(counts) * num_rows / sum(counts) / self.current_gradient_accumulation_steps
             loss, components = contrastive_backward(
                 eclip, inputs, product_ids, chunk_size=self.args.contrastive_chunk_size, gather=gather, scale=scale,
-                backward=self.accelerator.backward, autocast=self.accelerator.autocast,
+                backward=self.accelerator.backward, autocast=self.accelerator.autocast, member_ids=member_ids,
             )
         finite = self._all_finite(loss, components, distributed)
         if not finite:
