@@ -57,6 +57,8 @@ VARIANTS = {
     "eclip_no_selection": ("ECLIP without the selection loss", {"selection_weight": 0.0}, "clip"),
     "clip_scene": ("CLIP baseline, scene-aware targets", {"use_instance_decoder": False, **SCENE}, "clip_scene"),
     "eclip_scene": ("ECLIP, all objectives, scene-aware targets", {**SCENE}, "clip_scene"),
+    "eclip_scene_soft": ("ECLIP, scene-aware, smooth max (inter_temperature 0.05)",
+                         {"inter_temperature": 0.05, **SCENE}, "clip_scene"),
     "eclip_scene_no_intra": ("ECLIP, scene-aware, without intra-product", {"intra_weight": 0.0, **SCENE},
                              "clip_scene"),
     "eclip_scene_no_selection": ("ECLIP, scene-aware, without selection", {"selection_weight": 0.0, **SCENE},
@@ -545,7 +547,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         help="Models, logs and evaluation folders (default %(default)s).")
     parser.add_argument("--results-dir", default=os.path.join(REPO, "benchmarks", "results"))
     parser.add_argument("--reuse", action="store_true",
-                        help="Keep variants already trained in --output-dir with the same settings.")
+                        help="Keep variants already trained (and evaluated) in --output-dir with the same settings.")
     parser.add_argument("--train-only", action="store_true", help="Stop after training (then use --reuse).")
     return parser
 
@@ -585,8 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_only:
         print(f"trained {todo} in {run_dir}; rerun with --reuse to evaluate and report")
         return 0
-    walls.update({f"evaluate/{v}": w
-                  for v, w in _run_parallel("evaluate", variants, settings, run_dir, args.jobs).items()})
+    evaluated = [v for v in done if os.path.isfile(os.path.join(run_dir, v, "eval", "results.json"))]
+    walls.update({f"evaluate/{v}": w for v, w in _run_parallel(
+        "evaluate", [v for v in variants if v not in evaluated], settings, run_dir, args.jobs).items()})
 
     report = build_report(variants, run_dir, settings, walls, time.time() - started)
     os.makedirs(args.results_dir, exist_ok=True)

@@ -66,6 +66,10 @@ class EclipConfig(PreTrainedConfig):
             scene's positives are the texts of every product pasted into it, not only the named one, and a text's
             positives are every image that shows its product. Without it the texts of a scene's distractors, which
             are rows of the same batch, are its negatives, which penalises an instance query for finding them.
+        inter_temperature (`float`, *optional*):
+            Train the inter-product loss on the smooth maximum `tau * logsumexp_k(<q_k, t> / tau)` with this `tau`
+            instead of `max_k <q_k, t>`, so that every query, not only the winner, gets each text's gradient (the
+            hard max lets one query take every product). Inference always uses the hard max. `None`: hard max.
         modality (`str`, *optional*, defaults to `"image"`):
             Task heads only: which tower(s) describe a product, `"image"`, `"text"` or `"both"` (the two normalised
             embeddings concatenated). Token classification always reads the text tower.
@@ -115,6 +119,7 @@ class EclipConfig(PreTrainedConfig):
     intra_weight: float | int = 1.0
     selection_weight: float | int = 0.5
     scene_positives: bool = False
+    inter_temperature: float | int | None = None
     modality: str = "image"
     classifier_dropout: float | int = 0.0
     matching_features: list[str] | tuple[str, ...] = MATCHING_FEATURES
@@ -192,6 +197,12 @@ class EclipConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"EclipConfig.{name} must be a finite non-negative number, got {value!r}.")
+        if self.inter_temperature is not None and not (
+            math.isfinite(self.inter_temperature) and self.inter_temperature > 0
+        ):
+            raise ValueError(
+                f"EclipConfig.inter_temperature must be a positive number or None, got {self.inter_temperature!r}."
+            )
         if not math.isfinite(self.logit_scale_init_value) or self.logit_scale_init_value > math.log(100):
             raise ValueError(
                 f"EclipConfig.logit_scale_init_value must be finite and at most ln(100), got "

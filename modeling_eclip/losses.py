@@ -30,6 +30,7 @@ __all__ = [
     "soft_cross_entropy",
     "catalog_contrastive_loss",
     "instance_text_scores",
+    "soft_instance_text_scores",
     "inter_product_loss",
     "select_instances",
     "intra_product_loss",
@@ -273,6 +274,29 @@ def instance_text_scores(
     return scores, best_query
 
 
+def soft_instance_text_scores(
+    instance_embeds: torch.Tensor, text_embeds: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Smooth maximum over the instance queries, ``tau * logsumexp_k(<q_ik, t_j> / tau)``.
+
+    At most ``tau * log K`` above ``max_k``, and equal to it as ``tau -> 0``. Its gradient reaches every query in
+    proportion to ``softmax_k(<q_ik, t_j> / tau)``, where the hard max trains only the winner: a query that loses
+    early never gets a text's gradient again, and one query ends up taking every product.
+
+    Args:
+        instance_embeds: [N, K, D].
+        text_embeds: [M, D].
+        temperature: ``tau > 0``.
+
+    Returns:
+        scores: [N, M].
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature!r}")
+    sims = torch.einsum("nkd,md->nmk", _upcast(instance_embeds), _upcast(text_embeds))
+    return temperature * torch.logsumexp(sims / temperature, dim=-1)
+
+
 def inter_product_loss(
     instance_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
@@ -283,6 +307,7 @@ def inter_product_loss(
     all_product_ids: Optional[torch.Tensor] = None,
     member_ids: Optional[torch.Tensor] = None,
     all_member_ids: Optional[torch.Tensor] = None,
+    temperature: Optional[float] = None,
 ) -> torch.Tensor:
     """Catalog-aware symmetric contrastive loss on ``s(I, T) = max_k <q_k, t>``.
 
@@ -297,6 +322,8 @@ def inter_product_loss(
         member_ids, all_member_ids: scene-aware targets (see
             ``catalog_contrastive_loss``): a scene's instances may match the
             text of every product it shows.
+        temperature: if given (> 0), train on the smooth maximum
+            ``soft_instance_text_scores`` instead of the hard one.
 
     Returns:
         Scalar: mean of image->text (local images vs all texts) and text->image
@@ -310,9 +337,15 @@ def inter_product_loss(
         (all_instance.shape[0], all_text.shape[0]), global_cols, instance_embeds.device,
     )
     members, all_members = _resolve_members(member_ids, all_member_ids, row_ids, col_ids)
-    i2t = instance_text_scores(instance_embeds, all_text)[0]
+    if temperature is None:
+        def score(instances, texts):
+            return instance_text_scores(instances, texts)[0]
+    else:
+        def score(instances, texts):
+            return soft_instance_text_scores(instances, texts, temperature)
+    i2t = score(instance_embeds, all_text)
     # Single process: the text->image score matrix is the transpose of image->text.
-    t2i = instance_text_scores(all_instance, text_embeds)[0].T if global_cols else i2t.T
+    t2i = score(all_instance, text_embeds).T if global_cols else i2t.T
     return _symmetric_loss(logit_scale * i2t, logit_scale * t2i, row_ids, col_ids, members, all_members)
 
 

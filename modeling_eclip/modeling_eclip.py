@@ -786,6 +786,7 @@ class EclipModel(EclipPreTrainedModel):
                 components["inter"] = inter_product_loss(
                     instance_embeds, text_embeds, scale, product_ids,
                     everywhere(instance_embeds), everywhere(text_embeds), all_ids, member_ids, all_members,
+                    temperature=config.inter_temperature,
                 )
             selected, selected_index = select_instances(instance_embeds, text_embeds)
             if weights["selection"] > 0 and selection_logits is not None:

@@ -412,3 +412,20 @@ def test_member_ids_must_start_with_the_rows_own_product():
         L.catalog_contrastive_loss(b["img"], b["txt"], b["scale"], b["ids"], member_ids=wrong)
     with pytest.raises(ValueError, match="without member_ids"):
         L.inter_product_loss(b["inst"], b["txt"], b["scale"], b["ids"], all_member_ids=b["ids"][:, None])
+
+
+def test_soft_instance_scores_bound_the_max_and_reach_every_query():
+    b = _batch(1)
+    hard = L.instance_text_scores(b["inst"], b["txt"])[0]
+    for tau in (1.0, 0.1, 0.01):
+        soft = L.soft_instance_text_scores(b["inst"], b["txt"], tau)
+        assert (soft >= hard - 1e-6).all() and (soft <= hard + tau * math.log(K) + 1e-6).all()
+    torch.testing.assert_close(L.soft_instance_text_scores(b["inst"], b["txt"], 1e-4), hard, atol=1e-3, rtol=0)
+    inst = b["inst"].clone().requires_grad_()
+    L.inter_product_loss(inst, b["txt"], b["scale"], b["ids"], temperature=0.1).backward()
+    assert (inst.grad.norm(dim=-1) > 0).all()  # every query of every image learns
+    inst.grad = None
+    L.inter_product_loss(inst, b["txt"], b["scale"], b["ids"]).backward()
+    assert (inst.grad.norm(dim=-1) == 0).any()  # the hard max leaves losing queries without gradient
+    with pytest.raises(ValueError, match="positive"):
+        L.soft_instance_text_scores(b["inst"], b["txt"], 0.0)
