@@ -3,7 +3,7 @@
 ECLIP against the CLIP baseline at equal budget on the real fashion-products catalogue, with two ablations.
 
 ```bash
-python benchmarks/eclip_vs_clip.py            # 4 pretraining runs + the evaluation suite; about 75 min on 2 CPU cores
+python benchmarks/eclip_vs_clip.py            # 4 pretraining runs + the evaluation suite; ~2 h on 2 idle CPU cores
 python benchmarks/eclip_vs_clip.py --steps 20 --probe-every 10 --eval-limit 200   # a quick smoke run
 ```
 
@@ -20,6 +20,10 @@ scratch. During training a validation probe (a fixed stratified subset of the va
 from it) records retrieval, scene retrieval and instance-decoder diagnostics (is one query selected for everything?
 do the products of one scene select different queries? does the selection head agree with the text?), so the
 learning curves show whether the baseline has stopped improving and whether the decoder collapsed.
+
+More variants (`--variants`, see `VARIANTS`) try fixes for the query collapse the default four show:
+`clip_scene` / `eclip_scene` (scene-aware targets, `scene_positives`), `eclip_scene_soft` (plus a smooth max in the
+inter-product loss, `inter_temperature`) and the `eclip_scene_*` ablations.
 
 Each model is then run through `training.evaluation.evaluate_model` (every task, test split). Written:
 
@@ -88,6 +92,9 @@ PROBE_KEYS = (
     ("instance_similarity", "mean cosine between an image's instances"),
 )
 LOSS_KEYS = ("loss_itc", "loss_inter", "loss_intra", "loss_selection")
+
+
+DEFAULT_VARIANTS = ("clip", "eclip", "eclip_no_intra", "eclip_no_selection")  # the comparison the README reports
 
 
 # =============================================================================================== validation probe
@@ -539,7 +546,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-limit", type=int, default=2000,
                         help="Rows per split in the evaluation (the test split has 952, so all of it; the train "
                              "split feeds the linear probe).")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="Comma list of %(default)s.")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"Comma list (default %(default)s) of {', '.join(VARIANTS)}.")
     parser.add_argument("--jobs", type=int, default=2, help="Runs in parallel.")
     parser.add_argument("--threads", type=int, default=1, help="Torch threads per run.")
     parser.add_argument("--data-dir", help="Shared data folder (default $ECLIP_DATA_DIR or ../shared/data).")

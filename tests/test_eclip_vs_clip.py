@@ -1,6 +1,8 @@
 """The ECLIP-vs-CLIP benchmark's parts: `run_pretraining` with callbacks, the validation probe, the report."""
 
 import importlib.util
+import json
+import math
 import os
 
 import pytest
@@ -107,3 +109,18 @@ def test_plateau_and_markdown_report():
 def test_cli_rejects_an_unknown_variant():
     with pytest.raises(SystemExit, match="siglip"):
         _benchmark().main(["--variants", "clip,siglip", "--output-dir", "/nonexistent/never-created"])
+def test_committed_results_match_the_readme():
+    """Every headline number the README quotes comes from the committed JSON of a run of the script."""
+    path = os.path.join(REPO_ROOT, "benchmarks", "results", "eclip_vs_clip.json")
+    with open(path, encoding="utf-8") as handle:
+        report = json.load(handle)
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    bench = _benchmark()
+    assert set(report["variants"]) == set(bench.DEFAULT_VARIANTS)
+    steps = {data["train"]["steps"] for data in report["variants"].values()}
+    assert steps == {report["settings"]["steps"]}, "every variant must train for the same number of steps"
+    table = bench.report_markdown(report, bench.HEADLINE)
+    assert table in readme, "README's results table differs from benchmarks/results/eclip_vs_clip.json"
+    for data in report["variants"].values():
+        assert all(v is None or math.isfinite(v) for v in data["metrics"].values())
