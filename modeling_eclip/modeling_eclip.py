@@ -762,8 +762,8 @@ class EclipModel(EclipPreTrainedModel):
         if product_ids is not None and product_ids.shape[0] != text_embeds.shape[0]:
             raise ValueError(f"product_ids has {product_ids.shape[0]} rows for a batch of {text_embeds.shape[0]}.")
 
-        def everywhere(tensor):
-            return None if gather is None else gather(tensor)
+        def everywhere(tensor):  # an absent optional input (member_ids) stays absent
+            return None if gather is None or tensor is None else gather(tensor)
 
         all_ids = everywhere(product_ids)
         if not config.scene_positives:

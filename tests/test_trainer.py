@@ -177,6 +177,24 @@ def test_a_batch_whose_images_were_all_corrupt_is_skipped_and_counted(tmp_path):
     assert logs["num_skipped_images"] == 5 and "loss_itc" in logs
 
 
+@pytest.mark.parametrize("scene_positives", [False, True])
+def test_gathered_loss_with_and_without_scene_members(scene_positives):
+    """
+    With a gather (here a one-process all-gather: the concatenation of this process's tensor alone), the loss equals the ungathered one whether or not the batch has
+    `member_ids` and whether or not the config uses them; an unused or absent `member_ids` is never gathered.
+    """
+    model = tiny_model(scene_positives=scene_positives)
+    batch = make_rows(8, scenes=True)
+    members = batch.pop("member_ids")
+    embeddings = model.pretraining_embeddings(**{k: v for k, v in batch.items() if k != "product_ids"})
+    ids = batch["product_ids"]
+    for member_ids in (members, None):
+        local, _ = model.compute_loss(**embeddings, product_ids=ids, member_ids=member_ids)
+        gathered, _ = model.compute_loss(**embeddings, product_ids=ids, member_ids=member_ids,
+                                         gather=lambda t: torch.cat([t]))
+        torch.testing.assert_close(gathered, local)
+
+
 # ------------------------------------------------------------------------------------------ two processes
 
 
