@@ -59,17 +59,7 @@ def multi_positive_targets(row_ids: torch.Tensor, col_ids: torch.Tensor) -> torc
     Raises:
         ValueError: if some row's product id does not appear among the columns.
     """
-    positives = row_ids[:, None] == col_ids[None, :]
-    counts = positives.sum(dim=1, keepdim=True)
-    # A row without a positive has no defined target; silently returning zeros would
-    # train it only to push everything away.
-    if bool((counts == 0).any()):
-        missing = row_ids[counts.squeeze(1) == 0].tolist()
-        raise ValueError(
-            f"rows' product ids must appear among the columns; no positive column for "
-            f"product ids {missing}"
-        )
-    return positives.float() / counts
+    return _normalise_positives(row_ids[:, None] == col_ids[None, :], row_ids)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -147,7 +137,10 @@ def member_targets(row_member_ids: torch.Tensor, col_ids: torch.Tensor) -> torch
 
 
 def _normalise_positives(positives: torch.Tensor, row_ids: torch.Tensor) -> torch.Tensor:
+    """Boolean [N, M] positives -> rows summing to 1; `row_ids` [N] name the rows in the error."""
     counts = positives.sum(dim=1, keepdim=True)
+    # A row without a positive has no defined target; silently returning zeros would
+    # train it only to push everything away.
     if bool((counts == 0).any()):
         missing = row_ids[counts.squeeze(1) == 0].tolist()
         raise ValueError(
@@ -168,7 +161,8 @@ def _symmetric_loss(
     Average of both directions' multi-positive cross-entropies, each [N, M]. With member ids (side a = images),
     a2b rows target every text whose product the image shows and b2a rows every image that shows their product.
     """
-    targets = multi_positive_targets(row_ids, col_ids)
+    if row_member_ids is None or col_member_ids is None:
+        targets = multi_positive_targets(row_ids, col_ids)
     a2b_targets = targets if row_member_ids is None else member_targets(row_member_ids, col_ids)
     b2a_targets = targets if col_member_ids is None else scene_positive_targets(row_ids, col_member_ids)
     return (soft_cross_entropy(logits_a2b, a2b_targets) + soft_cross_entropy(logits_b2a, b2a_targets)) / 2
