@@ -106,8 +106,7 @@ class ValidationProbe:
     """
 
     def __init__(self, processor, rows: list[dict], scenes: list[dict], every: int, max_length: int = 32):
-        import torch
-
+        from modeling_eclip.metrics import load_metric
         from training.evaluation import _load_image
 
         self.every = every
@@ -122,67 +121,69 @@ class ValidationProbe:
         titles = [r["productDisplayName"] for r in rows]
         self.same_title = [[j for j, t in enumerate(titles) if t == title] for title in titles]
         self.containing = [[s for s, scene in enumerate(scenes) if q in scene["members"]] for q in range(len(rows))]
+        self.retrieval = load_metric("retrieval")  # recall@k as the evaluation suite computes it
         self.history: list[dict] = []
-        self._torch = torch
 
-    def _images(self, model, pixels, batch: int = 128):
-        torch = self._torch
-        outs = {"instances": [], "selection": [], "global": []}
+    @staticmethod
+    def _images(model, pixels, batch: int = 128) -> dict:
+        """`training.evaluation.image_text_scores`' input (numpy), plus the ECLIP selection logits."""
+        import torch
+
+        outs = {"instance_embeds": [], "selection_logits": [], "image_embeds": []}
         for start in range(0, pixels.shape[0], batch):
             chunk = pixels[start : start + batch]
             if model.config.use_instance_decoder:
                 out = model.get_instance_features(chunk)
-                outs["instances"].append(out.pooler_output)
-                outs["selection"].append(out.selection_logits)
+                outs["instance_embeds"].append(out.pooler_output)
+                outs["selection_logits"].append(out.selection_logits)
             else:
-                outs["global"].append(torch.nn.functional.normalize(model.get_image_features(chunk).pooler_output,
-                                                                    dim=-1))
-        return {k: torch.cat(v) for k, v in outs.items() if v}
+                outs["image_embeds"].append(
+                    torch.nn.functional.normalize(model.get_image_features(chunk).pooler_output, dim=-1)
+                )
+        return {k: torch.cat(v).float().numpy() if v else None for k, v in outs.items()}
+
+    def _recall(self, scores, relevant) -> tuple[float, float]:
+        result = self.retrieval.compute(scores=scores.tolist(), relevant=relevant, k_values=(1, 10))
+        return result["recall@1"], result["recall@10"]
 
     def measure(self, model, step: int) -> dict:
         import numpy as np
+        import torch
 
-        torch = self._torch
+        from training.evaluation import image_text_scores
+
         was_training = model.training
         model.eval()
         with torch.inference_mode():
             texts = torch.nn.functional.normalize(model.get_text_features(**self.text_inputs).pooler_output, dim=-1)
+            texts = texts.float().numpy()
             products = self._images(model, self.product_pixels)
             scenes = self._images(model, self.scene_pixels)
         model.train(was_training)
 
-        def scores(images):  # images x texts: max_k <q_k, t> (ECLIP) or <g, t> (CLIP)
-            if "instances" in images:
-                return torch.einsum("ikd,jd->ijk", images["instances"], texts).amax(-1).numpy()
-            return (images["global"] @ texts.T).numpy()
-
-        product_scores, scene_scores = scores(products).T, scores(scenes).T
-        entry = {
-            "step": step,
-            "retrieval_r1": recall_at_k(product_scores, self.same_title, 1),
-            "retrieval_r10": recall_at_k(product_scores, self.same_title, 10),
-            "scene_r1": recall_at_k(scene_scores, self.containing, 1),
-            "scene_r10": recall_at_k(scene_scores, self.containing, 10),
-        }
-        if "instances" in scenes:
-            instances, selection = scenes["instances"], scenes["selection"]
+        # texts x images: max_k <q_k, t> (ECLIP) or <g, t> (CLIP)
+        entry = {"step": step}
+        entry["retrieval_r1"], entry["retrieval_r10"] = self._recall(image_text_scores(products, texts).T,
+                                                                     self.same_title)
+        entry["scene_r1"], entry["scene_r10"] = self._recall(image_text_scores(scenes, texts).T, self.containing)
+        instances = scenes["instance_embeds"]
+        if instances is not None:
             k = instances.shape[1]
             chosen, distinct, agree = [], [], []
             for s, scene in enumerate(self.scenes):
-                picks = [int(torch.argmax(instances[s] @ texts[m])) for m in scene["members"]]
+                picks = [int(np.argmax(instances[s] @ texts[m])) for m in scene["members"]]
                 chosen.append(picks[0])  # the scene's own (target) product
                 distinct.append(len(set(picks)) / len(picks))
-                agree.append(int(torch.argmax(selection[s])) == picks[0])
+                agree.append(int(np.argmax(scenes["selection_logits"][s])) == picks[0])
             usage = np.bincount(chosen, minlength=k) / len(chosen)
-            pairwise = torch.einsum("skd,sld->skl", instances, instances)
-            off_diagonal = pairwise[:, ~torch.eye(k, dtype=torch.bool)]
+            pairwise = np.einsum("skd,sld->skl", instances, instances)
             nonzero = usage[usage > 0]
             entry.update({
                 "top_query_share": float(usage.max()),
                 "query_usage_entropy": float(-(nonzero * np.log(nonzero)).sum() / np.log(k)),
                 "distinct_query_rate": float(np.mean(distinct)),
                 "selection_agreement": float(np.mean(agree)),
-                "instance_similarity": float(off_diagonal.mean()),
+                "instance_similarity": float(pairwise[:, ~np.eye(k, dtype=bool)].mean()),
             })
         self.history.append(entry)
         return entry
@@ -203,14 +204,6 @@ class ValidationProbe:
                     print(f"[probe] {json.dumps(entry)}", flush=True)
 
         return _ProbeCallback()
-
-
-def recall_at_k(scores, relevant: list[list[int]], k: int) -> float:
-    """Share of queries (rows of `scores`, queries x gallery) with a relevant gallery item in their top k."""
-    import numpy as np
-
-    top = np.argsort(-np.asarray(scores), axis=1, kind="stable")[:, :k]
-    return float(np.mean([len(set(top[q].tolist()).intersection(rel)) > 0 for q, rel in enumerate(relevant)]))
 
 
 # ============================================================================================== worker processes

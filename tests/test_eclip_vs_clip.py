@@ -5,6 +5,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,13 +83,17 @@ def test_probe_on_the_clip_baseline_and_restores_train_mode(processor, probe_dat
     assert 0.0 <= entry["retrieval_r10"] <= 1.0
 
 
-def test_recall_at_k_on_a_hand_ranked_case():
-    recall_at_k = _benchmark().recall_at_k
-    scores = [[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.7, 0.6, 0.1]]  # rankings: [0,2,1], [2,1,0], [0,1,2]
+def test_probe_recall_on_a_hand_ranked_case(processor, probe_data):
+    """The probe's recall@k is the evaluation suite's: any relevant item among the top k."""
+    rows, scenes = probe_data
+    probe = _benchmark().ValidationProbe(processor, rows, scenes, every=1)
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.7, 0.6, 0.1]])  # rankings: [0,2,1], [2,1,0], [0,1,2]
     relevant = [[0], [0], [1, 2]]
-    assert recall_at_k(scores, relevant, 1) == pytest.approx(1 / 3)
-    assert recall_at_k(scores, relevant, 2) == pytest.approx(2 / 3)
-    assert recall_at_k(scores, relevant, 3) == 1.0
+    recall = probe.retrieval.compute(scores=scores.tolist(), relevant=relevant, k_values=(1, 2, 3))
+    assert recall["recall@1"] == pytest.approx(1 / 3)
+    assert recall["recall@2"] == pytest.approx(2 / 3)
+    assert recall["recall@3"] == 1.0
+    assert probe._recall(scores, relevant) == (pytest.approx(1 / 3), 1.0)
 
 
 def test_plateau_and_markdown_report():
