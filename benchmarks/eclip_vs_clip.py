@@ -63,6 +63,8 @@ VARIANTS = {
     "eclip_scene": ("ECLIP, all objectives, scene-aware targets", {**SCENE}, "clip_scene"),
     "eclip_scene_soft": ("ECLIP, scene-aware, smooth max (inter_temperature 0.05)",
                          {"inter_temperature": 0.05, **SCENE}, "clip_scene"),
+    "eclip_scene_matched": ("ECLIP, scene-aware, one-to-one query matching, instances residual to the global",
+                            {"instance_matching": "one_to_one", "instance_residual": True, **SCENE}, "clip_scene"),
     "eclip_scene_no_intra": ("ECLIP, scene-aware, without intra-product", {"intra_weight": 0.0, **SCENE},
                              "clip_scene"),
     "eclip_scene_no_selection": ("ECLIP, scene-aware, without selection", {"selection_weight": 0.0, **SCENE},

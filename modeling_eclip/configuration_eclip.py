@@ -12,6 +12,7 @@ TEXT_POOLING = ("cls", "mean", "eos", "pooler")
 VISION_POOLING = ("pooler", "cls", "mean")
 LOSS_WEIGHT_FIELDS = ("itc_weight", "inter_weight", "intra_weight", "selection_weight")
 MODALITIES = ("image", "text", "both")
+INSTANCE_MATCHING = ("max", "one_to_one")
 MATCHING_FEATURES = ("u", "v", "abs_diff", "product")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 
@@ -70,6 +71,18 @@ class EclipConfig(PreTrainedConfig):
             Train the inter-product loss on the smooth maximum `tau * logsumexp_k(<q_k, t> / tau)` with this `tau`
             instead of `max_k <q_k, t>`, so that every query, not only the winner, gets each text's gradient (the
             hard max lets one query take every product). Inference always uses the hard max. `None`: hard max.
+        instance_matching (`str`, *optional*, defaults to `"max"`):
+            How the inter-product loss scores a scene against the texts of the products it shows. `"max"`: each
+            text takes its best query, `max_k <q_k, t>`, so one query can answer for every product (and does: query
+            collapse). `"one_to_one"`: those texts are assigned to distinct queries (the best one-to-one assignment,
+            no gradient, as DETR matches its object queries), so each query must find a different product; every
+            other pair keeps `max_k`. Needs `scene_positives=True` (the members must be positives to be matched) and
+            `num_instance_queries` at least the number of products a scene shows. Inference always uses `max_k`.
+        instance_residual (`bool`, *optional*, defaults to `False`):
+            Each instance embedding is the global image embedding plus the projected decoder state,
+            `q_k = normalize(W_v g + W_q h_k)`, instead of `normalize(W_q h_k)`: the decoder learns what each instance
+            adds to (or removes from) the whole-image embedding, which the global ITC trains from the first step,
+            instead of rebuilding a product embedding from scratch.
         modality (`str`, *optional*, defaults to `"image"`):
             Task heads only: which tower(s) describe a product, `"image"`, `"text"` or `"both"` (the two normalised
             embeddings concatenated). Token classification always reads the text tower.
@@ -120,6 +133,8 @@ class EclipConfig(PreTrainedConfig):
     selection_weight: float | int = 0.5
     scene_positives: bool = False
     inter_temperature: float | int | None = None
+    instance_matching: str = "max"
+    instance_residual: bool = False
     modality: str = "image"
     classifier_dropout: float | int = 0.0
     matching_features: list[str] | tuple[str, ...] = MATCHING_FEATURES
@@ -203,6 +218,18 @@ class EclipConfig(PreTrainedConfig):
             raise ValueError(
                 f"EclipConfig.inter_temperature must be a positive number or None, got {self.inter_temperature!r}."
             )
+        if self.instance_matching not in INSTANCE_MATCHING:
+            raise ValueError(
+                f"EclipConfig.instance_matching must be one of {INSTANCE_MATCHING}, got {self.instance_matching!r}."
+            )
+        if self.instance_matching == "one_to_one":
+            if not self.scene_positives:
+                raise ValueError(
+                    "EclipConfig.instance_matching='one_to_one' needs scene_positives=True: the texts it assigns to "
+                    "a scene's queries are the products the scene shows, which must be its positives."
+                )
+            if self.inter_temperature is not None:
+                raise ValueError("EclipConfig.instance_matching='one_to_one' and inter_temperature are alternatives.")
         if not math.isfinite(self.logit_scale_init_value) or self.logit_scale_init_value > math.log(100):
             raise ValueError(
                 f"EclipConfig.logit_scale_init_value must be finite and at most ln(100), got "

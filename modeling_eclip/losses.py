@@ -16,6 +16,7 @@ Conventions
   ``sum_r loss_r * N_r / N``.
 """
 
+import itertools
 from typing import Optional, Tuple
 
 import torch
@@ -31,6 +32,8 @@ __all__ = [
     "catalog_contrastive_loss",
     "instance_text_scores",
     "soft_instance_text_scores",
+    "assign_member_queries",
+    "matched_instance_text_scores",
     "inter_product_loss",
     "select_instances",
     "intra_product_loss",
@@ -291,6 +294,85 @@ def soft_instance_text_scores(
     return temperature * torch.logsumexp(sims / temperature, dim=-1)
 
 
+def assign_member_queries(
+    instance_embeds: torch.Tensor,
+    member_ids: torch.Tensor,
+    text_embeds: torch.Tensor,
+    text_ids: torch.Tensor,
+    max_cells: int = 1 << 24,
+) -> torch.Tensor:
+    """One-to-one assignment of the products a scene shows to distinct instance queries (no gradient).
+
+    For each image, the texts of the products it shows (one text per distinct product: the first column with its
+    id) are matched to distinct queries so that the summed similarity is the largest (an exact search over the
+    ``K! / (K - W)!`` injective maps, in chunks of at most ``max_cells`` entries). Under a plain ``max_k`` every
+    product of a scene may pick the same query, and one query ends up taking every product (query collapse); the
+    assignment makes each query answer for a different product, as DETR's matching does for its object queries.
+
+    Args:
+        instance_embeds: [N, K, D].
+        member_ids: LongTensor [N, W], the products each image shows (repeats are ignored; ``W <= K``).
+        text_embeds: [M, D].
+        text_ids: LongTensor [M], product ids of the texts.
+
+    Returns:
+        LongTensor [N, W]: the query of each member slot, -1 for a repeated id or a product without a text here.
+    """
+    num_rows, num_queries, _ = instance_embeds.shape
+    width = member_ids.shape[1]
+    if width > num_queries:
+        raise ValueError(
+            f"a scene shows up to {width} products but there are only {num_queries} instance queries; one-to-one "
+            "matching needs num_instance_queries >= 1 + the compositor's maximum number of distractors"
+        )
+    with torch.no_grad():
+        is_text = member_ids[:, :, None] == text_ids[None, None, :]  # [N, W, M]
+        repeated = (member_ids[:, :, None] == member_ids[:, None, :]).tril(diagonal=-1).any(dim=-1)
+        valid = is_text.any(dim=-1) & ~repeated
+        member_texts = text_embeds[is_text.float().argmax(dim=-1)]  # [N, W, D]
+        costs = torch.einsum("nwd,nkd->nwk", member_texts.float(), instance_embeds.float())
+        costs = costs.masked_fill(~valid[:, :, None], 0.0)  # an empty slot takes a leftover query at no cost
+        maps = torch.tensor(list(itertools.permutations(range(num_queries), width)), device=costs.device)
+        slots = torch.arange(width, device=costs.device)
+        best = torch.empty(num_rows, dtype=torch.long, device=costs.device)
+        chunk = max(1, max_cells // max(1, maps.shape[0] * width))
+        for start in range(0, num_rows, chunk):
+            block = costs[start:start + chunk]  # [n, W, K]
+            best[start:start + chunk] = block[:, slots[None, :], maps].sum(dim=-1).argmax(dim=-1)
+        return maps[best].masked_fill(~valid, -1)
+
+
+def matched_instance_text_scores(
+    instance_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    text_ids: torch.Tensor,
+    member_ids: torch.Tensor,
+    assigned: torch.Tensor,
+) -> torch.Tensor:
+    """Image-text scores with the scene members' texts held to their assigned queries.
+
+    ``s(I, T) = <q_{k*}, t>`` where ``T`` names a product the image shows and ``k*`` is the query assigned to it
+    (``assign_member_queries``), and ``max_k <q_k, t>`` for every other pair.
+
+    Args:
+        instance_embeds: [N, K, D].
+        text_embeds: [M, D].
+        text_ids: LongTensor [M].
+        member_ids: LongTensor [N, W].
+        assigned: LongTensor [N, W], -1 where a slot has no assignment.
+
+    Returns:
+        scores: [N, M].
+    """
+    sims = torch.einsum("nkd,md->nmk", instance_embeds, text_embeds)
+    with torch.no_grad():
+        query = sims.argmax(dim=-1)
+        for slot in range(member_ids.shape[1]):
+            named = (member_ids[:, slot, None] == text_ids[None, :]) & (assigned[:, slot, None] >= 0)
+            query = torch.where(named, assigned[:, slot, None], query)
+    return sims.gather(-1, query.unsqueeze(-1)).squeeze(-1)
+
+
 def inter_product_loss(
     instance_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
@@ -302,6 +384,7 @@ def inter_product_loss(
     member_ids: Optional[torch.Tensor] = None,
     all_member_ids: Optional[torch.Tensor] = None,
     temperature: Optional[float] = None,
+    one_to_one: bool = False,
 ) -> torch.Tensor:
     """Catalog-aware symmetric contrastive loss on ``s(I, T) = max_k <q_k, t>``.
 
@@ -318,6 +401,9 @@ def inter_product_loss(
             text of every product it shows.
         temperature: if given (> 0), train on the smooth maximum
             ``soft_instance_text_scores`` instead of the hard one.
+        one_to_one: with member ids, score the texts of the products a scene
+            shows on distinct queries (``assign_member_queries``); other pairs
+            keep ``max_k``. Without member ids it changes nothing.
 
     Returns:
         Scalar: mean of image->text (local images vs all texts) and text->image
@@ -331,6 +417,18 @@ def inter_product_loss(
         (all_instance.shape[0], all_text.shape[0]), global_cols, instance_embeds.device,
     )
     members, all_members = _resolve_members(member_ids, all_member_ids, row_ids, col_ids)
+    if one_to_one and temperature is not None:
+        raise ValueError("one_to_one matching and a smooth-max temperature are alternatives; pass one of them")
+    if one_to_one and members is not None:
+        i2t = matched_instance_text_scores(
+            instance_embeds, all_text, col_ids, members, assign_member_queries(instance_embeds, members, all_text, col_ids)
+        )
+        if global_cols:  # each column image's assignment needs the texts of every process
+            assigned = assign_member_queries(all_instance, all_members, all_text, col_ids)
+            t2i = matched_instance_text_scores(all_instance, text_embeds, row_ids, all_members, assigned).T
+        else:
+            t2i = i2t.T
+        return _symmetric_loss(logit_scale * i2t, logit_scale * t2i, row_ids, col_ids, members, all_members)
     if temperature is None:
         def score(instances, texts):
             return instance_text_scores(instances, texts)[0]

@@ -512,7 +512,10 @@ class EclipModel(EclipPreTrainedModel):
             states, selection_logits, cross_attentions = self.instance_decoder(
                 tokens, output_attentions=output_attentions
             )
-            instance_embeds = nn.functional.normalize(self.instance_projection(states), dim=-1)
+            projected = self.instance_projection(states)
+            if self.config.instance_residual:
+                projected = projected + global_embeds.unsqueeze(1)
+            instance_embeds = nn.functional.normalize(projected, dim=-1)
             weights = selection_logits.softmax(dim=-1).unsqueeze(-1)
             image_embeds = nn.functional.normalize((weights * instance_embeds).sum(1), dim=-1)
             instance = EclipInstanceOutput(
@@ -786,7 +789,7 @@ class EclipModel(EclipPreTrainedModel):
                 components["inter"] = inter_product_loss(
                     instance_embeds, text_embeds, scale, product_ids,
                     everywhere(instance_embeds), everywhere(text_embeds), all_ids, member_ids, all_members,
-                    temperature=config.inter_temperature,
+                    temperature=config.inter_temperature, one_to_one=config.instance_matching == "one_to_one",
                 )
             selected, selected_index = select_instances(instance_embeds, text_embeds)
             if weights["selection"] > 0 and selection_logits is not None:
