@@ -33,7 +33,9 @@ Each model is then run through `training.evaluation.evaluate_model` (every task,
 - the models and their full evaluation folders under `--output-dir` (not committed).
 
 Models train `--jobs` at a time in subprocesses with `--threads` torch threads each (on 2 cores two 1-thread jobs
-beat one 2-thread job); `--reuse` skips variants whose model and training log already exist.
+beat one 2-thread job); `--reuse` skips variants whose model and training log already exist, and carries over from
+the existing results JSON, marked as such, the variants whose run folders are gone if they were made with the same
+training and evaluation settings.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ if REPO not in sys.path:
 # name: (description, EclipConfig overrides, the baseline it is compared with). The `_scene` set uses scene-aware
 # targets (`scene_positives`), the fix for the query collapse the first set shows (see the README's Results).
 SCENE = {"scene_positives": True}
+MATCHED = {"instance_matching": "one_to_one", "instance_residual": True, **SCENE}  # the fix for the query collapse
 VARIANTS = {
     "clip": ("CLIP baseline (global ITC, no instance decoder)", {"use_instance_decoder": False}, "clip"),
     "eclip": ("ECLIP, all objectives", {}, "clip"),
@@ -64,7 +67,15 @@ VARIANTS = {
     "eclip_scene_soft": ("ECLIP, scene-aware, smooth max (inter_temperature 0.05)",
                          {"inter_temperature": 0.05, **SCENE}, "clip_scene"),
     "eclip_scene_matched": ("ECLIP, scene-aware, one-to-one query matching, instances residual to the global",
-                            {"instance_matching": "one_to_one", "instance_residual": True, **SCENE}, "clip_scene"),
+                            MATCHED, "clip_scene"),
+    "eclip_scene_matched_no_intra": ("the matched ECLIP without the intra-product task",
+                                     {"intra_weight": 0.0, **MATCHED}, "clip_scene"),
+    "eclip_scene_matched_no_selection": ("the matched ECLIP without the selection loss",
+                                         {"selection_weight": 0.0, **MATCHED}, "clip_scene"),
+    "eclip_scene_one_to_one": ("ECLIP, scene-aware, one-to-one query matching only",
+                               {"instance_matching": "one_to_one", **SCENE}, "clip_scene"),
+    "eclip_scene_residual": ("ECLIP, scene-aware, instances residual to the global only",
+                             {"instance_residual": True, **SCENE}, "clip_scene"),
     "eclip_scene_no_intra": ("ECLIP, scene-aware, without intra-product", {"intra_weight": 0.0, **SCENE},
                              "clip_scene"),
     "eclip_scene_no_selection": ("ECLIP, scene-aware, without selection", {"selection_weight": 0.0, **SCENE},
@@ -303,6 +314,35 @@ def _reusable(run_dir: str, variant: str, settings: dict) -> bool:
     return True
 
 
+def _comparable_settings(settings: dict) -> dict:
+    """Training and evaluation settings that must match for an earlier report's variant to be carried over."""
+    keys = ("steps", "batch_size", "learning_rate", "image_size", "scene_probability", "seed", "probe_every",
+            "probe_size", "logging_steps", "eval_limit")
+    return {key: settings.get(key) for key in keys}
+
+
+def carried_over(report_path: str, variants: list[str], settings: dict) -> dict[str, dict]:
+    """
+    `--reuse` for runs whose folders are gone: the entries of `variants` in an earlier report (its JSON) made with
+    the same training and evaluation settings, each marked with the command that made it. A variant of the earlier
+    report trained with other settings is an error, not a silent mix of budgets.
+    """
+    if not os.path.isfile(report_path):
+        return {}
+    with open(report_path, encoding="utf-8") as handle:
+        previous = json.load(handle)
+    present = [v for v in variants if v in previous.get("variants", {})]
+    if present and _comparable_settings(previous["settings"]) != _comparable_settings(settings):
+        raise SystemExit(f"--reuse: {report_path} holds {present} made with {_comparable_settings(previous['settings'])}"
+                         f", not {_comparable_settings(settings)}; rerun them or use the same settings.")
+    out = {}
+    for variant in present:
+        entry = dict(previous["variants"][variant])
+        entry.setdefault("carried_over_from", previous["command"])
+        out[variant] = entry
+    return out
+
+
 def _write_json(path: str, data) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -353,8 +393,13 @@ def _plateau(probe: list[dict], key: str) -> dict:
             "gain_in_last_quarter": best_late - best_before, "final": points[-1][1]}
 
 
-def build_report(variants: list[str], run_dir: str, settings: dict, walls: dict, total_wall: float) -> dict:
+def build_report(variants: list[str], run_dir: str, settings: dict, walls: dict, total_wall: float,
+                 carried: dict[str, dict] | None = None) -> dict:
+    """The report of `variants`: each read from its run folder, or taken as it is from `carried` (an earlier report's
+    entries, see `carried_over`)."""
     from training.evaluation import flatten_metrics
+
+    carried = carried or {}
 
     report = {
         "command": "python benchmarks/eclip_vs_clip.py " + " ".join(settings.get("argv", [])),
@@ -375,6 +420,10 @@ def build_report(variants: list[str], run_dir: str, settings: dict, walls: dict,
     report["versions"] = {"python": platform.python_version(), "torch": torch.__version__,
                           "transformers": transformers.__version__}
     for variant in variants:
+        if variant in carried:
+            report["variants"][variant] = {k: v for k, v in carried[variant].items()
+                                           if k not in ("baseline", "ratio_to_baseline")}
+            continue
         with open(os.path.join(run_dir, variant, "train.json"), encoding="utf-8") as handle:
             train = json.load(handle)
         with open(os.path.join(run_dir, variant, "eval", "results.json"), encoding="utf-8") as handle:
@@ -389,6 +438,8 @@ def build_report(variants: list[str], run_dir: str, settings: dict, walls: dict,
             "eval_notes": evaluation.get("notes", []),
         }
     baselines = sorted({VARIANTS[v][2] for v in variants} & set(report["variants"]))
+    report["compute_time_s"] = sum(d["train"]["wall_time_s"] + (d.get("eval_wall_time_s") or 0.0)
+                                   for d in report["variants"].values())
     report["budget"] = {
         "steps": settings["steps"],
         "epochs": settings["steps"] * settings["batch_size"] / settings["train_rows"],
@@ -450,12 +501,16 @@ def write_markdown(report: dict, path: str) -> None:
         "",
         f"Command: `{report['command']}`  ",
         f"Hardware: {hardware['processor']}, {hardware['cpu_count']} cores ({hardware['jobs_in_parallel']} runs in "
-        f"parallel, {hardware['torch_threads_per_job']} torch thread(s) each); total wall time "
-        f"{report['wall_time_s'] / 60:.1f} min.",
+        f"parallel, {hardware['torch_threads_per_job']} torch thread(s) each); wall time of this command "
+        f"{report['wall_time_s'] / 60:.1f} min; training + evaluation time summed over the models "
+        f"{report.get('compute_time_s', 0.0) / 60:.1f} min.",
         "",
         "Training: " + ", ".join(
             f"`{v}` {d['train']['steps']} steps in {d['train']['wall_time_s'] / 60:.1f} min"
             for v, d in report["variants"].items()) + ".",
+        "",
+        *[f"`{v}` is carried over (same settings) from the report of `{d['carried_over_from']}`." for v, d in
+          report["variants"].items() if d.get("carried_over_from")],
         "",
         "Variants: " + "; ".join(f"`{v}` = {d['description']}" for v, d in report["variants"].items()) + ".",
         "",
@@ -581,29 +636,35 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = os.path.abspath(args.output_dir)
     os.makedirs(run_dir, exist_ok=True)
     started = time.time()
+    stem = os.path.join(args.results_dir, "eclip_vs_clip")
     done = [v for v in variants if args.reuse and _reusable(run_dir, v, settings)]
+    carried = carried_over(f"{stem}.json", [v for v in variants if v not in done], settings) if args.reuse else {}
     walls = {}
-    todo = [v for v in variants if v not in done]
+    todo = [v for v in variants if v not in done and v not in carried]
     if done:
         print(f"reusing trained variants: {done}")
+    if carried:
+        print(f"carrying over from {stem}.json (run folders gone, same settings): {list(carried)}")
     walls.update({f"train/{v}": w for v, w in _run_parallel("train", todo, settings, run_dir, args.jobs).items()})
     if args.train_only:
         print(f"trained {todo} in {run_dir}; rerun with --reuse to evaluate and report")
         return 0
     evaluated = [v for v in done if os.path.isfile(os.path.join(run_dir, v, "eval", "results.json"))]
     walls.update({f"evaluate/{v}": w for v, w in _run_parallel(
-        "evaluate", [v for v in variants if v not in evaluated], settings, run_dir, args.jobs).items()})
+        "evaluate", [v for v in variants if v not in evaluated and v not in carried], settings, run_dir,
+        args.jobs).items()})
 
-    report = build_report(variants, run_dir, settings, walls, time.time() - started)
+    report = build_report(variants, run_dir, settings, walls, time.time() - started, carried)
     os.makedirs(args.results_dir, exist_ok=True)
-    stem = os.path.join(args.results_dir, "eclip_vs_clip")
     _write_json(f"{stem}.json", report)
     write_markdown(report, f"{stem}.md")
     plot_curves(report, f"{stem}_curves.png")
     plot_metrics(report, f"{stem}_metrics.png")
-    attention = os.path.join(run_dir, "eclip", "eval", "instance_attention.png")
-    if os.path.isfile(attention):
-        shutil.copyfile(attention, f"{stem}_attention.png")
+    # The attention examples of the first ECLIP variant evaluated here (`eclip` in a full run).
+    attentions = [os.path.join(run_dir, v, "eval", "instance_attention.png") for v in variants if v not in carried]
+    attentions = [path for path in attentions if os.path.isfile(path)]
+    if attentions:
+        shutil.copyfile(attentions[0], f"{stem}_attention.png")
     print(report_markdown(report, HEADLINE))
     print(f"wrote {stem}.json, {stem}.md and plots; total {report['wall_time_s'] / 60:.1f} min")
     return 0

@@ -111,6 +111,44 @@ def test_plateau_and_markdown_report():
     assert "| metric y | n/a | 0.100 |" in table
 
 
+def test_reuse_carries_over_an_earlier_reports_variants_only_with_the_same_settings(tmp_path):
+    bench = _benchmark()
+    settings = {"steps": 500, "batch_size": 64, "learning_rate": 5e-4, "image_size": 64, "scene_probability": 0.5,
+                "seed": 0, "probe_every": 50, "probe_size": 400, "logging_steps": 10, "eval_limit": 2000,
+                "jobs": 2, "threads": 1, "train_rows": 100, "data_dir": "/data", "argv": []}
+    train = {"steps": 500, "wall_time_s": 60.0, "final_losses": {}, "num_skipped_images": 0, "loss_curve": [],
+             "probe": [{"step": s, "retrieval_r10": 0.1, "scene_r10": 0.1} for s in (0, 250, 500)]}
+    entry = {"description": "CLIP", "eclip_overrides": {}, "train": train, "eval_wall_time_s": 30.0,
+             "metrics": {"a/x": 0.5}, "eval_notes": [], "baseline": "clip"}
+    previous = {"command": "python benchmarks/eclip_vs_clip.py", "settings": {**settings, "jobs": 4},
+                "variants": {"clip": entry}}
+    path = tmp_path / "eclip_vs_clip.json"
+    path.write_text(json.dumps(previous))
+    carried = bench.carried_over(str(path), ["clip", "eclip"], settings)  # `eclip` is not in it: trained anew
+    assert list(carried) == ["clip"] and carried["clip"]["carried_over_from"] == "python benchmarks/eclip_vs_clip.py"
+    assert bench.carried_over(str(tmp_path / "missing.json"), ["clip"], settings) == {}
+    with pytest.raises(SystemExit, match="made with"):  # another budget is never mixed in
+        bench.carried_over(str(path), ["clip"], {**settings, "steps": 400})
+
+    # A new variant's ratios are taken against the carried-over baseline.
+    run = tmp_path / "runs" / "eclip"
+    (run / "eval").mkdir(parents=True)
+    (run / "train.json").write_text(json.dumps({**train, "description": "ECLIP", "eclip_overrides": {}}))
+    (run / "eval" / "results.json").write_text(json.dumps({"tasks": {"a": {"x": 0.6}}, "wall_time_s": 40.0}))
+    report = bench.build_report(["clip", "eclip"], str(tmp_path / "runs"), settings, {}, 1.0, carried)
+    assert report["variants"]["eclip"]["ratio_to_baseline"]["a/x"] == pytest.approx(1.2)
+    assert report["variants"]["clip"]["carried_over_from"] and "ratio_to_baseline" not in report["variants"]["clip"]
+    assert report["compute_time_s"] == pytest.approx(60 + 30 + 60 + 40)
+    assert "`clip` is carried over" in _markdown(bench, report, tmp_path)
+
+
+def _markdown(bench, report, tmp_path) -> str:
+    report = {**report, "command": "x", "hardware": {"processor": "cpu", "cpu_count": 2, "jobs_in_parallel": 2,
+                                                     "torch_threads_per_job": 1}}
+    bench.write_markdown(report, str(tmp_path / "report.md"))
+    return (tmp_path / "report.md").read_text()
+
+
 def test_cli_rejects_an_unknown_variant():
     with pytest.raises(SystemExit, match="siglip"):
         _benchmark().main(["--variants", "clip,siglip", "--output-dir", "/nonexistent/never-created"])
@@ -122,7 +160,10 @@ def test_committed_results_match_the_readme():
     with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as handle:
         readme = handle.read()
     bench = _benchmark()
-    assert set(report["variants"]) == set(bench.DEFAULT_VARIANTS)
+    assert set(bench.DEFAULT_VARIANTS) <= set(report["variants"])
+    for name, data in report["variants"].items():  # every variant is reported next to its own baseline
+        assert data["baseline"] in report["variants"]
+        assert name == data["baseline"] or data["ratio_to_baseline"]
     steps = {data["train"]["steps"] for data in report["variants"].values()}
     assert steps == {report["settings"]["steps"]}, "every variant must train for the same number of steps"
     table = bench.report_markdown(report, bench.HEADLINE)

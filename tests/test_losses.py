@@ -1,5 +1,6 @@
 """Tests for modeling_eclip.losses against brute-force, explicitly looped references."""
 
+import itertools
 import math
 
 import pytest
@@ -429,3 +430,96 @@ def test_soft_instance_scores_bound_the_max_and_reach_every_query():
     assert (inst.grad.norm(dim=-1) == 0).any()  # the hard max leaves losing queries without gradient
     with pytest.raises(ValueError, match="positive"):
         L.soft_instance_text_scores(b["inst"], b["txt"], 0.0)
+
+
+# ---------------------------------------------------------------- one-to-one query matching
+
+
+def ref_assignment(inst, members, txt, ids):
+    """Looped reference: for each image, the injective map of its distinct shown products (that have a text) to
+    queries with the largest summed similarity; -1 for repeated or text-less slots."""
+    out = []
+    for n in range(len(inst)):
+        slots = [w for w, m in enumerate(members[n].tolist())
+                 if m in ids.tolist() and m not in members[n, :w].tolist()]
+        texts = [txt[ids.tolist().index(members[n, w].item())] for w in slots]
+        best = max(itertools.permutations(range(inst.shape[1]), len(slots)),
+                   key=lambda ks: sum(_dot(inst[n, k], t) for k, t in zip(ks, texts)))
+        row = [-1] * members.shape[1]
+        for w, k in zip(slots, best):
+            row[w] = k
+        out.append(row)
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_one_to_one_assignment_is_the_best_injective_map(seed):
+    b = _batch(seed)
+    gen = torch.Generator().manual_seed(200 + seed)
+    inst = _unit(N, 4, D, gen=gen)
+    members = _members(b["ids"], gen)
+    members[0, -1] = 999  # a product without a text in this batch is left unassigned
+    assigned = L.assign_member_queries(inst, members, b["txt"], b["ids"], max_cells=50)  # several chunks
+    assert torch.equal(assigned, ref_assignment(inst, members, b["txt"], b["ids"]))
+    for row in assigned.tolist():
+        used = [k for k in row if k >= 0]
+        assert len(used) == len(set(used))
+    # Scores: member texts on their assigned query, every other pair on max_k.
+    scores = L.matched_instance_text_scores(inst, b["txt"], b["ids"], members, assigned)
+    for n in range(N):
+        for m in range(N):
+            slot = [w for w in range(members.shape[1]) if members[n, w] == b["ids"][m] and assigned[n, w] >= 0]
+            expected = (_dot(inst[n, assigned[n, slot[0]]], b["txt"][m]) if slot
+                        else max(_dot(inst[n, k], b["txt"][m]) for k in range(4)))
+            assert abs(scores[n, m].item() - expected) < ATOL
+
+
+def test_one_to_one_matching_gives_each_product_of_a_scene_its_own_query():
+    """The collapse case: one query is the best match of both products a scene shows. The max trains only that
+    query on both; one-to-one matching trains a second query on the second product."""
+    texts = torch.eye(4)[:2]  # products 0 and 1
+    scene = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0, 0, 0], [0.6, 0.5, 0.5, 0.4]]), dim=-1)
+    alone = torch.nn.functional.normalize(torch.tensor([[0, 1.0, 0.2, 0], [0, 0.2, 1.0, 0.3]]), dim=-1)
+    ids, members = torch.tensor([0, 1]), torch.tensor([[0, 1], [1, 1]])
+    for one_to_one, queries_trained in ((False, 1), (True, 2)):
+        inst = torch.stack([scene, alone]).requires_grad_()
+        L.inter_product_loss(inst, texts, torch.tensor(10.0), ids, member_ids=members, one_to_one=one_to_one).backward()
+        assert int((inst.grad[0].norm(dim=-1) > 0).sum()) == queries_trained
+
+
+def test_one_to_one_matching_without_scenes_is_the_max():
+    b = _batch(0)
+    ids = torch.arange(N)  # distinct products (a duplicate's text would be held to its product's assigned query)
+    alone = ids[:, None].repeat(1, 3)  # each image shows only its own product: its text takes its best query
+    plain = L.inter_product_loss(b["inst"], b["txt"], b["scale"], ids, member_ids=alone)
+    for members in (alone, None):
+        matched = L.inter_product_loss(b["inst"], b["txt"], b["scale"], ids, member_ids=members, one_to_one=True)
+        assert matched.item() == pytest.approx(plain.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("split", [4, 3])
+def test_one_to_one_local_loss_shards_recombine_to_full_batch(split):
+    """Across processes each image's assignment must see every process's texts: shards equal the whole batch."""
+    b = _batch(1)
+    members = _members(b["ids"], torch.Generator().manual_seed(5))
+    inst, txt = b["inst"].clone().requires_grad_(), b["txt"].clone().requires_grad_()
+    full = L.inter_product_loss(inst, txt, b["scale"], b["ids"], member_ids=members, one_to_one=True)
+    full_grads = torch.autograd.grad(full, (inst, txt))
+    sharded = sum(
+        L.inter_product_loss(inst[s], txt[s], b["scale"], b["ids"][s], inst, txt, b["ids"], members[s], members,
+                             one_to_one=True) * len(b["ids"][s]) / N
+        for s in (slice(0, split), slice(split, N))
+    )
+    torch.testing.assert_close(sharded, full, atol=ATOL, rtol=0)
+    for g_shard, g_full in zip(torch.autograd.grad(sharded, (inst, txt)), full_grads):
+        torch.testing.assert_close(g_shard, g_full, atol=ATOL, rtol=0)
+
+
+def test_one_to_one_matching_errors():
+    b = _batch(0)
+    wide = b["ids"][:, None].repeat(1, K + 1)
+    with pytest.raises(ValueError, match="only 3 instance queries"):
+        L.assign_member_queries(b["inst"], wide, b["txt"], b["ids"])
+    with pytest.raises(ValueError, match="alternatives"):
+        L.inter_product_loss(b["inst"], b["txt"], b["scale"], b["ids"], member_ids=wide[:, :2], temperature=0.1,
+                             one_to_one=True)

@@ -49,11 +49,20 @@ def model(request):
         ("selection_weight", float("nan")),
         ("decoder_dropout", 1.0),
         ("logit_scale_init_value", 10.0),
+        ("instance_matching", "hungarian"),
     ],
 )
 def test_invalid_config_value_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         tiny_config(**{field: value})
+
+
+def test_one_to_one_matching_needs_scene_positives_and_no_smooth_max():
+    with pytest.raises(ValueError, match="needs scene_positives=True"):
+        tiny_config(instance_matching="one_to_one")
+    with pytest.raises(ValueError, match="alternatives"):
+        tiny_config(instance_matching="one_to_one", scene_positives=True, inter_temperature=0.1)
+    assert tiny_config(instance_matching="one_to_one", scene_positives=True).instance_matching == "one_to_one"
 
 
 def test_unknown_tower_type_is_a_clear_error():
@@ -163,6 +172,25 @@ def test_instance_features_and_cross_attention_maps():
     torch.testing.assert_close(instance.image_embeds, expected)
     # asking for the maps does not change the embeddings
     torch.testing.assert_close(model.get_instance_features(pixel_values).pooler_output, instance.pooler_output)
+
+
+def test_residual_instances_add_the_decoder_offset_to_the_global_embedding():
+    torch.manual_seed(0)
+    model = EclipModel(tiny_config(instance_residual=True)).eval()
+    pixel_values = make_inputs()["pixel_values"]
+    with torch.no_grad():
+        instances = model.get_instance_features(pixel_values)
+        global_raw = model.visual_projection(model.vision_model(pixel_values=pixel_values).pooler_output)
+        offsets = model.instance_projection(instances.last_hidden_state)
+        torch.testing.assert_close(
+            instances.pooler_output, torch.nn.functional.normalize(global_raw[:, None] + offsets, dim=-1)
+        )
+        # With a zero offset every instance is the whole-image embedding the global ITC trains.
+        model.instance_projection.weight.zero_()
+        image_embeds = model.get_image_features(pixel_values).pooler_output
+        for k in range(model.config.num_instance_queries):
+            torch.testing.assert_close(model.get_instance_features(pixel_values).pooler_output[:, k],
+                                       torch.nn.functional.normalize(image_embeds, dim=-1))
 
 
 def test_baseline_has_no_instance_features():

@@ -129,10 +129,17 @@ def test_gradient_cache_with_dropout_equals_whole_batch_gradient(tmp_path, chunk
     assert max((other[name] - reference[name]).abs().max() for name in reference) > 1e-3
 
 
-@pytest.mark.parametrize("use_instance_decoder,scene_positives", [(True, False), (False, False), (True, True)])
-def test_gradient_cache_equals_unchunked_forward_without_dropout(tmp_path, use_instance_decoder, scene_positives):
+MATCHED = {"instance_matching": "one_to_one", "instance_residual": True}
+
+
+@pytest.mark.parametrize("use_instance_decoder,scene_positives,extra", [
+    (True, False, {}), (False, False, {}), (True, True, {}), (True, True, MATCHED),
+])
+def test_gradient_cache_equals_unchunked_forward_without_dropout(tmp_path, use_instance_decoder, scene_positives,
+                                                                  extra):
     """Without dropout, chunked gradients equal those of `model(..., return_loss=True)` on the whole batch."""
-    model = tiny_model(dropout=0.0, use_instance_decoder=use_instance_decoder, scene_positives=scene_positives)
+    model = tiny_model(dropout=0.0, use_instance_decoder=use_instance_decoder, scene_positives=scene_positives,
+                       **extra)
     trainer = make_trainer(model, tmp_path, contrastive_chunk_size=3)
     batch = make_rows(8, scenes=scene_positives)
     model.train()
@@ -202,9 +209,10 @@ def test_two_processes_with_gathered_negatives_match_one_process_on_the_whole_ba
     """
     torchrun, 2 gloo processes: each embeds its half of a global batch of 8 (gradient cache on), the loss takes its
     rows against all 8 (all-gathered), and the synchronised gradients equal one process's on all 8 rows. Products
-    span both processes, so the catalog-aware targets cross the gather.
+    span both processes, so the catalog-aware targets and the scenes' query matching cross the gather.
     """
-    model = tiny_model(seed=3, scene_positives=True)  # scene members also cross the gather
+    # Scene members cross the gather, and so does the one-to-one matching, whose assignment needs every text.
+    model = tiny_model(seed=3, scene_positives=True, **MATCHED)
     model.save_pretrained(tmp_path / "model")
     data = make_rows(8, seed=4, scenes=True)
     torch.save(data, tmp_path / "data.pt")
