@@ -451,6 +451,9 @@ def test_cli_rejects_a_bad_config(tmp_path):
         main(["--config", tiny, "--set", "num_instance_querys=3"])
     with pytest.raises(ValueError, match="must start at step 0"):
         main(["--config", tiny, "--batch-schedule", "5:16"])
+    matched = ["--set", "scene_positives=true", "--set", "instance_matching=one_to_one"]
+    with pytest.raises(ValueError, match="num_instance_queries must be at least 4, got 2"):
+        main(["--config", tiny, *matched, "--set", "num_instance_queries=2", "--output-dir", str(tmp_path / "m")])
 
 
 # ----------------------------------------------------------------------------------------------- real data

@@ -341,6 +341,14 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
         seed=training_args.seed,
         max_length=data_config.get("max_length"),
     )
+    shown = collator.compositor.num_distractors[1] + 1
+    if (model.config.use_instance_decoder and model.config.instance_matching == "one_to_one"
+            and model.config.num_instance_queries < shown):
+        raise ValueError(
+            f"instance_matching='one_to_one' gives each product of a scene its own query, and a scene shows up to "
+            f"{shown} products: num_instance_queries must be at least {shown}, got "
+            f"{model.config.num_instance_queries}."
+        )
     trainer = EclipTrainer(
         model=model,
         args=training_args,
