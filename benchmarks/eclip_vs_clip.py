@@ -55,6 +55,7 @@ if REPO not in sys.path:
 
 # name: (description, EclipConfig overrides, the baseline it is compared with). The `_scene` set uses scene-aware
 # targets (`scene_positives`), the fix for the query collapse the first set shows (see the README's Results).
+PLAIN = {"scene_positives": False, "inter_temperature": None, "instance_matching": "max", "instance_residual": False}
 SCENE = {"scene_positives": True}
 MATCHED = {"instance_matching": "one_to_one", "instance_residual": True, **SCENE}  # the fix for the query collapse
 VARIANTS = {
@@ -225,7 +226,8 @@ def _pretraining_config(variant: str, settings: dict, model_dir: str) -> dict:
 
     config = load_config(DEFAULT_CONFIG)
     config["model"]["image_size"] = settings["image_size"]
-    config["model"]["eclip"] = {**config["model"].get("eclip", {}), **VARIANTS[variant][1]}
+    # The objective options are pinned, so that a variant means the same whatever the default recipe says.
+    config["model"]["eclip"] = {**config["model"].get("eclip", {}), **PLAIN, **VARIANTS[variant][1]}
     config["data"]["dataset"] = f"imagefolder:{os.path.join(settings['data_dir'], 'fashion-products')}"
     config["training"].update({
         "output_dir": model_dir,

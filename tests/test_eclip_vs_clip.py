@@ -149,6 +149,19 @@ def _markdown(bench, report, tmp_path) -> str:
     return (tmp_path / "report.md").read_text()
 
 
+def test_variants_pin_the_objective_options_whatever_the_default_recipe():
+    """`eclip` stays the first design (max matching, own-product targets) when the default config turns fixes on."""
+    bench = _benchmark()
+    settings = {"image_size": 64, "data_dir": "/data", "steps": 10, "batch_size": 8, "learning_rate": 1e-3,
+                "logging_steps": 1, "seed": 0, "scene_probability": 0.5}
+    fields = {name: bench._pretraining_config(name, settings, "/tmp/m")["model"]["eclip"]
+              for name in ("clip", "eclip", "eclip_scene_matched")}
+    assert fields["eclip"]["instance_matching"] == "max" and not fields["eclip"]["scene_positives"]
+    assert not fields["eclip"]["instance_residual"] and fields["clip"]["use_instance_decoder"] is False
+    assert fields["eclip_scene_matched"]["instance_matching"] == "one_to_one"
+    assert fields["eclip_scene_matched"]["scene_positives"] and fields["eclip_scene_matched"]["instance_residual"]
+
+
 def test_cli_rejects_an_unknown_variant():
     with pytest.raises(SystemExit, match="siglip"):
         _benchmark().main(["--variants", "clip,siglip", "--output-dir", "/nonexistent/never-created"])
