@@ -408,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                     "ECLIP pretraining finished",
                     f"  steps:          {summary['steps']}",
                     f"  wall time:      {wall:.0f} s ({wall / 60:.1f} min)",
-                    f"  loss:           {first:.4f} (first log) -> {final.get('loss', math.nan):.4f}",
+                    f"  loss:           {first:.4f} (first log) -> {final.get('loss', math.nan):.4f}"
+                    if not math.isnan(first) else "  loss:           not logged (fewer steps than logging_steps)",
                     f"  final losses:   {components}",
                     f"  skipped images: {summary['num_skipped_images']}",
                     f"  model:          {summary['output_dir']}",
