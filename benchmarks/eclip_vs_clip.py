@@ -52,6 +52,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
@@ -351,6 +353,79 @@ def carried_over(report_path: str, variants: list[str], settings: dict) -> dict[
     return out
 
 
+def scene_ranks(model_dir: str, settings: dict) -> np.ndarray:
+    """Per test query, the rank of the first scene that shows the product: the evaluation suite's scenes and scores."""
+    from transformers import AutoModel, AutoProcessor
+
+    import modeling_eclip  # noqa: F401  (registers the Auto classes)
+    from training.evaluation import (
+        TITLE_FIELD, Embedder, build_scenes, first_relevant_ranks, image_text_scores, prepare, scene_relevance,
+    )
+
+    prepared = prepare(settings["data_dir"], ["instance_retrieval"], settings["eval_limit"], settings["seed"])
+    rows = prepared["splits"]["test"]
+    scenes = build_scenes(rows, prepared["compose_fn"], settings["seed"])
+    embedder = Embedder(AutoModel.from_pretrained(model_dir).eval(), AutoProcessor.from_pretrained(model_dir),
+                        show_progress=False)
+    scores = image_text_scores(embedder.images("scenes", [s["image"] for s in scenes]),
+                               embedder.texts([r[TITLE_FIELD] for r in rows]))
+    queries, containing, _ = scene_relevance(scenes)
+    return first_relevant_ranks(scores.T[queries], containing)
+
+
+def paired_bootstrap(ranks: np.ndarray, baseline_ranks: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
+    """
+    Scene-retrieval R@1, R@10 and MRR of a model over its baseline, resampling the same test queries for both
+    (paired): the ratio of the full sample, a 95 % percentile interval, and the share of resamples the model wins.
+    """
+    if ranks.shape != baseline_ranks.shape:
+        raise ValueError(f"paired ranks must cover the same queries: {ranks.shape} vs {baseline_ranks.shape}")
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(ranks), size=(resamples, len(ranks)))
+    out = {}
+    for name, value in (("recall@1", lambda r: (r <= 1).astype(float)), ("recall@10", lambda r: (r <= 10).astype(float)),
+                        ("mrr", lambda r: 1.0 / r)):
+        model, base = value(ranks), value(baseline_ranks)
+        model_means, base_means = model[index].mean(axis=1), base[index].mean(axis=1)
+        ratios = model_means / np.maximum(base_means, 1e-12)
+        out[name] = {"model": float(model.mean()), "baseline": float(base.mean()),
+                     "ratio": float(model.mean() / base.mean()) if base.mean() else None,
+                     "ratio_ci95": [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))],
+                     "share_of_resamples_ahead": float((model_means > base_means).mean())}
+    return {"queries": int(len(ranks)), "resamples": resamples, "metrics": out}
+
+
+def significance(report: dict, run_dir: str, settings: dict) -> None:
+    """Adds `scene_retrieval_bootstrap` to each variant whose model and baseline model are both in `run_dir`."""
+    ranks = {}
+    for name, data in report["variants"].items():
+        baseline = data["baseline"]
+        folders = [os.path.join(run_dir, v, "model") for v in (name, baseline)]
+        if name == baseline or not all(os.path.isdir(f) for f in folders):
+            continue
+        for variant, folder in zip((name, baseline), folders):
+            if variant not in ranks:
+                ranks[variant] = scene_ranks(folder, settings)
+        data["scene_retrieval_bootstrap"] = paired_bootstrap(ranks[name], ranks[baseline])
+
+
+def bootstrap_markdown(report: dict) -> str:
+    """One row per variant with a paired bootstrap: ratio to its baseline and the 95 % interval, per metric."""
+    rows = [(name, data["baseline"], data["scene_retrieval_bootstrap"]["metrics"])
+            for name, data in report["variants"].items() if data.get("scene_retrieval_bootstrap")]
+    if not rows:
+        return ""
+    lines = ["| variant (vs baseline) | scene R@1 | scene R@10 | scene MRR |", "| --- | ---: | ---: | ---: |"]
+    for name, baseline, metrics in rows:
+        cells = []
+        for key in ("recall@1", "recall@10", "mrr"):
+            m = metrics[key]
+            low, high = m["ratio_ci95"]
+            cells.append(f"{m['ratio']:.2f}x [{low:.2f}, {high:.2f}]")
+        lines.append(f"| `{name}` (vs `{baseline}`) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _write_json(path: str, data) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -525,6 +600,9 @@ def write_markdown(report: dict, path: str) -> None:
         "## Headline metrics (in brackets: ratio to the baseline trained with the same targets)",
         "",
         report_markdown(report, HEADLINE),
+        "## Scene retrieval against the baseline: paired bootstrap over the test queries (95 % interval)",
+        "",
+        bootstrap_markdown(report) or "(no variant has both its model and its baseline's model in the run folder)\n",
         "## Every metric",
         "",
         report_markdown(report),
@@ -663,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
         args.jobs).items()})
 
     report = build_report(variants, run_dir, settings, walls, time.time() - started, carried)
+    print("paired bootstrap of scene retrieval against each baseline", flush=True)
+    significance(report, run_dir, settings)
     os.makedirs(args.results_dir, exist_ok=True)
     _write_json(f"{stem}.json", report)
     write_markdown(report, f"{stem}.md")

@@ -162,24 +162,68 @@ def test_variants_pin_the_objective_options_whatever_the_default_recipe():
     assert fields["eclip_scene_matched"]["scene_positives"] and fields["eclip_scene_matched"]["instance_residual"]
 
 
+def test_first_relevant_ranks_reproduce_the_retrieval_metric():
+    """The per-query ranks the bootstrap resamples give the same R@k and MRR as the evaluation's metric module."""
+    from modeling_eclip.metrics import load_metric
+    from training.evaluation import first_relevant_ranks
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(40, 30))
+    relevant = [sorted(rng.choice(30, size=rng.integers(1, 4), replace=False).tolist()) for _ in range(40)]
+    ranks = first_relevant_ranks(scores, relevant)
+    expected = load_metric("retrieval").compute(scores=scores.tolist(), relevant=relevant, k_values=(1, 10))
+    assert (ranks <= 1).mean() == pytest.approx(expected["recall@1"])
+    assert (ranks <= 10).mean() == pytest.approx(expected["recall@10"])
+    assert (1.0 / ranks).mean() == pytest.approx(expected["mrr"])
+
+
+def test_paired_bootstrap_interval():
+    bench = _benchmark()
+    rng = np.random.default_rng(1)
+    base = rng.integers(1, 50, size=500)
+    same = bench.paired_bootstrap(base, base.copy())["metrics"]["recall@10"]
+    assert same["ratio"] == 1.0 and same["ratio_ci95"] == [1.0, 1.0] and same["share_of_resamples_ahead"] == 0.0
+    better = np.where(rng.random(500) < 0.3, 1, base)  # 30 % of the queries now find the product first
+    result = bench.paired_bootstrap(better, base)["metrics"]
+    assert result["recall@1"]["ratio_ci95"][0] > 1.0 and result["recall@1"]["share_of_resamples_ahead"] == 1.0
+    low, high = result["mrr"]["ratio_ci95"]
+    assert low <= result["mrr"]["ratio"] <= high
+    with pytest.raises(ValueError, match="same queries"):
+        bench.paired_bootstrap(base[:10], base)
+    table = bench.bootstrap_markdown({"variants": {"b": {"baseline": "b"}, "m": {
+        "baseline": "b", "scene_retrieval_bootstrap": bench.paired_bootstrap(better, base)}}})
+    assert table.splitlines()[-1].startswith("| `m` (vs `b`) | ")
+
+
 def test_cli_rejects_an_unknown_variant():
     with pytest.raises(SystemExit, match="siglip"):
         _benchmark().main(["--variants", "clip,siglip", "--output-dir", "/nonexistent/never-created"])
-def test_committed_results_match_the_readme():
-    """Every headline number the README quotes comes from the committed JSON of a run of the script."""
-    path = os.path.join(REPO_ROOT, "benchmarks", "results", "eclip_vs_clip.json")
+def comparison_tables(bench, report) -> list[str]:
+    """The README's tables of a report: one per baseline, its variants in the report's order."""
+    baselines = dict.fromkeys(data["baseline"] for data in report["variants"].values())
+    return [bench.report_markdown({"variants": {name: data for name, data in report["variants"].items()
+                                                if data["baseline"] == baseline}}, bench.HEADLINE)
+            for baseline in baselines]
+
+
+@pytest.mark.parametrize("report_path", ["eclip_vs_clip.json", os.path.join("eclip_vs_clip_seed1", "eclip_vs_clip.json")])
+def test_committed_results_match_the_readme(report_path):
+    """Every headline number the README quotes comes from a committed JSON of a run of the script."""
+    path = os.path.join(REPO_ROOT, "benchmarks", "results", report_path)
     with open(path, encoding="utf-8") as handle:
         report = json.load(handle)
     with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as handle:
         readme = handle.read()
     bench = _benchmark()
-    assert set(bench.DEFAULT_VARIANTS) <= set(report["variants"])
+    if report_path == "eclip_vs_clip.json":
+        assert set(bench.DEFAULT_VARIANTS) <= set(report["variants"])
     for name, data in report["variants"].items():  # every variant is reported next to its own baseline
         assert data["baseline"] in report["variants"]
         assert name == data["baseline"] or data["ratio_to_baseline"]
     steps = {data["train"]["steps"] for data in report["variants"].values()}
     assert steps == {report["settings"]["steps"]}, "every variant must train for the same number of steps"
-    table = bench.report_markdown(report, bench.HEADLINE)
-    assert table in readme, "README's results table differs from benchmarks/results/eclip_vs_clip.json"
+    for table in comparison_tables(bench, report):
+        assert table in readme, f"a README results table differs from benchmarks/results/{report_path}:\n{table}"
+    assert bench.bootstrap_markdown(report) in readme, f"the README's bootstrap table differs from {report_path}"
     for data in report["variants"].values():
         assert all(v is None or math.isfinite(v) for v in data["metrics"].values())

@@ -617,6 +617,26 @@ def build_scenes(rows: list[dict], compose_fn: Callable, seed: int) -> list[dict
     return scenes
 
 
+def scene_relevance(scenes: list[dict]) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    """
+    The scene-retrieval queries (test rows that name a scene's product, sorted) and, per query, the scenes that show
+    the product (as target or distractor) and the scenes built around it.
+    """
+    containing, targets = defaultdict(list), defaultdict(list)
+    for s, scene in enumerate(scenes):
+        for member in scene["members"]:
+            containing[member].append(s)
+        targets[scene["target"]].append(s)
+    queries = sorted(targets)
+    return queries, [sorted(containing[q]) for q in queries], [targets[q] for q in queries]
+
+
+def first_relevant_ranks(scores: np.ndarray, relevant: list[list[int]]) -> np.ndarray:
+    """Per query (row of `scores`), the 1-based rank of its best-scored relevant item; R@k is `ranks <= k`."""
+    best = np.array([scores[i, items].max() for i, items in enumerate(relevant)])
+    return 1 + (scores > best[:, None]).sum(axis=1)
+
+
 def _processed_to_canvas(image_processor, canvas_w: int, canvas_h: int):
     """
     Where the processed (resized, centre-cropped) image lies on the canvas: `(left, top, sx, sy, width, height)`
@@ -660,17 +680,10 @@ def task_instance_retrieval(run: _Run) -> dict:
     scene_images = embedder.images("scenes", [s["image"] for s in scenes], with_attention=True)
     texts = run.split_titles("test")
     scores = image_text_scores(scene_images, texts)  # scenes x titles
-    containing = defaultdict(list)
-    for s, scene in enumerate(scenes):
-        for member in scene["members"]:
-            containing[member].append(s)
-    targets = defaultdict(list)
-    for s, scene in enumerate(scenes):
-        targets[scene["target"]].append(s)
-    queries = sorted(targets)
+    queries, containing, targets = scene_relevance(scenes)
     result = {
-        "text_to_image": _retrieval_metrics(scores.T[queries], [sorted(containing[q]) for q in queries]),
-        "text_to_image_target_only": _retrieval_metrics(scores.T[queries], [targets[q] for q in queries]),
+        "text_to_image": _retrieval_metrics(scores.T[queries], containing),
+        "text_to_image_target_only": _retrieval_metrics(scores.T[queries], targets),
     }
     details = {
         "num_scenes": len(scenes),
