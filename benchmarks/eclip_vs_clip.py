@@ -603,6 +603,7 @@ def write_markdown(report: dict, path: str) -> None:
         "## Scene retrieval against the baseline: paired bootstrap over the test queries (95 % interval)",
         "",
         bootstrap_markdown(report) or "(no variant has both its model and its baseline's model in the run folder)\n",
+        "",
         "## Every metric",
         "",
         report_markdown(report),
@@ -631,11 +632,14 @@ def plot_curves(report: dict, path: str) -> None:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="upper right", ncol=4)
+    handles = {}
+    for ax in axes.flat:  # the CLIP baselines draw no decoder panels: collect every variant's line
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 5))
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle("ECLIP vs CLIP on fashion-products: training losses and the validation probe")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -743,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(variants, run_dir, settings, walls, time.time() - started, carried)
     print("paired bootstrap of scene retrieval against each baseline", flush=True)
     significance(report, run_dir, settings)
+    report["wall_time_s"] = time.time() - started
     os.makedirs(args.results_dir, exist_ok=True)
     _write_json(f"{stem}.json", report)
     write_markdown(report, f"{stem}.md")
