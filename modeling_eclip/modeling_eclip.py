@@ -233,7 +233,9 @@ class EclipInstanceDecoder(nn.Module):
         self.queries = EclipInstanceQueries(config)
         self.layers = nn.ModuleList([EclipDecoderLayer(config) for _ in range(config.decoder_layers)])
         self.final_layer_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
-        self.selection_head = nn.Linear(config.decoder_hidden_size, 1)
+        # No bias: a shift shared by all K scores changes neither their softmax nor the selection loss, so a bias
+        # would be a parameter that never learns.
+        self.selection_head = nn.Linear(config.decoder_hidden_size, 1, bias=False)
 
     def forward(
         self, image_tokens: torch.Tensor, output_attentions: bool = False

@@ -59,13 +59,22 @@ def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp
     process = subprocess.Popen(
         _pretrain_command(out), cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    rng = random.Random(1234)
     try:
         deadline = time.time() + 180
-        while not (checkpoints / "checkpoint-2").is_dir():
-            assert process.poll() is None, "the run ended before its first checkpoint"
-            assert time.time() < deadline, "no checkpoint after 180 s"
-            time.sleep(0.01)
-        time.sleep(random.Random(1234).uniform(0.0, 1.0))
+
+        def wait_for(step: int) -> float:
+            while not (checkpoints / f"checkpoint-{step}").is_dir():
+                assert process.poll() is None, f"the run ended before checkpoint {step}"
+                assert time.time() < deadline, f"no checkpoint {step} after 180 s"
+                time.sleep(0.005)
+            return time.time()
+
+        # The kill lands anywhere in a whole save interval (mid-step or mid-save) after a random checkpoint, and at
+        # least two intervals before the end however fast this machine runs the tiny model.
+        interval = -wait_for(2) + wait_for(4)
+        wait_for(rng.choice([4, 6, 8, 10, 12]))
+        time.sleep(rng.uniform(0.0, interval))
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait(timeout=60)
