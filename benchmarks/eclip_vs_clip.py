@@ -305,11 +305,13 @@ def worker_evaluate(variant: str, settings: dict, run_dir: str) -> None:
                    model_path=model_dir, seed=settings["seed"], show_progress=False)
 
 
+TRAINING_SETTING_KEYS = ("steps", "batch_size", "learning_rate", "image_size", "scene_probability", "seed",
+                         "probe_every", "probe_size", "logging_steps")
+
+
 def _training_settings(settings: dict) -> dict:
     """What must be equal between variants for the comparison to be fair (checked when runs are reused)."""
-    keys = ("steps", "batch_size", "learning_rate", "image_size", "scene_probability", "seed", "probe_every",
-            "probe_size", "logging_steps", "data_dir")
-    return {key: settings[key] for key in keys}
+    return {key: settings[key] for key in (*TRAINING_SETTING_KEYS, "data_dir")}
 
 
 def _reusable(run_dir: str, variant: str, settings: dict) -> bool:
@@ -325,10 +327,9 @@ def _reusable(run_dir: str, variant: str, settings: dict) -> bool:
 
 
 def _comparable_settings(settings: dict) -> dict:
-    """Training and evaluation settings that must match for an earlier report's variant to be carried over."""
-    keys = ("steps", "batch_size", "learning_rate", "image_size", "scene_probability", "seed", "probe_every",
-            "probe_size", "logging_steps", "eval_limit")
-    return {key: settings.get(key) for key in keys}
+    """Training and evaluation settings that must match for an earlier report's variant to be carried over (a
+    report's settings leave out the machine-specific `data_dir`)."""
+    return {key: settings.get(key) for key in (*TRAINING_SETTING_KEYS, "eval_limit")}
 
 
 def carried_over(report_path: str, variants: list[str], settings: dict) -> dict[str, dict]:
@@ -353,18 +354,22 @@ def carried_over(report_path: str, variants: list[str], settings: dict) -> dict[
     return out
 
 
-def scene_ranks(model_dir: str, settings: dict) -> np.ndarray:
-    """Per test query, the rank of the first scene that shows the product: the evaluation suite's scenes and scores."""
-    from transformers import AutoModel, AutoProcessor
-
-    import modeling_eclip  # noqa: F401  (registers the Auto classes)
-    from training.evaluation import (
-        TITLE_FIELD, Embedder, build_scenes, first_relevant_ranks, image_text_scores, prepare, scene_relevance,
-    )
+def evaluation_scenes(settings: dict) -> tuple[list[dict], list[dict]]:
+    """The evaluation suite's test rows and scenes for these settings (same limit and seed, so the same scenes)."""
+    from training.evaluation import build_scenes, prepare
 
     prepared = prepare(settings["data_dir"], ["instance_retrieval"], settings["eval_limit"], settings["seed"])
     rows = prepared["splits"]["test"]
-    scenes = build_scenes(rows, prepared["compose_fn"], settings["seed"])
+    return rows, build_scenes(rows, prepared["compose_fn"], settings["seed"])
+
+
+def scene_ranks(model_dir: str, rows: list[dict], scenes: list[dict]) -> np.ndarray:
+    """Per test query, the rank of the first scene that shows the product, scored as the evaluation suite does."""
+    from transformers import AutoModel, AutoProcessor
+
+    import modeling_eclip  # noqa: F401  (registers the Auto classes)
+    from training.evaluation import TITLE_FIELD, Embedder, first_relevant_ranks, image_text_scores, scene_relevance
+
     embedder = Embedder(AutoModel.from_pretrained(model_dir).eval(), AutoProcessor.from_pretrained(model_dir),
                         show_progress=False)
     scores = image_text_scores(embedder.images("scenes", [s["image"] for s in scenes]),
@@ -397,15 +402,16 @@ def paired_bootstrap(ranks: np.ndarray, baseline_ranks: np.ndarray, resamples: i
 
 def significance(report: dict, run_dir: str, settings: dict) -> None:
     """Adds `scene_retrieval_bootstrap` to each variant whose model and baseline model are both in `run_dir`."""
-    ranks = {}
+    ranks, scenes = {}, None
     for name, data in report["variants"].items():
         baseline = data["baseline"]
         folders = [os.path.join(run_dir, v, "model") for v in (name, baseline)]
         if name == baseline or not all(os.path.isdir(f) for f in folders):
             continue
+        scenes = scenes or evaluation_scenes(settings)
         for variant, folder in zip((name, baseline), folders):
             if variant not in ranks:
-                ranks[variant] = scene_ranks(folder, settings)
+                ranks[variant] = scene_ranks(folder, *scenes)
         data["scene_retrieval_bootstrap"] = paired_bootstrap(ranks[name], ranks[baseline])
 
 
@@ -476,7 +482,7 @@ def _plateau(probe: list[dict], key: str) -> dict:
             "gain_in_last_quarter": best_late - best_before, "final": points[-1][1]}
 
 
-def build_report(variants: list[str], run_dir: str, settings: dict, walls: dict, total_wall: float,
+def build_report(variants: list[str], run_dir: str, settings: dict, walls: dict,
                  carried: dict[str, dict] | None = None) -> dict:
     """The report of `variants`: each read from its run folder, or taken as it is from `carried` (an earlier report's
     entries, see `carried_over`)."""
@@ -494,7 +500,6 @@ def build_report(variants: list[str], run_dir: str, settings: dict, walls: dict,
             "torch_threads_per_job": settings["threads"],
         },
         "settings": {k: v for k, v in settings.items() if k not in ("argv", "data_dir")},
-        "wall_time_s": total_wall,
         "variants": {},
     }
     import torch
@@ -744,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate", [v for v in variants if v not in evaluated and v not in carried], settings, run_dir,
         args.jobs).items()})
 
-    report = build_report(variants, run_dir, settings, walls, time.time() - started, carried)
+    report = build_report(variants, run_dir, settings, walls, carried)
     print("paired bootstrap of scene retrieval against each baseline", flush=True)
     significance(report, run_dir, settings)
     report["wall_time_s"] = time.time() - started

@@ -135,7 +135,7 @@ def test_reuse_carries_over_an_earlier_reports_variants_only_with_the_same_setti
     (run / "eval").mkdir(parents=True)
     (run / "train.json").write_text(json.dumps({**train, "description": "ECLIP", "eclip_overrides": {}}))
     (run / "eval" / "results.json").write_text(json.dumps({"tasks": {"a": {"x": 0.6}}, "wall_time_s": 40.0}))
-    report = bench.build_report(["clip", "eclip"], str(tmp_path / "runs"), settings, {}, 1.0, carried)
+    report = bench.build_report(["clip", "eclip"], str(tmp_path / "runs"), settings, {}, carried)
     assert report["variants"]["eclip"]["ratio_to_baseline"]["a/x"] == pytest.approx(1.2)
     assert report["variants"]["clip"]["carried_over_from"] and "ratio_to_baseline" not in report["variants"]["clip"]
     assert report["compute_time_s"] == pytest.approx(60 + 30 + 60 + 40)
@@ -143,7 +143,7 @@ def test_reuse_carries_over_an_earlier_reports_variants_only_with_the_same_setti
 
 
 def _markdown(bench, report, tmp_path) -> str:
-    report = {**report, "command": "x", "hardware": {"processor": "cpu", "cpu_count": 2, "jobs_in_parallel": 2,
+    report = {**report, "command": "x", "wall_time_s": 60.0, "hardware": {"processor": "cpu", "cpu_count": 2, "jobs_in_parallel": 2,
                                                      "torch_threads_per_job": 1}}
     bench.write_markdown(report, str(tmp_path / "report.md"))
     return (tmp_path / "report.md").read_text()

@@ -72,7 +72,8 @@ def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp
 
         # The kill lands anywhere in a whole save interval (mid-step or mid-save) after a random checkpoint, and at
         # least two intervals before the end however fast this machine runs the tiny model.
-        interval = -wait_for(2) + wait_for(4)
+        first = wait_for(2)
+        interval = wait_for(4) - first
         wait_for(rng.choice([4, 6, 8, 10, 12]))
         time.sleep(rng.uniform(0.0, interval))
         process.send_signal(signal.SIGKILL)
