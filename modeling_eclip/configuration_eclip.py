@@ -9,7 +9,7 @@ from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 TEXT_POOLING = ("cls", "mean", "eos", "pooler")
-VISION_POOLING = ("pooler", "cls", "mean")
+VISION_POOLING = ("pooler", "cls", "mean", "cls_mean")
 LOSS_WEIGHT_FIELDS = ("itc_weight", "inter_weight", "intra_weight", "selection_weight")
 MODALITIES = ("image", "text", "both")
 INSTANCE_MATCHING = ("max", "one_to_one")
@@ -35,7 +35,9 @@ class EclipConfig(PreTrainedConfig):
             How a text becomes one vector: `"cls"` (first token), `"mean"` (mask-aware mean), `"eos"` (last attended
             token, CLIP-style) or `"pooler"` (the tower's own `pooler_output`).
         vision_pooling (`str`, *optional*, defaults to `"pooler"`):
-            How the global image vector `g` is taken: the tower's `pooler_output`, its first token, or the token mean.
+            How the global image vector `g` is taken: the tower's `pooler_output`, its first token, the token mean,
+            or `"cls_mean"`: the first token concatenated with the mean of the others (a ViT's class token and its
+            mean patch token, DINOv2's linear-probe features), twice the tower's width.
         logit_scale_init_value (`float`, *optional*, defaults to 2.6592):
             Initial value of the learnable log temperature (ln(1/0.07), as in CLIP). Clamped at ln(100) in use.
         use_instance_decoder (`bool`, *optional*, defaults to `True`):

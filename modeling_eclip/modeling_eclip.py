@@ -320,6 +320,89 @@ def _hidden_size(config) -> int:
     raise ValueError(f"Cannot tell the output width of a {config.model_type!r} tower: no hidden_size(s) in its config.")
 
 
+def vision_layers(vision_model) -> nn.ModuleList:
+    """The transformer blocks of a ViT-like vision tower (DINOv2, ViT, CLIP vision), in order."""
+    for path in ("encoder.layer", "layers", "encoder.layers"):
+        module = vision_model
+        for name in path.split("."):
+            module = getattr(module, name, None)
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise ValueError(
+        f"A {vision_model.config.model_type!r} vision tower has no list of transformer blocks that ECLIP knows how "
+        "to split (DINOv2, ViT and CLIP vision towers do): it can be locked whole, but not cached or partly unlocked."
+    )
+
+
+class _StopForward(Exception):
+    def __init__(self, hidden_states: torch.Tensor):
+        super().__init__()
+        self.hidden_states = hidden_states
+
+
+def vision_tower_head(vision_model, pixel_values: torch.Tensor, end_layer: int) -> torch.Tensor:
+    """
+    The hidden state of a ViT-like vision tower after block `end_layer` (`hidden_states[end_layer]` of
+    `output_hidden_states=True`, 0 being the embedding output), computed without running the later blocks. With
+    [`vision_tower_tail`] it splits the tower in two: `tail(head(x, k), k) == tower(x)`.
+
+    Returns:
+        `torch.Tensor` of shape `(batch_size, num_tokens, hidden_size)`.
+    """
+    layers = vision_layers(vision_model)
+    if not 0 <= end_layer <= len(layers):
+        raise ValueError(f"end_layer must be in [0, {len(layers)}] for this tower, got {end_layer}.")
+
+    def stop_before(module, args, kwargs):
+        raise _StopForward(args[0] if args else kwargs["hidden_states"])
+
+    def stop_after(module, args, output):
+        raise _StopForward(output[0] if isinstance(output, tuple) else output)
+
+    if end_layer < len(layers):
+        handle = layers[end_layer].register_forward_pre_hook(stop_before, with_kwargs=True)
+    else:
+        handle = layers[-1].register_forward_hook(stop_after)
+    try:
+        vision_model(pixel_values=pixel_values)
+    except _StopForward as stop:
+        return stop.hidden_states
+    finally:
+        handle.remove()
+    raise RuntimeError("The vision tower returned without running its transformer blocks.")
+
+
+def vision_tower_tail(vision_model, hidden_states: torch.Tensor, start_layer: int) -> BaseModelOutputWithPooling:
+    """
+    Finish a ViT-like vision tower from its hidden state after block `start_layer` (what the tower's
+    `output_hidden_states=True` gives as `hidden_states[start_layer]`, index 0 being the embedding output): run the
+    remaining blocks and the tower's final norm and pooling. `vision_tower_tail(tower, hs[k], k)` equals
+    `tower(pixel_values)` for every `k`; a locked tower's early blocks are thereby computed once (the feature cache)
+    while its last blocks still train.
+
+    Args:
+        hidden_states (`torch.Tensor` of shape `(batch_size, num_tokens, hidden_size)`)
+    """
+    layers = vision_layers(vision_model)
+    if not 0 <= start_layer <= len(layers):
+        raise ValueError(f"start_layer must be in [0, {len(layers)}] for this tower, got {start_layer}.")
+    model_type = vision_model.config.model_type
+    for layer in layers[start_layer:]:
+        hidden_states = layer(hidden_states, None)
+        if isinstance(hidden_states, tuple):
+            hidden_states = hidden_states[0]
+    if model_type == "clip_vision_model":
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states, pooler_output=vision_model.post_layernorm(hidden_states[:, 0])
+        )
+    sequence = vision_model.layernorm(hidden_states)
+    if model_type == "vit":
+        pooled = vision_model.pooler(sequence) if vision_model.pooler is not None else None
+    else:  # DINOv2
+        pooled = sequence[:, 0]
+    return BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=pooled)
+
+
 class EclipPreTrainedModel(PreTrainedModel):
     config: EclipConfig
     config_class = EclipConfig
@@ -379,7 +462,7 @@ class EclipPreTrainedModel(PreTrainedModel):
         if isinstance(module, EclipInstanceQueries):
             init.normal_(module.embedding.weight, std=std)
         elif isinstance(module, EclipModel):
-            init.normal_(module.visual_projection.weight, std=module.vision_embed_dim**-0.5)
+            init.normal_(module.visual_projection.weight, std=module.vision_pooled_dim**-0.5)
             init.normal_(module.text_projection.weight, std=module.text_embed_dim**-0.5)
             if module.instance_projection is not None:
                 init.normal_(module.instance_projection.weight, std=self.config.decoder_hidden_size**-0.5)
@@ -428,7 +511,9 @@ class EclipModel(EclipPreTrainedModel):
 
         self.vision_embed_dim = _hidden_size(config.vision_config)
         self.text_embed_dim = _hidden_size(config.text_config)
-        self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
+        # "cls_mean" pools the class token and the mean patch token side by side: twice the tower's width.
+        self.vision_pooled_dim = self.vision_embed_dim * (2 if config.vision_pooling == "cls_mean" else 1)
+        self.visual_projection = nn.Linear(self.vision_pooled_dim, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(self.text_embed_dim, config.projection_dim, bias=False)
         if config.use_instance_decoder:
             self.instance_decoder = EclipInstanceDecoder(config, self.vision_embed_dim)
@@ -490,7 +575,9 @@ class EclipModel(EclipPreTrainedModel):
             hidden = hidden.flatten(2).transpose(1, 2)
         pooling = self.config.vision_pooling
         pooled = outputs.pooler_output if pooling == "pooler" else None
-        if pooled is None:
+        if pooling == "cls_mean":
+            pooled = torch.cat([hidden[:, 0], hidden[:, 1:].mean(1)], dim=-1)
+        elif pooled is None:
             pooled = hidden[:, 0] if pooling == "cls" else hidden.mean(1)
         return hidden, pooled.flatten(1)
 
@@ -504,9 +591,17 @@ class EclipModel(EclipPreTrainedModel):
         outputs = self.text_model(**text_kwargs)
         return outputs, self.text_projection(self._pool_text(outputs, attention_mask))
 
-    def _embed_image(self, pixel_values, output_attentions: bool = False, **kwargs):
-        self._check_pixel_values(pixel_values)
-        outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
+    def _embed_image(self, pixel_values, output_attentions: bool = False, image_hidden_states=None,
+                     image_hidden_states_layer: int | None = None, **kwargs):
+        if image_hidden_states is not None:
+            # A locked tower's hidden states after block `image_hidden_states_layer` (the feature cache).
+            if image_hidden_states_layer is None:
+                raise ValueError("image_hidden_states needs image_hidden_states_layer: the block they come after.")
+            dtype = self.visual_projection.weight.dtype
+            outputs = vision_tower_tail(self.vision_model, image_hidden_states.to(dtype), int(image_hidden_states_layer))
+        else:
+            self._check_pixel_values(pixel_values)
+            outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
         tokens, pooled = self._vision_tokens_and_pool(outputs)
         global_embeds = self.visual_projection(pooled)
         instance = None
@@ -695,10 +790,13 @@ class EclipModel(EclipPreTrainedModel):
     def pretraining_embeddings(
         self,
         input_ids: torch.LongTensor,
-        pixel_values: torch.FloatTensor,
+        pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
         view_pixel_values: torch.FloatTensor | None = None,
+        image_hidden_states: torch.Tensor | None = None,
+        view_image_hidden_states: torch.Tensor | None = None,
+        image_hidden_states_layer: int | None = None,
         **kwargs,
     ) -> dict[str, torch.Tensor]:
         r"""
@@ -708,9 +806,15 @@ class EclipModel(EclipPreTrainedModel):
         `selection_logits` `(batch, K)` and (given a second view) `view_instance_embeds` `(batch, K, projection_dim)`.
         The trainer's gradient cache embeds chunks with this, computes the loss on the whole batch, then
         back-propagates chunk by chunk. Extra keys (`product_ids`, `labels`...) are ignored.
+
+        Images come as `pixel_values` / `view_pixel_values`, or, from a feature cache of a locked vision tower, as
+        `image_hidden_states` / `view_image_hidden_states` `(batch, num_tokens, vision_hidden_size)`: the tower's
+        hidden states after block `image_hidden_states_layer`; the remaining blocks run here (see
+        [`vision_tower_tail`]).
         """
+        cached = {"image_hidden_states_layer": image_hidden_states_layer}
         _, text_embeds = self._embed_text(input_ids, attention_mask, None, token_type_ids)
-        _, global_embeds, instance = self._embed_image(pixel_values)
+        _, global_embeds, instance = self._embed_image(pixel_values, image_hidden_states=image_hidden_states, **cached)
         if text_embeds.shape[0] != global_embeds.shape[0]:
             raise ValueError(
                 f"Pretraining needs paired rows: got {global_embeds.shape[0]} images and {text_embeds.shape[0]} texts."
@@ -722,7 +826,11 @@ class EclipModel(EclipPreTrainedModel):
         if instance is not None:
             embeddings["instance_embeds"] = instance.pooler_output
             embeddings["selection_logits"] = instance.selection_logits
-            if view_pixel_values is not None and self.config.intra_weight > 0:
+            if self.config.intra_weight > 0 and view_image_hidden_states is not None:
+                embeddings["view_instance_embeds"] = self._embed_image(
+                    None, image_hidden_states=view_image_hidden_states, **cached
+                )[2].pooler_output
+            elif view_pixel_values is not None and self.config.intra_weight > 0:
                 if view_pixel_values.shape != pixel_values.shape:
                     raise ValueError(
                         f"view_pixel_values shape {tuple(view_pixel_values.shape)} differs from pixel_values "

@@ -131,6 +131,32 @@ class EclipProcessor(ProcessorMixin):
         self.product_text_template = product_text_template or DEFAULT_PRODUCT_TEXT_TEMPLATE
         super().__init__(image_processor, tokenizer, **kwargs)
 
+    @classmethod
+    def from_vision_text_pretrained(
+        cls, vision_model_name_or_path: str, text_model_name_or_path: str, image_size: int | None = None, **kwargs
+    ) -> "EclipProcessor":
+        """
+        The processor of an ECLIP model built with `EclipModel.from_vision_text_pretrained`: the vision tower's own
+        image processor (its normalisation) and the text tower's tokenizer. `image_size` resizes the shortest edge
+        to it and crops a square of that side (a multiple of the tower's patch size, for ViTs).
+        """
+        from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+
+        image_kwargs = {}
+        if image_size is not None:
+            config = AutoConfig.from_pretrained(vision_model_name_or_path)
+            config = getattr(config, "vision_config", None) or config
+            patch = getattr(config, "patch_size", None)
+            if not isinstance(image_size, int) or image_size < 1 or (patch and image_size % patch):
+                raise ValueError(
+                    f"image_size must be a positive multiple of the vision tower's {patch}-pixel patch, got "
+                    f"{image_size!r}." if patch else f"image_size must be a positive integer, got {image_size!r}."
+                )
+            image_kwargs = {"size": {"shortest_edge": image_size}, "crop_size": {"height": image_size, "width": image_size}}
+        image_processor = AutoImageProcessor.from_pretrained(vision_model_name_or_path, **image_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(text_model_name_or_path)
+        return cls(image_processor, tokenizer, **kwargs)
+
     def build_product_text(self, fields: Mapping) -> str:
         """Product fields (title, brand, category path, attributes) to one string, by this processor's template."""
         return build_product_text(fields, self.product_text_template)

