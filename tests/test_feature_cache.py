@@ -85,7 +85,8 @@ def test_locking_freezes_the_tower_but_its_last_blocks():
         lock_vision_tower(tiny_dinov2_eclip(), 4)
 
 
-def _pixel_and_cache_runs(tmp_path, unlocked: int, dtype: str, steps: int = 4, passes: int = 2):
+def _pixel_and_cache_runs(tmp_path, unlocked: int, dtype: str, steps: int = 4, passes: int = 2,
+                          cache_layer: int | None = None):
     processor = tiny_processor(IMAGE_SIZE)
     dataset = load_product_dataset("synthetic:24", split="train")
     collator = PretrainingCollator(processor, scene_probability=0.5, seed=0, max_length=24)
@@ -100,7 +101,7 @@ def _pixel_and_cache_runs(tmp_path, unlocked: int, dtype: str, steps: int = 4, p
     pixel.train()
 
     model = tiny_dinov2_eclip()
-    layer = lock_vision_tower(model, unlocked)
+    layer = lock_vision_tower(model, unlocked) if cache_layer is None else cache_layer
     cache = FeatureCache.build(str(tmp_path / "cache"), model, collator, dataset, batch_size=8, passes=passes, seed=0,
                                layer=layer, dtype=dtype, show_progress=False)
     cached = EclipTrainer(
@@ -118,10 +119,12 @@ def _pixel_and_cache_runs(tmp_path, unlocked: int, dtype: str, steps: int = 4, p
     return losses(pixel), losses(cached), pixel.model, cached.model
 
 
-@pytest.mark.parametrize("unlocked", [0, 1])
-def test_training_from_the_cache_gives_the_losses_of_training_from_pixels(tmp_path, unlocked):
+@pytest.mark.parametrize("unlocked, cache_layer", [(0, None), (1, None), (0, 2)],
+                         ids=["locked", "last-block-unlocked", "cache-before-the-last-locked-block"])
+def test_training_from_the_cache_gives_the_losses_of_training_from_pixels(tmp_path, unlocked, cache_layer):
     """Same locked tower, same batches: every logged objective at every step agrees, and so do the final weights."""
-    pixel, cached, pixel_model, cached_model = _pixel_and_cache_runs(tmp_path, unlocked, "float32")
+    pixel, cached, pixel_model, cached_model = _pixel_and_cache_runs(tmp_path, unlocked, "float32",
+                                                                     cache_layer=cache_layer)
     assert len(pixel) == len(cached) == 4
     assert set(pixel[0]) == {"loss", "loss_itc", "loss_inter", "loss_intra", "loss_selection"}
     for step_pixel, step_cached in zip(pixel, cached):
@@ -200,7 +203,7 @@ def test_trainer_refuses_a_cache_of_another_block(tmp_path):
                                layer=3, show_progress=False)
     args = EclipTrainingArguments(output_dir=str(tmp_path / "r"), report_to=[], use_cpu=True, max_steps=1,
                                   lock_image_tower=True, unlocked_image_layers=1, feature_cache_dir=str(tmp_path / "c"))
-    with pytest.raises(ValueError, match="after block 3.*up to block 2"):
+    with pytest.raises(ValueError, match="after block 3.*from block 2 on"):
         EclipTrainer(model=tiny_dinov2_eclip(), args=args, train_dataset=cache)
     with pytest.raises(ValueError, match="needs lock_image_tower=True"):
         EclipTrainingArguments(output_dir=str(tmp_path / "r"), feature_cache_dir="x")

@@ -132,3 +132,39 @@ def test_default_vision_model_converts_once(tmp_path, monkeypatch):
     second = towers.default_vision_model()
     assert first == second and first.startswith(str(tmp_path)) and len(calls) == 1
     assert os.path.isfile(os.path.join(first, "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_the_fashion_recipe_runs_end_to_end_on_a_few_rows(tmp_path, data_dir):
+    """training/configs/fashion.yaml as a user runs it (shortened): cache, locked training, a folder the Auto classes
+    and the zero-shot pipeline load, whose vision tower is still the pretrained DINOv2."""
+    import yaml
+    from transformers import AutoModel, AutoProcessor, Dinov2Model, pipeline
+
+    from training.pretrain import CONFIG_DIR, main
+
+    with open(os.path.join(CONFIG_DIR, "fashion.yaml")) as handle:
+        config = yaml.safe_load(handle)
+    config["data"]["limit"] = 32
+    config["model"]["image_size"] = 56
+    config["training"].update(max_steps=2, per_device_train_batch_size=16, logging_steps=1, warmup_steps=0,
+                              output_dir=str(tmp_path / "eclip-fashion"), feature_cache_dir=str(tmp_path / "cache"))
+    path = tmp_path / "fashion-short.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["--config", str(path)]) == 0
+    assert len(os.listdir(tmp_path / "cache")) == 1  # one cache, keyed by its settings
+
+    folder = str(tmp_path / "eclip-fashion")
+    model = AutoModel.from_pretrained(folder)
+    processor = AutoProcessor.from_pretrained(folder)
+    assert model.config.vision_config.model_type == "dinov2" and model.config.vision_pooling == "cls_mean"
+    np.testing.assert_allclose(processor.image_processor.image_mean, [0.485, 0.456, 0.406])
+    assert processor.image_processor.crop_size["height"] == 56
+    pretrained = Dinov2Model.from_pretrained(towers.default_vision_model())
+    for (name, ours), theirs in zip(model.vision_model.state_dict().items(), pretrained.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0, msg=f"the locked tower moved: {name}")
+    scores = pipeline("zero-shot-image-classification", model=folder)(_photos(1)[0], candidate_labels=["a", "b"])
+    assert len(scores) == 2
+    with open(os.path.join(folder, "README.md")) as handle:
+        card = handle.read()
+    assert "DINOv2-small" in card and "locked" in card and "feature cache" in card

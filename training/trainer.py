@@ -110,6 +110,11 @@ class EclipTrainingArguments(TrainingArguments):
     feature_cache_passes: int = field(
         default=2, metadata={"help": "Passes over the data held by the feature cache; training cycles through them."}
     )
+    feature_cache_layer: int | None = field(
+        default=None,
+        metadata={"help": "The block after which the cache stores the tower's hidden states (default: the first "
+                  "unlocked block); an earlier block lets one cache serve runs that unlock more blocks."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -523,11 +528,12 @@ class EclipTrainer(Trainer):
         if args.lock_image_tower and model is not None:
             self._locked_vision_start = lock_vision_tower(model, args.unlocked_image_layers)
         train_dataset = kwargs.get("train_dataset")
-        if isinstance(train_dataset, FeatureCache) and train_dataset.layer != self._locked_vision_start:
+        # A cache taken at an earlier block serves too: the locked blocks after it then run (frozen) in training.
+        if isinstance(train_dataset, FeatureCache) and not 0 <= train_dataset.layer <= self._locked_vision_start:
             raise ValueError(
                 f"The feature cache holds the vision tower's hidden states after block {train_dataset.layer}, but the "
-                f"training locks the tower up to block {self._locked_vision_start}: lock_image_tower and "
-                "unlocked_image_layers must match the cache."
+                f"training unlocks the tower from block {self._locked_vision_start} on: lock_image_tower and "
+                "unlocked_image_layers must leave at least the blocks before the cache's locked."
             )
         super().__init__(model=model, args=args, **kwargs)
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:

@@ -1,0 +1,387 @@
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+"""
+The fashion ECLIP (pretrained towers, locked DINOv2-S, feature cache) against the from-scratch model, on the
+fashion-products test split, and the validation sweep that chose its resolution and unlocked blocks.
+
+```bash
+python benchmarks/fashion.py --sweep --reuse   # validation sweep: resolution x unlocked blocks, short runs
+python benchmarks/fashion.py --reuse           # the recipe (training/configs/fashion.yaml) and the from-scratch
+                                               # model, each trained then run through the whole evaluation suite
+```
+
+The sweep trains each `--grid` point (`SIZE:UNLOCKED`) for `--sweep-steps` steps from a one-pass feature cache
+(a cache taken before the first unlocked block of the grid's deepest point serves every point at that size) and
+scores zero-shot articleType and text-to-image R@1 on the validation split (never the test split). Writes
+`benchmarks/results/fashion_sweep.json`.
+
+The recipe run trains `training/configs/fashion.yaml` with a validation probe (zero-shot articleType weighted F1
+every `--probe-every` steps, from the locked tower's cached validation features), trains the from-scratch model
+(`training/configs/default.yaml` on fashion-products: 64-px ViT from scratch, MiniLM text tower, the settings of
+`benchmarks/eclip_vs_clip.py`), evaluates both with `training.evaluation.evaluate_model` (every task, test split)
+and writes `benchmarks/results/fashion.json` and `fashion.md`. `--reuse` keeps trained models and evaluations
+whose settings match; models and evaluation folders live under `--output-dir` (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+FASHION_CONFIG = os.path.join(REPO, "training", "configs", "fashion.yaml")
+# What the README's table shows, in order: (flattened results key, label).
+HEADLINE = (
+    ("zero_shot/weighted_f1", "zero-shot articleType weighted F1"),
+    ("zero_shot/accuracy", "zero-shot articleType accuracy"),
+    ("retrieval/text_to_image/recall@1", "product retrieval t2i R@1"),
+    ("retrieval/image_to_text/recall@1", "product retrieval i2t R@1"),
+    ("retrieval/text_to_image/recall@10", "product retrieval t2i R@10"),
+    ("linear_probe/image/accuracy", "linear probe (image) accuracy"),
+    ("linear_probe/image/macro_f1", "linear probe (image) macro F1"),
+    ("instance_retrieval/text_to_image/recall@1", "scene retrieval R@1"),
+    ("instance_retrieval/text_to_image/recall@10", "scene retrieval R@10"),
+    ("clustering/nmi", "clustering NMI"),
+    ("restricted/zero_shot/roc_auc", "restricted (Innerwear) zero-shot ROC-AUC"),
+)
+SCRATCH_SETTINGS = {"steps": 500, "batch_size": 64, "learning_rate": 5e-4, "image_size": 64, "seed": 0,
+                    "scene_probability": 0.5, "logging_steps": 10}
+
+
+def _write_json(path: str, value) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, default=float)
+        handle.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def _read_json(path: str):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+# ============================================================================================ validation probe
+class ValidationZeroShot:
+    """
+    Zero-shot articleType (accuracy, weighted F1) and text-to-image R@1 on the validation split. With a locked
+    tower the rows' tower hidden states are computed once (at the model's locked block) and each measurement runs
+    only the trainable rest: a probe costs seconds, not a pass of the tower.
+    """
+
+    def __init__(self, tower, processor, rows: list[dict], layer: int | None, templates=None):
+        import torch
+
+        from modeling_eclip.modeling_eclip import vision_tower_head
+        from training.evaluation import DEFAULT_TEMPLATES, LABEL_FIELD, TITLE_FIELD, _load_image
+
+        self.rows, self.layer = rows, layer
+        self.templates = list(templates or DEFAULT_TEMPLATES)
+        self.class_names = sorted({r[LABEL_FIELD] for r in rows})
+        self.labels = np.array([self.class_names.index(r[LABEL_FIELD]) for r in rows])
+        self.titles = [r[TITLE_FIELD] for r in rows]
+        self.processor = processor
+        self.features = []
+        with torch.inference_mode():
+            for start in range(0, len(rows), 64):
+                pixels = processor(images=[_load_image(r["path"]) for r in rows[start : start + 64]],
+                                   return_tensors="pt")["pixel_values"]
+                self.features.append(pixels if layer is None else vision_tower_head(tower, pixels, layer))
+        self.history: list[dict] = []
+
+    def _texts(self, model, texts):
+        import torch
+
+        out = []
+        for start in range(0, len(texts), 256):
+            inputs = self.processor(text=texts[start : start + 256], return_tensors="pt", padding=True, truncation=True)
+            inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            out.append(torch.nn.functional.normalize(model.get_text_features(**inputs).pooler_output, dim=-1))
+        return torch.cat(out).float().numpy()
+
+    def measure(self, model, step: int) -> dict:
+        import torch
+        from sklearn.metrics import f1_score
+
+        from training.evaluation import _normalize, image_text_scores
+
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            images = {"image_embeds": [], "instance_embeds": []}
+            for chunk in self.features:
+                if self.layer is None:
+                    _, global_embeds, instance = model._embed_image(chunk)
+                else:
+                    _, global_embeds, instance = model._embed_image(None, image_hidden_states=chunk,
+                                                                    image_hidden_states_layer=self.layer)
+                if instance is None:
+                    images["image_embeds"].append(global_embeds.float())
+                else:
+                    images["image_embeds"].append(instance.image_embeds.float())
+                    images["instance_embeds"].append(instance.pooler_output.float())
+            images = {k: torch.cat(v).numpy() if v else None for k, v in images.items()}
+            images["image_embeds"] = _normalize(images["image_embeds"])
+            prompts = [t.format(c) for c in self.class_names for t in self.templates]
+            classes = self._texts(model, prompts).reshape(len(self.class_names), len(self.templates), -1)
+            classes = _normalize(classes.mean(axis=1))
+            titles = self._texts(model, self.titles)
+        model.train(was_training)
+        predicted = image_text_scores(images, classes).argmax(axis=1)
+        ranks = image_text_scores(images, titles).T  # titles x images
+        same = np.array([[a == b for b in self.titles] for a in self.titles])
+        best = ranks.argmax(axis=1)
+        entry = {
+            "step": step,
+            "zero_shot_accuracy": float(np.mean(predicted == self.labels)),
+            "zero_shot_weighted_f1": float(f1_score(self.labels, predicted, average="weighted")),
+            "t2i_r1": float(np.mean(same[np.arange(len(best)), best])),
+        }
+        self.history.append(entry)
+        return entry
+
+    def callback(self, every: int):
+        from transformers import TrainerCallback
+
+        probe = self
+
+        class _Probe(TrainerCallback):
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                if state.global_step % every == 0 or state.global_step == state.max_steps:
+                    print(f"[probe] {json.dumps(probe.measure(model, state.global_step))}", flush=True)
+
+        return _Probe()
+
+
+# ======================================================================================================= runs
+def _fashion_config(output_dir: str, overrides: dict | None = None) -> dict:
+    from training.pretrain import load_config
+
+    config = load_config(FASHION_CONFIG)
+    config["training"]["output_dir"] = output_dir
+    config["training"]["feature_cache_dir"] = os.path.join(REPO, ".eclip-cache", "features")
+    for key, value in (overrides or {}).items():
+        section, name = key.split(".", 1)
+        config[section][name] = value
+    return config
+
+
+def _validation_rows(data_dir: str, limit: int | None = None) -> list[dict]:
+    from training.evaluation import load_split_rows
+
+    return load_split_rows(data_dir, ["validation"], limit, 0)["validation"]
+
+
+def _train(config: dict, probe_rows: list[dict] | None, probe_every: int, folder: str) -> dict:
+    """Pretrain one model with a validation zero-shot probe; writes `<folder>/train.json`."""
+    from training.pretrain import build_processor, default_text_model, resolve_vision_model, run_pretraining
+
+    callbacks, probe = [], None
+    model_config = config["model"]
+    if probe_rows is not None:
+        vision_path = resolve_vision_model(model_config.get("vision_model"))
+        processor = build_processor(default_text_model(), int(model_config["image_size"]), vision_path)
+        training = config["training"]
+        if training.get("lock_image_tower"):
+            # The locked blocks never change, so the pretrained tower gives the hidden states the model will see.
+            from transformers import AutoModel
+
+            from modeling_eclip.modeling_eclip import vision_layers
+
+            tower = AutoModel.from_pretrained(vision_path).eval()
+            layer = len(vision_layers(tower)) - int(training.get("unlocked_image_layers", 0))
+            probe = ValidationZeroShot(tower, processor, probe_rows, layer)
+            del tower
+        else:
+            probe = ValidationZeroShot(None, processor, probe_rows, None)
+        callbacks.append(probe.callback(probe_every))
+    summary = run_pretraining(config, callbacks=callbacks)
+    record = {
+        "steps": summary["steps"],
+        "wall_time_s": summary["wall_time_s"],
+        "feature_cache_s": summary["feature_cache_s"],
+        "final_losses": summary["final_losses"],
+        "loss_curve": [{k: v for k, v in e.items() if k == "step" or k.startswith("loss")}
+                       for e in summary["log_history"] if "loss" in e],
+        "probe": probe.history if probe is not None else [],
+        "config": config,
+    }
+    _write_json(os.path.join(folder, "train.json"), record)
+    return record
+
+
+def _evaluate(model_dir: str, output_dir: str, data_dir: str) -> dict:
+    from transformers import AutoModel, AutoProcessor
+
+    import modeling_eclip  # noqa: F401  (registers the Auto classes)
+    from training.evaluation import evaluate_model
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    return evaluate_model(model, processor, data_dir=data_dir, tasks="all", output_dir=output_dir,
+                          model_path=model_dir, seed=0, show_progress=False)
+
+
+def _scratch_config(model_dir: str, data_dir: str) -> dict:
+    from training.pretrain import DEFAULT_CONFIG, load_config
+
+    config = load_config(DEFAULT_CONFIG)
+    s = SCRATCH_SETTINGS
+    config["model"]["image_size"] = s["image_size"]
+    config["data"]["dataset"] = f"imagefolder:{os.path.join(data_dir, 'fashion-products')}"
+    config["training"].update({
+        "output_dir": model_dir, "max_steps": s["steps"], "per_device_train_batch_size": s["batch_size"],
+        "learning_rate": s["learning_rate"], "warmup_steps": max(1, s["steps"] // 20), "seed": s["seed"],
+        "logging_steps": s["logging_steps"], "scene_probability": s["scene_probability"],
+        "dataloader_num_workers": 0,
+    })
+    return config
+
+
+def _same_config(folder: str, config: dict) -> bool:
+    path = os.path.join(folder, "train.json")
+    if not os.path.isfile(path) or not os.path.isfile(os.path.join(folder, "model", "config.json")):
+        return False
+    previous = _read_json(path)["config"]
+    if previous != json.loads(json.dumps(config)):
+        raise SystemExit(f"--reuse: {path} was trained with another config; remove {folder} or use the same settings.")
+    return True
+
+
+def run_model(name: str, config: dict, folder: str, args, probe_rows) -> dict:
+    if args.reuse and _same_config(folder, config):
+        print(f"[{name}] reusing {folder}", flush=True)
+        train = _read_json(os.path.join(folder, "train.json"))
+    else:
+        train = _train(config, probe_rows, args.probe_every, folder)
+    results_path = os.path.join(folder, "eval", "results.json")
+    if args.reuse and os.path.isfile(results_path) and os.path.getmtime(results_path) > os.path.getmtime(
+            os.path.join(folder, "train.json")):
+        results = _read_json(results_path)
+    else:
+        results = _evaluate(os.path.join(folder, "model"), os.path.join(folder, "eval"), args.data)
+    return {"train": train, "results": results}
+
+
+# ====================================================================================================== sweep
+def sweep(args) -> int:
+    grid = [tuple(int(x) for x in point.split(":")) for point in args.grid.split(",")]
+    deepest = {}
+    for size, unlocked in grid:
+        deepest[size] = max(deepest.get(size, 0), unlocked)
+    rows = _validation_rows(args.data, args.limit)
+    points = []
+    for size, unlocked in grid:
+        name = f"{size}px_unlocked{unlocked}"
+        folder = os.path.join(args.output_dir, "sweep", name)
+        overrides = {
+            "model.image_size": size,
+            "training.unlocked_image_layers": unlocked,
+            "training.feature_cache_layer": 12 - deepest[size],
+            "training.max_steps": args.sweep_steps,
+            "training.warmup_steps": max(1, args.sweep_steps // 10),
+        }
+        if args.limit:
+            overrides["data.limit"] = args.limit
+        config = _fashion_config(os.path.join(folder, "model"), overrides)
+        if args.reuse and _same_config(folder, config):
+            train = _read_json(os.path.join(folder, "train.json"))
+        else:
+            train = _train(config, rows, args.sweep_steps, folder)
+        final = train["probe"][-1]
+        points.append({"image_size": size, "unlocked_image_layers": unlocked, "steps": train["steps"],
+                       "feature_cache_layer": 12 - deepest[size], "wall_time_s": train["wall_time_s"],
+                       "feature_cache_s": train["feature_cache_s"],
+                       **{k: v for k, v in final.items() if k != "step"}})
+        print(json.dumps(points[-1]), flush=True)
+    best = max(points, key=lambda p: p["zero_shot_weighted_f1"])
+    report = {
+        "command": "python benchmarks/fashion.py " + " ".join(sys.argv[1:]),
+        "what": "short runs of training/configs/fashion.yaml at each grid point; validation split only",
+        "validation_rows": len(rows),
+        "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "points": points,
+        "chosen": {"image_size": best["image_size"], "unlocked_image_layers": best["unlocked_image_layers"]},
+    }
+    _write_json(os.path.join(RESULTS, "fashion_sweep.json"), report)
+    print(json.dumps(report["chosen"]))
+    return 0
+
+
+# ===================================================================================================== report
+def flat(results: dict) -> dict:
+    from training.evaluation import flatten_metrics
+
+    return flatten_metrics(results["tasks"])
+
+
+def report(args) -> int:
+    rows = _validation_rows(args.data)
+    fashion_folder = os.path.join(args.output_dir, "fashion")
+    fashion = run_model("fashion", _fashion_config(os.path.join(fashion_folder, "model")), fashion_folder, args, rows)
+    scratch_folder = os.path.join(args.output_dir, "scratch")
+    scratch = run_model("scratch", _scratch_config(os.path.join(scratch_folder, "model"), args.data), scratch_folder,
+                        args, None)
+    models = {"fashion": fashion, "scratch": scratch}
+    metrics = {name: flat(run["results"]) for name, run in models.items()}
+    out = {
+        "command": "python benchmarks/fashion.py " + " ".join(sys.argv[1:]),
+        "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "models": {
+            "fashion": {"description": "training/configs/fashion.yaml: DINOv2-S (locked, feature cache) + MiniLM-L6",
+                        "train_wall_time_s": fashion["train"]["wall_time_s"], "steps": fashion["train"]["steps"],
+                        "eval_wall_time_s": fashion["results"].get("eval_wall_time_s"),
+                        "validation_probe": fashion["train"]["probe"], "loss_curve": fashion["train"]["loss_curve"],
+                        "config": fashion["train"]["config"], "metrics": metrics["fashion"]},
+            "scratch": {"description": "training/configs/default.yaml on fashion-products: 64-px ViT from scratch "
+                                       "+ MiniLM-L6 (the settings of benchmarks/eclip_vs_clip.py)",
+                        "train_wall_time_s": scratch["train"]["wall_time_s"], "steps": scratch["train"]["steps"],
+                        "eval_wall_time_s": scratch["results"].get("eval_wall_time_s"),
+                        "config": scratch["train"]["config"], "metrics": metrics["scratch"]},
+        },
+        "headline": [{"key": key, "label": label, "fashion": metrics["fashion"].get(key),
+                      "scratch": metrics["scratch"].get(key)} for key, label in HEADLINE],
+        "test_rows": fashion["results"]["data"]["fashion_products"].get("test"),
+    }
+    _write_json(os.path.join(RESULTS, "fashion.json"), out)
+    lines = ["| metric (test split) | fashion ECLIP | from scratch |", "| --- | --- | --- |"]
+    for row in out["headline"]:
+        lines.append(f"| {row['label']} | {_fmt(row['fashion'])} | {_fmt(row['scratch'])} |")
+    with open(os.path.join(RESULTS, "fashion.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sweep", action="store_true", help="Run the validation sweep instead of the report.")
+    parser.add_argument("--grid", default="112:0,112:1,168:0", help="Sweep points SIZE:UNLOCKED_BLOCKS.")
+    parser.add_argument("--sweep-steps", type=int, default=120)
+    parser.add_argument("--probe-every", type=int, default=60)
+    parser.add_argument("--data", default=None, help="The shared data folder (default: $ECLIP_DATA_DIR).")
+    parser.add_argument("--output-dir", default=os.path.join(REPO, "runs", "fashion"))
+    parser.add_argument("--reuse", action="store_true", help="Keep trained models and evaluations with these settings.")
+    parser.add_argument("--limit", type=int, help="Smoke runs: train on the first N rows, probe N validation rows.")
+    args = parser.parse_args(argv)
+    from training.data import resolve_data_dir
+
+    args.data = os.path.abspath(args.data or resolve_data_dir())
+    os.environ["ECLIP_DATA_DIR"] = args.data
+    return sweep(args) if args.sweep else report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
