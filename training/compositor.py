@@ -187,4 +187,85 @@ class SceneCompositor:
         )
 
 
-__all__ = ["SceneCompositor", "compose_scene", "background_mask", "cutout", "random_soft_colour", "DEFAULT_BACKGROUND"]
+HARD_SCENE_KINDS = ("crowded", "small")
+
+
+def _busy_background(photo: Image.Image, canvas_size: int, rng: random.Random) -> Image.Image:
+    """A shared, busy background: another photo blown up past the canvas, randomly cropped, blurred and softened."""
+    from PIL import ImageFilter
+
+    side = round(canvas_size * rng.uniform(1.5, 2.5))
+    photo = photo.convert("RGB").resize((side, side), Image.Resampling.BICUBIC)
+    x0, y0 = rng.randint(0, side - canvas_size), rng.randint(0, side - canvas_size)
+    crop = photo.crop((x0, y0, x0 + canvas_size, y0 + canvas_size)).filter(ImageFilter.GaussianBlur(2))
+    return Image.blend(crop, Image.new("RGB", crop.size, random_soft_colour(rng)), 0.35)
+
+
+def compose_hard_scene(
+    product: Image.Image,
+    distractors: Sequence[Image.Image],
+    background: Image.Image,
+    rng: random.Random,
+    kind: str = "crowded",
+    canvas_size: int = 224,
+    min_visible: float = 0.6,
+) -> tuple[Image.Image, Box, float]:
+    """
+    A harder scene than [`compose_scene`]: every product cut out onto one shared busy background (from the photo
+    `background`), and
+
+    - `"crowded"`: products of different scales (0.25-0.75 of the canvas) overlapping the named product, pasted in
+      random order, so distractors may cover part of it (at least `min_visible` of it stays visible);
+    - `"small"`: the named product small (0.15-0.28 of the canvas) among larger distractors (0.45-0.7), the title
+      naming a minor item of the picture.
+
+    Returns `(scene, box, visible)`: the RGB scene, the product's box and the visible fraction of its pixels.
+    """
+    if kind not in HARD_SCENE_KINDS:
+        raise ValueError(f"kind must be one of {HARD_SCENE_KINDS}, got {kind!r}.")
+    canvas = _busy_background(background, canvas_size, rng)
+    product_scale = rng.uniform(0.15, 0.28) if kind == "small" else rng.uniform(0.3, 0.6)
+    low, high = (0.45, 0.7) if kind == "small" else (0.25, 0.75)
+    item = _scaled(cutout(product), product_scale, canvas_size)
+    x0 = rng.randint(0, canvas_size - item.width)
+    y0 = rng.randint(0, canvas_size - item.height)
+    box = (x0, y0, x0 + item.width, y0 + item.height)
+    alpha = np.asarray(item.getchannel("A")) > 0
+    layers = [(item, (x0, y0), True)]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    for distractor in distractors:
+        other = _scaled(cutout(distractor), rng.uniform(low, high), canvas_size)
+        if kind == "crowded":  # centred near the product, so that the two overlap
+            px = cx + rng.uniform(-0.6, 0.6) * (item.width + other.width) / 2 - other.width / 2
+            py = cy + rng.uniform(-0.6, 0.6) * (item.height + other.height) / 2 - other.height / 2
+        else:
+            px, py = rng.uniform(0, canvas_size - other.width), rng.uniform(0, canvas_size - other.height)
+        px = int(min(max(px, 0), canvas_size - other.width))
+        py = int(min(max(py, 0), canvas_size - other.height))
+        layers.insert(rng.randint(0, len(layers)) if kind == "crowded" else 0, (other, (px, py), False))
+    # A distractor pasted over the product may hide at most 1 - min_visible of it; one that hides more goes below.
+    covered = np.zeros((canvas_size, canvas_size), dtype=bool)
+    above = layers[layers.index(next(layer for layer in layers if layer[2])) + 1:]
+    kept_above = []
+    for layer in above:
+        image, (px, py), _ = layer
+        mask = np.zeros_like(covered)
+        mask[py : py + image.height, px : px + image.width] = np.asarray(image.getchannel("A")) > 0
+        trial = covered | mask
+        hidden = trial[y0 : y0 + item.height, x0 : x0 + item.width][alpha].mean() if alpha.any() else 0.0
+        if 1.0 - hidden >= min_visible:
+            covered = trial
+            kept_above.append(layer)
+        else:
+            layers.remove(layer)
+            layers.insert(0, layer)
+    for image, position, _ in layers:
+        canvas.paste(image.convert("RGB"), position, image.getchannel("A"))
+    hidden = covered[y0 : y0 + item.height, x0 : x0 + item.width][alpha].mean() if alpha.any() else 0.0
+    return canvas, box, float(1.0 - hidden)
+
+
+__all__ = [
+    "SceneCompositor", "compose_scene", "compose_hard_scene", "background_mask", "cutout", "random_soft_colour",
+    "DEFAULT_BACKGROUND", "HARD_SCENE_KINDS",
+]
