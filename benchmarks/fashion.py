@@ -273,14 +273,18 @@ def run_model(name: str, config: dict, folder: str, args, probe_rows) -> dict:
 
 # ====================================================================================================== sweep
 def sweep(args) -> int:
-    grid = [tuple(int(x) for x in point.split(":")) for point in args.grid.split(",")]
+    recipe_lr = _fashion_config("unused")["training"]["learning_rate"]
+    grid = []
+    for point in args.grid.split(","):
+        size, unlocked, *lr = point.split(":")
+        grid.append((int(size), int(unlocked), float(lr[0]) if lr else recipe_lr))
     deepest = {}
-    for size, unlocked in grid:
+    for size, unlocked, _ in grid:
         deepest[size] = max(deepest.get(size, 0), unlocked)
     rows = _validation_rows(args.data, args.limit)
     points = []
-    for size, unlocked in grid:
-        name = f"{size}px_unlocked{unlocked}"
+    for size, unlocked, lr in grid:
+        name = f"{size}px_unlocked{unlocked}" + ("" if lr == recipe_lr else f"_lr{lr:g}")
         folder = os.path.join(args.output_dir, "sweep", name)
         overrides = {
             "model.image_size": size,
@@ -288,6 +292,7 @@ def sweep(args) -> int:
             "training.feature_cache_layer": 12 - deepest[size],
             "training.max_steps": args.sweep_steps,
             "training.warmup_steps": max(1, args.sweep_steps // 10),
+            "training.learning_rate": lr,
         }
         if args.limit:
             overrides["data.limit"] = args.limit
@@ -297,19 +302,19 @@ def sweep(args) -> int:
         else:
             train = _train(config, rows, args.sweep_steps, folder)
         final = train["probe"][-1]
-        points.append({"image_size": size, "unlocked_image_layers": unlocked, "steps": train["steps"],
+        points.append({"image_size": size, "unlocked_image_layers": unlocked, "learning_rate": lr, "steps": train["steps"],
                        "feature_cache_layer": 12 - deepest[size], "wall_time_s": train["wall_time_s"],
                        "feature_cache_s": train["feature_cache_s"],
                        **{k: v for k, v in final.items() if k != "step"}})
         print(json.dumps(points[-1]), flush=True)
-    best = max(points, key=lambda p: p["zero_shot_weighted_f1"])
+    best = max(points, key=lambda p: p["zero_shot_weighted_f1"])  # on validation
     report = {
         "command": "python benchmarks/fashion.py " + " ".join(sys.argv[1:]),
         "what": "short runs of training/configs/fashion.yaml at each grid point; validation split only",
         "validation_rows": len(rows),
         "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "points": points,
-        "chosen": {"image_size": best["image_size"], "unlocked_image_layers": best["unlocked_image_layers"]},
+        "chosen": {k: best[k] for k in ("image_size", "unlocked_image_layers", "learning_rate")},
     }
     _write_json(os.path.join(RESULTS, "fashion_sweep.json"), report)
     print(json.dumps(report["chosen"]))
@@ -368,7 +373,8 @@ def _fmt(value) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", action="store_true", help="Run the validation sweep instead of the report.")
-    parser.add_argument("--grid", default="112:0,112:1,168:0", help="Sweep points SIZE:UNLOCKED_BLOCKS.")
+    parser.add_argument("--grid", default="112:0,112:1,168:0",
+                        help="Sweep points SIZE:UNLOCKED_BLOCKS[:LEARNING_RATE] (default rate: the recipe's).")
     parser.add_argument("--sweep-steps", type=int, default=120)
     parser.add_argument("--probe-every", type=int, default=60)
     parser.add_argument("--data", default=None, help="The shared data folder (default: $ECLIP_DATA_DIR).")
