@@ -156,7 +156,7 @@ class ValidationProbe:
             chunk = pixels[start : start + batch]
             if model.config.use_instance_decoder:
                 out = model.get_instance_features(chunk)
-                outs["instance_embeds"].append(out.pooler_output)
+                outs["instance_embeds"].append(out.instance_embeds)
                 outs["selection_logits"].append(out.selection_logits)
             else:
                 outs["image_embeds"].append(

@@ -373,7 +373,7 @@ def build_model_card(
         '                                          attention_mask=inputs["attention_mask"]).pooler_output',
     ] + ([
         '    instances = model.get_instance_features(inputs["pixel_values"])',
-        "    instances.pooler_output      # (batch, K, dim): one embedding per instance query",
+        "    instances.instance_embeds    # (batch, K, dim): one embedding per instance query",
         "    instances.selection_logits   # (batch, K): which instance is the product",
     ] if use_decoder else []))
     usage_notes = (

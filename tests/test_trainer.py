@@ -501,7 +501,7 @@ def test_short_run_on_the_fashion_catalogue_learns_retrieval(tmp_path, data_dir)
                 token_type_ids=batch.get("token_type_ids"),
             ).pooler_output  # fmt: skip
             texts.append(torch.nn.functional.normalize(text, dim=-1))
-            instances.append(model.get_instance_features(batch["pixel_values"]).pooler_output)
+            instances.append(model.get_instance_features(batch["pixel_values"]).instance_embeds)
             ids.append(batch["product_ids"])
     texts, instances, ids = torch.cat(texts), torch.cat(instances), torch.cat(ids)
     assert len(ids) == 300 and len(set(ids.tolist())) == 300

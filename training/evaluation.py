@@ -340,7 +340,7 @@ class Embedder:
                 if self.is_eclip:
                     out = self.model.get_instance_features(pixel_values, output_attentions=want_attention)
                     image_embeds.append(out.image_embeds.float().cpu())
-                    instance_embeds.append(out.pooler_output.float().cpu())
+                    instance_embeds.append(out.instance_embeds.float().cpu())
                     if want_attention:
                         attention.append(out.cross_attentions[-1].float().mean(dim=1).cpu())
                 else:
