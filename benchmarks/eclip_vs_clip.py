@@ -58,11 +58,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-# name: (description, EclipConfig overrides, the baseline it is compared with). The `_scene` set uses scene-aware
-# targets (`scene_positives`), the fix for the query collapse the first set shows (see the README's Results).
-PLAIN = {"scene_positives": False, "inter_temperature": None, "instance_matching": "max", "instance_residual": False}
+from modeling_eclip.configuration_eclip import FIRST_DESIGN, EclipConfig  # noqa: E402  (needs REPO on sys.path)
+
+# name: (description, EclipConfig overrides, the baseline it is compared with). Overrides are stated against the
+# design as first written (`FIRST_DESIGN`, hard max over the queries), which every variant starts from whatever
+# EclipConfig's defaults are. The `_scene` set uses scene-aware targets (`scene_positives`), the fix for the query
+# collapse the first set shows (see the README's Results); `eclip_scene_matched` is EclipConfig's default recipe.
+FIRST = {**FIRST_DESIGN, "inter_temperature": None}
+# EclipConfig's defaults, the fix for the query collapse: scene_positives, one_to_one matching, residual instances.
+RECIPE = {name: EclipConfig.default_config_fields()[name] for name in FIRST_DESIGN}
 SCENE = {"scene_positives": True}
-MATCHED = {"instance_matching": "one_to_one", "instance_residual": True, **SCENE}  # the fix for the query collapse
 VARIANTS = {
     "clip": ("CLIP baseline (global ITC, no instance decoder)", {"use_instance_decoder": False}, "clip"),
     "eclip": ("ECLIP, all objectives", {}, "clip"),
@@ -73,11 +78,11 @@ VARIANTS = {
     "eclip_scene_soft": ("ECLIP, scene-aware, smooth max (inter_temperature 0.05)",
                          {"inter_temperature": 0.05, **SCENE}, "clip_scene"),
     "eclip_scene_matched": ("ECLIP, scene-aware, one-to-one query matching, instances residual to the global",
-                            MATCHED, "clip_scene"),
+                            RECIPE, "clip_scene"),
     "eclip_scene_matched_no_intra": ("the matched ECLIP without the intra-product task",
-                                     {"intra_weight": 0.0, **MATCHED}, "clip_scene"),
+                                     {"intra_weight": 0.0, **RECIPE}, "clip_scene"),
     "eclip_scene_matched_no_selection": ("the matched ECLIP without the selection loss",
-                                         {"selection_weight": 0.0, **MATCHED}, "clip_scene"),
+                                         {"selection_weight": 0.0, **RECIPE}, "clip_scene"),
     "eclip_scene_one_to_one": ("ECLIP, scene-aware, one-to-one query matching only",
                                {"instance_matching": "one_to_one", **SCENE}, "clip_scene"),
     "eclip_scene_residual": ("ECLIP, scene-aware, instances residual to the global only",
@@ -234,8 +239,8 @@ def _pretraining_config(variant: str, settings: dict, model_dir: str) -> dict:
 
     config = load_config(DEFAULT_CONFIG)
     config["model"]["image_size"] = settings["image_size"]
-    # The objective options are pinned, so that a variant means the same whatever the default recipe says.
-    config["model"]["eclip"] = {**config["model"].get("eclip", {}), **PLAIN, **VARIANTS[variant][1]}
+    # Every variant starts from the first design, so that it means the same whatever the default recipe is.
+    config["model"]["eclip"] = {**config["model"].get("eclip", {}), **FIRST, **VARIANTS[variant][1]}
     config["data"]["dataset"] = f"imagefolder:{os.path.join(settings['data_dir'], 'fashion-products')}"
     config["training"].update({
         "output_dir": model_dir,

@@ -1016,6 +1016,7 @@ class EclipModel(EclipPreTrainedModel):
             k[len("text_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("text_") and k not in config_fields
         }
         config_kwargs = kwargs
+        defaults = EclipConfig.default_config_fields()
 
         vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
         if vision_config.model_type == "clip":
@@ -1025,12 +1026,12 @@ class EclipModel(EclipPreTrainedModel):
                 vision_model_name_or_path, config=vision_config.vision_config, **vision_kwargs
             )
         else:
-            pooling = config_kwargs.get("vision_pooling", "pooler")
+            pooling = config_kwargs.get("vision_pooling", defaults["vision_pooling"])
             vision_model = AutoModel.from_pretrained(
                 vision_model_name_or_path, **_tower_kwargs(vision_config, pooling), **vision_kwargs
             )
         text_config = AutoConfig.from_pretrained(text_model_name_or_path)
-        text_pooling = config_kwargs.get("text_pooling", "mean")
+        text_pooling = config_kwargs.get("text_pooling", defaults["text_pooling"])
         text_model = AutoModel.from_pretrained(
             text_model_name_or_path, **_tower_kwargs(text_config, text_pooling), **text_kwargs
         )

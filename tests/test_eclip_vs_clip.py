@@ -160,6 +160,15 @@ def test_variants_pin_the_objective_options_whatever_the_default_recipe():
     assert not fields["eclip"]["instance_residual"] and fields["clip"]["use_instance_decoder"] is False
     assert fields["eclip_scene_matched"]["instance_matching"] == "one_to_one"
     assert fields["eclip_scene_matched"]["scene_positives"] and fields["eclip_scene_matched"]["instance_residual"]
+    # the fixed recipe is EclipConfig's default (one definition), which the YAML of eclip-pretrain leaves alone
+    from modeling_eclip import EclipConfig
+    from modeling_eclip.configuration_eclip import FIRST_DESIGN
+    from training.pretrain import DEFAULT_CONFIG, load_config
+
+    defaults = EclipConfig()
+    assert {name: fields["eclip_scene_matched"][name] for name in FIRST_DESIGN} == {
+        name: getattr(defaults, name) for name in FIRST_DESIGN}
+    assert not set(FIRST_DESIGN) & set(load_config(DEFAULT_CONFIG)["model"]["eclip"])
 
 
 def test_first_relevant_ranks_reproduce_the_retrieval_metric():

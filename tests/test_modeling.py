@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +14,12 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification, AutoProcessor, pipeline
 
-from conftest import minilm_dir, tiny_config, tiny_processor
+from conftest import REPO_ROOT, minilm_dir, tiny_config, tiny_processor
 from modeling_eclip import EclipConfig, EclipModel, EclipOutput
+from modeling_eclip.configuration_eclip import FIRST_DESIGN
 
 torch.set_num_threads(1)
+FIXTURES = Path(REPO_ROOT) / "tests" / "fixtures"
 
 
 def make_inputs(batch_images=3, batch_texts=2, image_size=32, seed=0):
@@ -58,11 +61,47 @@ def test_invalid_config_value_names_the_field(field, value):
 
 
 def test_one_to_one_matching_needs_scene_positives_and_no_smooth_max():
-    with pytest.raises(ValueError, match="needs scene_positives=True"):
-        tiny_config(instance_matching="one_to_one")
-    with pytest.raises(ValueError, match="alternatives"):
-        tiny_config(instance_matching="one_to_one", scene_positives=True, inter_temperature=0.1)
-    assert tiny_config(instance_matching="one_to_one", scene_positives=True).instance_matching == "one_to_one"
+    with pytest.raises(ValueError, match="needs scene_positives=True.*instance_matching='max'"):
+        tiny_config(scene_positives=False)
+    with pytest.raises(ValueError, match="alternatives: pass instance_matching='max'"):
+        tiny_config(inter_temperature=0.1)
+    assert tiny_config(instance_matching="max", inter_temperature=0.1).inter_temperature == 0.1
+    assert tiny_config(**FIRST_DESIGN).instance_matching == "max"
+
+
+RECIPE = {"scene_positives": True, "instance_matching": "one_to_one", "instance_residual": True}
+
+
+def _objectives(config) -> dict:
+    return {name: getattr(config, name) for name in FIRST_DESIGN}
+
+
+def test_the_default_config_is_the_recommended_recipe(tmp_path):
+    assert _objectives(EclipConfig()) == RECIPE
+    assert _objectives(tiny_config()) == RECIPE
+    EclipConfig().save_pretrained(tmp_path)  # and it is saved explicitly, so it keeps loading as saved
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert {name: saved[name] for name in FIRST_DESIGN} == RECIPE
+    assert _objectives(AutoConfig.from_pretrained(tmp_path)) == RECIPE
+
+
+@pytest.mark.parametrize("dropped, changed, expected", [
+    ((), {}, FIRST_DESIGN),  # written by the code before the recipe became the default: its saved values
+    (tuple(FIRST_DESIGN), {}, FIRST_DESIGN),  # written before the three fields existed: the design it meant
+    (("instance_matching", "instance_residual"), {"scene_positives": True}, {**FIRST_DESIGN, "scene_positives": True}),
+])
+def test_a_config_saved_before_keeps_its_meaning(tmp_path, dropped, changed, expected):
+    saved = json.loads((FIXTURES / "eclip_config_v0_1_0.json").read_text())  # written by the code of 104182c
+    saved = {**{key: value for key, value in saved.items() if key not in dropped}, **changed}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    for loaded in (AutoConfig.from_pretrained(tmp_path), EclipConfig.from_pretrained(tmp_path),
+                   EclipConfig.from_json_file(tmp_path / "config.json"), EclipConfig.from_dict(dict(saved))):
+        assert _objectives(loaded) == expected
+    model = EclipModel.from_pretrained(None, config=AutoConfig.from_pretrained(tmp_path),
+                                       state_dict=EclipModel(tiny_config()).state_dict())
+    assert _objectives(model.config) == expected
+    model.config.save_pretrained(tmp_path / "again")  # saved again, it keeps that meaning explicitly
+    assert _objectives(EclipConfig(**json.loads((tmp_path / "again" / "config.json").read_text()))) == expected
 
 
 def test_unknown_tower_type_is_a_clear_error():
@@ -445,6 +484,7 @@ def test_from_vision_text_pretrained_loads_real_towers(tmp_path):
     model = EclipModel.from_vision_text_pretrained(str(vision_dir), minilm_dir(), num_instance_queries=3,
                                                    projection_dim=24)
     assert model.config.text_config.hidden_size == 384 and model.config.num_instance_queries == 3
+    assert _objectives(model.config) == RECIPE  # the recommended recipe, as EclipConfig() gives it
     minilm = HFAutoModel.from_pretrained(minilm_dir())
     torch.testing.assert_close(model.text_model.embeddings.word_embeddings.weight,
                                minilm.embeddings.word_embeddings.weight)

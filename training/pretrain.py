@@ -234,7 +234,8 @@ def build_model(model_config: dict, text_model_path: str, vocab_size: int, visio
     from modeling_eclip.modeling_eclip import _tower_kwargs  # drops pooling layers the ECLIP pooling leaves unused
 
     eclip_fields = dict(model_config.get("eclip") or {})
-    vision_pooling = eclip_fields.get("vision_pooling", "pooler")
+    defaults = EclipConfig.default_config_fields()
+    vision_pooling = eclip_fields.get("vision_pooling", defaults["vision_pooling"])
     if vision_model_path is not None:
         vision_config = AutoConfig.from_pretrained(vision_model_path)
         vision_model = AutoModel.from_pretrained(vision_model_path, **_tower_kwargs(vision_config, vision_pooling))
@@ -243,7 +244,7 @@ def build_model(model_config: dict, text_model_path: str, vocab_size: int, visio
             image_size=int(model_config.get("image_size", 64)), **(model_config.get("vision_config") or {})
         )
         vision_model = AutoModel.from_config(vision_config, **_tower_kwargs(vision_config, vision_pooling))
-    text_pooling = eclip_fields.get("text_pooling", "mean")
+    text_pooling = eclip_fields.get("text_pooling", defaults["text_pooling"])
     if model_config.get("text_config"):
         text_config = AutoConfig.for_model(**{"vocab_size": vocab_size, **model_config["text_config"]})
         text_model = AutoModel.from_config(text_config, **_tower_kwargs(text_config, text_pooling))
