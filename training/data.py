@@ -322,7 +322,7 @@ class PretrainingCollator:
         field_map: product-text field -> row column (a string) or columns (a list, e.g. a category path). Fields not
             in the map keep the row's own columns. `None`: the rows as they are, or [`FASHION_FIELD_MAP`] when they
             have the fashion-products schema (a `productDisplayName` and no `title` column).
-        compositor: the [`SceneCompositor`] for scenes (default: 1-3 distractors, scale 0.35-0.7, 224 px canvas).
+        compositor: the [`SceneCompositor`] for scenes (default: `SceneCompositor()`, the `SCENE_*` sizes of compositor.py).
         scene_probability: probability that a row's main image is replaced by a scene.
         make_views: build `view_pixel_values` (the intra-product objective); off saves half the image processing.
         seed: base seed of the augmentation randomness (see below).
@@ -334,7 +334,7 @@ class PretrainingCollator:
         - `view_pixel_values`: `(B, 3, H, W)` float32, the second views (only with `make_views=True`);
         - `product_ids`: `(B,)` int64 (see [`product_id_to_int`]; rows without an id get one from their image
           reference, so each is its own product);
-        - `member_ids`: `(B, 1 + max distractors)` int64, the products each main image shows: its own id first,
+        - `member_ids`: `(B, compositor.max_products)` int64, the products each main image shows: its own id first,
           then the distractors pasted into its scene, padded with its own id (scene-aware targets, see
           `EclipConfig.scene_positives`);
         - `num_skipped_images`: int64 scalar, rows of this batch dropped because their image could not be decoded
@@ -423,7 +423,7 @@ class PretrainingCollator:
         if self.make_views:
             batch["view_pixel_values"] = torch.zeros(0, *self._image_shape)
         batch["product_ids"] = torch.zeros(0, dtype=torch.long)
-        batch["member_ids"] = torch.zeros(0, self.compositor.num_distractors[1] + 1, dtype=torch.long)
+        batch["member_ids"] = torch.zeros(0, self.compositor.max_products, dtype=torch.long)
         batch["num_skipped_images"] = torch.tensor(skipped, dtype=torch.long)
         return batch
 
@@ -471,7 +471,7 @@ class PretrainingCollator:
             image, _, chosen = self.compositor.compose(ready(index), [ready(j) for j in others], rng)
             return image, [ids[others[c]] for c in chosen]
 
-        width = self.compositor.num_distractors[1] + 1
+        width = self.compositor.max_products
         main, members = [], []
         for i in range(len(images)):
             shown = []

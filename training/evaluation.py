@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from training.compositor import SCENE_CANVAS, SCENE_DISTRACTORS, SCENE_SCALE_RANGE
 from training.data import resolve_data_dir
 
 logger = logging.getLogger(__name__)
@@ -65,9 +66,6 @@ RESTRICTED_VALUE = "Innerwear"  # the stand-in for adult products (DESIGN.md)
 RESTRICTED_PROMPTS = ("innerwear", "underwear", "lingerie", "a bra", "briefs")
 TARGET_PRECISION = 0.95
 LINEAR_PROBE_C = (0.01, 0.1, 1.0, 10.0)
-SCENE_CANVAS = 224
-SCENE_SCALE_RANGE = (0.35, 0.7)
-SCENE_DISTRACTORS = (1, 3)
 PLOT_FILES = {
     "zero_shot": "zero_shot_confusion.png",
     "retrieval": "retrieval_examples.png",

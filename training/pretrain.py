@@ -403,14 +403,7 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
         seed=training_args.seed,
         max_length=data_config.get("max_length"),
     )
-    shown = collator.compositor.num_distractors[1] + 1
-    if (model.config.use_instance_decoder and model.config.instance_matching == "one_to_one"
-            and model.config.num_instance_queries < shown):
-        raise ValueError(
-            f"instance_matching='one_to_one' gives each product of a scene its own query, and a scene shows up to "
-            f"{shown} products: num_instance_queries must be at least {shown}, got "
-            f"{model.config.num_instance_queries}."
-        )
+    collator.compositor.check_instance_queries(model.config)
     cache = None
     if training_args.feature_cache_dir is not None:
         cache = build_feature_cache(model, collator, train_dataset, training_args, data_config)
