@@ -59,6 +59,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from modeling_eclip.configuration_eclip import FIRST_DESIGN, EclipConfig  # noqa: E402  (needs REPO on sys.path)
+from training.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 # name: (description, EclipConfig overrides, the baseline it is compared with). Overrides are stated against the
 # design as first written (`FIRST_DESIGN`, hard max over the queries), which every variant starts from whatever
@@ -438,10 +439,7 @@ def bootstrap_markdown(report: dict) -> str:
 
 
 def _write_json(path: str, data) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False, default=float)
-    os.replace(tmp, path)
+    atomic_write_json(path, data, indent=2, sort_keys=False, default=float)
 
 
 def _run_parallel(stage: str, variants: list[str], settings: dict, run_dir: str, jobs: int) -> dict[str, float]:
@@ -618,9 +616,7 @@ def write_markdown(report: dict, path: str) -> None:
         "",
         report_markdown(report),
     ]
-    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-        handle.write("\n".join(parts))
-    os.replace(f"{path}.tmp", path)
+    atomic_write_text(path, "\n".join(parts))
 
 
 def plot_curves(report: dict, path: str) -> None:

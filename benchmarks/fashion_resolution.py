@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     from sklearn.metrics import accuracy_score, f1_score
     from transformers import AutoImageProcessor, Dinov2Model
 
+    from training.atomic import atomic_write_json
     from training.data import resolve_data_dir
     from training.evaluation import LABEL_FIELD, RESTRICTED_FIELD, _fit_logistic, load_split_rows, stratified_subset
     from training.towers import default_vision_model
@@ -100,9 +101,7 @@ def main(argv=None) -> int:
         "results": results,
     }
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    os.replace(args.output + ".tmp", args.output)
+    atomic_write_json(args.output, report, indent=2)
     return 0
 
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DATA_DIR, REPO_ROOT, minilm_dir, tiny_config, tiny_processor
+from conftest import REPO_ROOT, minilm_dir, tiny_config, tiny_processor
 from transformers import TrainerCallback
 
 from modeling_eclip import EclipModel

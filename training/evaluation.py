@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from training.atomic import atomic_write_text
 from training.compositor import SCENE_CANVAS, SCENE_DISTRACTORS, SCENE_SCALE_RANGE
 from training.data import resolve_data_dir
 
@@ -1023,13 +1024,6 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: str, text: str):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _finite(value):
     """NaN / inf (e.g. an AUC on a degenerate slice) become None, so results.json stays strict JSON."""
     if isinstance(value, dict):
@@ -1197,9 +1191,9 @@ def evaluate_model(
     results["wall_time_s"] = time.perf_counter() - t_start
     results["versions"] = versions()
     results = _finite(results)
-    _atomic_write(os.path.join(output_dir, "results.json"),
-                  json.dumps(results, indent=2, default=_json_default, allow_nan=False) + "\n")
-    _atomic_write(os.path.join(output_dir, "results.md"), results_markdown(results))
+    atomic_write_text(os.path.join(output_dir, "results.json"),
+                      json.dumps(results, indent=2, default=_json_default, allow_nan=False) + "\n")
+    atomic_write_text(os.path.join(output_dir, "results.md"), results_markdown(results))
     if update_card:
         from model_cards.card import write_model_card
 

@@ -13,7 +13,7 @@ Tasks (data and label rules in :mod:`training.finetune_data`):
 
 The backbone starts from ``--model`` (an ``EclipModel`` folder, or a fine-tuned head). ``--lora`` trains LoRA adapters
 plus the head instead of every weight; ``--freeze-backbone`` trains the head alone. The output folder gets the model
-(or the adapter and the head config, see docs/finetuning.md), the processor and ``test_metrics.json`` (the test metrics
+(or the adapter and the head config, see the README's "LoRA adapters"), the processor and ``test_metrics.json`` (the test metrics
 with a trivial baseline next to them: majority class, all-``O`` tags, or "always a match / always restricted").
 
 Example::

@@ -49,11 +49,6 @@ from training.feature_cache import FeatureCache, lock_vision_tower
 
 logger = logging.get_logger(__name__)
 
-# Weight files never carried over from an old model folder into a new save: a stale shard next to fresh weights
-# would make a mixed model.
-_WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth")
-
-
 # ---------------------------------------------------------------------------------------------------- arguments
 @dataclass
 class EclipTrainingArguments(TrainingArguments):
