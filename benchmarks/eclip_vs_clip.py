@@ -135,7 +135,7 @@ class ValidationProbe:
 
     def __init__(self, processor, rows: list[dict], scenes: list[dict], every: int, max_length: int = 32):
         from modeling_eclip.metrics import load_metric
-        from training.evaluation import _load_image
+        from training.evaluation import load_image
 
         self.every = every
         self.rows, self.scenes = rows, scenes
@@ -143,7 +143,7 @@ class ValidationProbe:
                                      padding=True, truncation=True, max_length=max_length)
         self.text_inputs = {k: v for k, v in self.text_inputs.items()
                             if k in ("input_ids", "attention_mask", "token_type_ids")}
-        self.product_pixels = processor(images=[_load_image(r["path"]) for r in rows],
+        self.product_pixels = processor(images=[load_image(r["path"]) for r in rows],
                                         return_tensors="pt")["pixel_values"]
         self.scene_pixels = processor(images=[s["image"] for s in scenes], return_tensors="pt")["pixel_values"]
         titles = [r["productDisplayName"] for r in rows]

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     from training.atomic import atomic_write_json
     from training.data import resolve_data_dir
-    from training.evaluation import LABEL_FIELD, RESTRICTED_FIELD, _fit_logistic, load_split_rows, stratified_subset
+    from training.evaluation import LABEL_FIELD, RESTRICTED_FIELD, fit_logistic, load_split_rows, stratified_subset
     from training.towers import default_vision_model
 
     data_dir = args.data or resolve_data_dir()
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - started
         y_train = np.array([r[LABEL_FIELD] for r in train])
         y_val = np.array([r[LABEL_FIELD] for r in validation])
-        clf, scaler, C, _ = _fit_logistic(
+        clf, scaler, C, _ = fit_logistic(
             x_train, y_train, x_val, y_val, select=lambda m, xv, yv: float(np.mean(m.predict(xv) == yv))
         )
         predicted = clf.predict(scaler.transform(x_val))

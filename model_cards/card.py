@@ -186,7 +186,7 @@ def _results_section(results: Mapping | None) -> str:
                 "to fill this section and the `model-index` metadata.")
     lines = [
         "All numbers are on the `test` split; thresholds and the linear probes' C were tuned on `validation` only "
-        "and the probes were trained on `train` only (`training/evaluation.py`).",
+        "and the probes were trained on `train` only (`training/evaluation/`).",
     ]
     limit = results.get("limit")
     if limit:

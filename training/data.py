@@ -53,6 +53,33 @@ def resolve_data_dir() -> str:
     return os.path.abspath(os.environ.get("ECLIP_DATA_DIR") or os.path.join(repo, "..", "shared", "data"))
 
 
+def resolve_source(data_dir: str | None, name: str) -> str:
+    """`data_dir/name` when `data_dir` is the data root, else `data_dir` itself when it already is that source."""
+    data_dir = data_dir or resolve_data_dir()
+    candidate = os.path.join(data_dir, name)
+    if os.path.exists(candidate):
+        return candidate
+    if os.path.basename(os.path.normpath(data_dir)) == name and os.path.exists(data_dir):
+        return data_dir
+    raise FileNotFoundError(f"{name!r} not found under {data_dir!r} (set --data or ECLIP_DATA_DIR to the data root).")
+
+
+def limit_dataset(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    """At most `limit` rows of `split`, drawn with a fixed seed (all of them when `limit` is `None`)."""
+    if limit is None or len(split) <= limit:
+        return split
+    return split.shuffle(seed=seed).select(range(limit))
+
+
+def split_dataset(table: datasets.Dataset, limit: int | None, seed: int,
+                  splits: Sequence[str] = ("train", "validation", "test")) -> datasets.DatasetDict:
+    """The rows of each split of a table with a `split` column, each limited by [`limit_dataset`]."""
+    return datasets.DatasetDict({
+        name: limit_dataset(table.filter(lambda s, name=name: s == name, input_columns="split"), limit, seed)
+        for name in splits
+    })
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Loading
 
@@ -508,7 +535,10 @@ __all__ = [
     "IMAGE_PATH_COLUMNS",
     "PretrainingCollator",
     "decode_image",
+    "limit_dataset",
     "load_product_dataset",
     "product_id_to_int",
     "resolve_data_dir",
+    "resolve_source",
+    "split_dataset",
 ]

@@ -34,6 +34,8 @@ import sys
 import numpy as np
 import torch
 
+from training.fashion import LABEL_FIELD
+
 logger = logging.getLogger("eclip-finetune")
 
 TASKS = ("category", "attributes", "matching", "restricted")
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modality", choices=("image", "text", "both"), default=None,
                         help="towers describing a product (default: image for category/restricted, text otherwise; "
                              "attributes and matching are text-only).")
-    parser.add_argument("--label-column", default="articleType", help="category task: fashion-products column.")
+    parser.add_argument("--label-column", default=LABEL_FIELD, help="category task: fashion-products column.")
     parser.add_argument("--matching-datasets", default="walmart-amazon,abt-buy",
                         help="matching task: comma-separated product-matching benchmarks.")
     parser.add_argument("--lora", nargs="?", const="", default=None, metavar="SPEC",
