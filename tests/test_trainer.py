@@ -524,3 +524,17 @@ def test_gpu_defaults_keep_the_accelerator_fed():
     # every default is a real TrainingArguments field (a typo would silently do nothing)
     fields = EclipTrainingArguments.__dataclass_fields__
     assert set(defaults) <= set(fields)
+
+
+def test_copied_trainer_internals_match_the_installed_transformers():
+    """training/trainer_internals.py repeats parts of Trainer's private _save_checkpoint; a transformers release that
+    changes it must make us re-sync the copy (then update the pinned hash), not silently drift."""
+    import transformers
+
+    from training import trainer_internals
+
+    assert trainer_internals.save_checkpoint_source_sha256() == trainer_internals.SAVE_CHECKPOINT_SHA256, (
+        f"transformers {transformers.__version__} changed Trainer._save_checkpoint, from which "
+        f"training/trainer_internals.py was copied ({trainer_internals.COPIED_FROM}): re-sync the copy, then "
+        "SAVE_CHECKPOINT_SHA256."
+    )

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset, Sampler
 
 from modeling_eclip.modeling_eclip import vision_layers, vision_tower_head
 from training.atomic import atomic_write_json
+from training.batch_schedule import ScheduledBatchSampler
 
 logger = logging.getLogger(__name__)
 
@@ -232,8 +233,6 @@ class FeatureCache(Dataset):
         i.e. a tower locked whole). Returns the cache, ready to train from.
         """
         from tqdm.auto import tqdm
-
-        from training.trainer import ScheduledBatchSampler
 
         tower = model.vision_model
         num_layers = len(vision_layers(tower))
