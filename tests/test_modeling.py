@@ -547,6 +547,7 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_trust_remote_code_load_without_the_package(saved_folder, tmp_path):
     script = tmp_path / "remote.py"
     script.write_text(REMOTE_SCRIPT)

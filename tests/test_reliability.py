@@ -45,6 +45,7 @@ def _run(command) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_path):
     """
     The tiny CLI run (16 steps, dropout on, scenes from the real collator, checkpoint every 2 steps) is SIGKILLed at a

@@ -205,6 +205,7 @@ def test_gathered_loss_with_and_without_scene_members(objectives):
 # ------------------------------------------------------------------------------------------ two processes
 
 
+@pytest.mark.slow
 def test_two_processes_with_gathered_negatives_match_one_process_on_the_whole_batch(tmp_path):
     """
     torchrun, 2 gloo processes: each embeds its half of a global batch of 8 (gradient cache on), the loss takes its
@@ -402,6 +403,7 @@ def _assert_no_pickles(folder):
         assert not pickles, f"pickle files in {root}: {pickles}"
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
     """`python -m training.pretrain --config tiny.yaml` trains, logs each objective and writes a loadable folder."""
     from transformers import AutoModel, AutoProcessor
@@ -458,6 +460,7 @@ def test_cli_rejects_a_bad_config(tmp_path):
 # ----------------------------------------------------------------------------------------------- real data
 
 
+@pytest.mark.slow
 def test_short_run_on_the_fashion_catalogue_learns_retrieval(tmp_path, data_dir):
     """
     A short run on the real fashion-products train split (tiny ViT at 64 px, pretrained MiniLM text tower) lowers the
