@@ -792,6 +792,9 @@ class EclipModel(EclipPreTrainedModel):
             global_embeds = nn.functional.normalize(global_embeds, dim=-1)
             image_embeds = global_embeds if instance is None else instance.image_embeds
 
+        # The instance decoder's outputs, as EclipOutput and compute_loss name them (none without the decoder).
+        instances = {} if instance is None else {
+            "instance_embeds": instance.instance_embeds, "selection_logits": instance.selection_logits}
         logits_per_image = logits_per_text = None
         if text_embeds is not None and image_embeds is not None:
             if instance is None:
@@ -809,13 +812,8 @@ class EclipModel(EclipPreTrainedModel):
             if view_pixel_values is not None and instance is not None:
                 view_instance_embeds = self._view_instances(view_pixel_values, pixel_values)
             loss, loss_components = self.compute_loss(
-                text_embeds=text_embeds,
-                global_image_embeds=global_embeds,
-                instance_embeds=None if instance is None else instance.instance_embeds,
-                selection_logits=None if instance is None else instance.selection_logits,
-                view_instance_embeds=view_instance_embeds,
-                product_ids=product_ids,
-                member_ids=member_ids,
+                text_embeds, global_embeds, **instances, view_instance_embeds=view_instance_embeds,
+                product_ids=product_ids, member_ids=member_ids,
             )
 
         return EclipOutput(
@@ -824,12 +822,11 @@ class EclipModel(EclipPreTrainedModel):
             logits_per_text=logits_per_text,
             text_embeds=text_embeds,
             image_embeds=image_embeds,
-            instance_embeds=None if instance is None else instance.instance_embeds,
-            selection_logits=None if instance is None else instance.selection_logits,
             global_image_embeds=global_embeds,
             loss_components=loss_components,
             text_model_output=text_outputs,
             vision_model_output=vision_outputs,
+            **instances,
         )
 
     def _view_instances(self, view_pixel_values: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
@@ -1116,8 +1113,9 @@ class EclipProductMatchingOutput(ModelOutput):
 class EclipPreTrainedHead(EclipPreTrainedModel):
     """Shared plumbing of the task heads: config checks, the backbone, product features and the saved auto_map."""
 
-    # The heads average their loss over the batch themselves: Trainer must not pass `num_items_in_batch`.
-    accepts_loss_kwargs = False
+    # What the head's linear classifier reads: each product's `"features"` (`feature_dim` wide) or each `"token"`'s
+    # text state; `None`: the head builds its own layers (and calls `post_init`) in its `__init__`.
+    classifier_input: str | None = None
 
     def __init__(self, config: EclipConfig):
         config._check_head_fields()  # again: `from_pretrained(..., modality=...)` sets fields after __init__
@@ -1126,6 +1124,14 @@ class EclipPreTrainedHead(EclipPreTrainedModel):
             config.label2id = {label: index for index, label in id2label.items()}
         super().__init__(config)
         self.eclip = EclipModel(config)
+        if config.modality == "text":  # a head reading texts only takes input_ids first (the pipelines' input)
+            self.main_input_name = "input_ids"
+        if self.classifier_input is not None:  # dropout and a linear layer to `config.num_labels` logits
+            self.num_labels = config.num_labels
+            self.dropout = nn.Dropout(config.classifier_dropout)
+            width = self.feature_dim if self.classifier_input == "features" else self.eclip.text_embed_dim
+            self.classifier = nn.Linear(width, config.num_labels)
+            self.post_init()
 
     @property
     def feature_dim(self) -> int:
@@ -1241,23 +1247,17 @@ class EclipForProductClassification(EclipPreTrainedHead):
     >>> logits = model(pixel_values=pixel_values).logits  # (batch, 6)
     ```"""
 
-    def __init__(self, config: EclipConfig):
-        super().__init__(config)
-        if config.modality == "text":
-            self.main_input_name = "input_ids"
-        self.num_labels = config.num_labels
-        self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(self.feature_dim, config.num_labels)
-        self.post_init()
+    classifier_input = "features"
 
     @can_return_tuple
+    @auto_docstring
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> tuple | EclipProductClassificationOutput:
         r"""
@@ -1296,20 +1296,16 @@ class EclipForTokenClassification(EclipPreTrainedHead):
 
     main_input_name = "input_ids"
 
-    def __init__(self, config: EclipConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(self.eclip.text_embed_dim, config.num_labels)
-        self.post_init()
+    classifier_input = "token"
 
     @can_return_tuple
+    @auto_docstring
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | EclipTokenClassificationOutput:
@@ -1356,8 +1352,6 @@ class EclipForProductMatching(EclipPreTrainedHead):
 
     def __init__(self, config: EclipConfig):
         super().__init__(config)
-        if config.modality == "text":
-            self.main_input_name = "input_ids"
         width = self.feature_dim
         hidden = config.matching_hidden_size or width
         self.matcher = nn.Sequential(
