@@ -18,12 +18,7 @@ from training.trainer import EclipTrainer, EclipTrainingArguments
 IMAGE_SIZE = 28  # 2x2 patches of 14 px (DINOv2's patch)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def tiny_dinov2_config(**overrides) -> dict:

@@ -18,7 +18,7 @@ import torch
 from conftest import REPO_ROOT, tiny_processor
 from PIL import Image
 from safetensors.torch import load_file
-from test_trainer import make_rows, make_trainer, one_thread, tiny_model  # noqa: F401  (one_thread: autouse)
+from test_trainer import make_rows, make_trainer, tiny_model
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -26,6 +26,7 @@ from modeling_eclip import EclipModel
 from training.trainer import EclipTrainer, EclipTrainingArguments
 
 TINY = os.path.join("training", "configs", "tiny.yaml")
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ------------------------------------------------------------------------------------------- kill and resume

@@ -30,13 +30,7 @@ from _dist_worker import Rows, collate  # noqa: E402  (the worker's in-memory da
 # ------------------------------------------------------------------------------------------------------ helpers
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on one thread: with two, OpenMP's spin-waits make each tiny op ~30x slower on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 
