@@ -10,8 +10,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modeling_eclip.losses import instance_text_scores
-
 
 def load_image(source):
     from PIL import Image
@@ -137,6 +135,8 @@ def image_text_scores(images: dict, text_embeds: np.ndarray, text_free: bool = F
     instances = images["instance_embeds"]
     if instances is None or text_free:
         return images["image_embeds"] @ text_embeds.T
+    from modeling_eclip.losses import instance_text_scores  # here: the CLI checks its inputs before importing models
+
     texts = torch.from_numpy(np.ascontiguousarray(text_embeds, dtype=np.float32))
     out = np.empty((instances.shape[0], text_embeds.shape[0]), dtype=np.float32)
     for start in range(0, instances.shape[0], chunk):
