@@ -58,11 +58,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-# name: (description, EclipConfig overrides, the baseline it is compared with). The `_scene` set uses scene-aware
-# targets (`scene_positives`), the fix for the query collapse the first set shows (see the README's Results).
-PLAIN = {"scene_positives": False, "inter_temperature": None, "instance_matching": "max", "instance_residual": False}
+from benchmarks.eclip_vs_clip_probe import ValidationProbe  # noqa: E402  (needs REPO on sys.path)
+from benchmarks.eclip_vs_clip_report import (  # noqa: E402
+    HEADLINE,
+    plot_curves,
+    plot_metrics,
+    report_markdown,
+    write_markdown,
+)
+from modeling_eclip.configuration_eclip import FIRST_DESIGN, EclipConfig  # noqa: E402
+from training.atomic import atomic_write_json  # noqa: E402
+
+# name: (description, EclipConfig overrides, the baseline it is compared with). Overrides are stated against the
+# design as first written (`FIRST_DESIGN`, hard max over the queries), which every variant starts from whatever
+# EclipConfig's defaults are. The `_scene` set uses scene-aware targets (`scene_positives`), the fix for the query
+# collapse the first set shows (see the README's Results); `eclip_scene_matched` is EclipConfig's default recipe.
+FIRST = {**FIRST_DESIGN, "inter_temperature": None}
+# EclipConfig's defaults, the fix for the query collapse: scene_positives, one_to_one matching, residual instances.
+RECIPE = {name: EclipConfig.default_config_fields()[name] for name in FIRST_DESIGN}
 SCENE = {"scene_positives": True}
-MATCHED = {"instance_matching": "one_to_one", "instance_residual": True, **SCENE}  # the fix for the query collapse
 VARIANTS = {
     "clip": ("CLIP baseline (global ITC, no instance decoder)", {"use_instance_decoder": False}, "clip"),
     "eclip": ("ECLIP, all objectives", {}, "clip"),
@@ -73,11 +87,11 @@ VARIANTS = {
     "eclip_scene_soft": ("ECLIP, scene-aware, smooth max (inter_temperature 0.05)",
                          {"inter_temperature": 0.05, **SCENE}, "clip_scene"),
     "eclip_scene_matched": ("ECLIP, scene-aware, one-to-one query matching, instances residual to the global",
-                            MATCHED, "clip_scene"),
+                            RECIPE, "clip_scene"),
     "eclip_scene_matched_no_intra": ("the matched ECLIP without the intra-product task",
-                                     {"intra_weight": 0.0, **MATCHED}, "clip_scene"),
+                                     {"intra_weight": 0.0, **RECIPE}, "clip_scene"),
     "eclip_scene_matched_no_selection": ("the matched ECLIP without the selection loss",
-                                         {"selection_weight": 0.0, **MATCHED}, "clip_scene"),
+                                         {"selection_weight": 0.0, **RECIPE}, "clip_scene"),
     "eclip_scene_one_to_one": ("ECLIP, scene-aware, one-to-one query matching only",
                                {"instance_matching": "one_to_one", **SCENE}, "clip_scene"),
     "eclip_scene_residual": ("ECLIP, scene-aware, instances residual to the global only",
@@ -87,30 +101,6 @@ VARIANTS = {
     "eclip_scene_no_selection": ("ECLIP, scene-aware, without selection", {"selection_weight": 0.0, **SCENE},
                                  "clip_scene"),
 }
-# The metrics of the README table, in order: (flattened results key, label).
-HEADLINE = (
-    ("instance_retrieval/text_to_image/recall@1", "scene retrieval R@1"),
-    ("instance_retrieval/text_to_image/recall@10", "scene retrieval R@10"),
-    ("instance_retrieval/text_to_image/mrr", "scene retrieval MRR"),
-    ("instance_retrieval/text_to_image_target_only/recall@1", "scene retrieval R@1 (own scene)"),
-    ("instance_retrieval/attention_in_box_rate", "attention peak on the product"),
-    ("retrieval/text_to_image/recall@1", "product retrieval t2i R@1"),
-    ("retrieval/text_to_image/recall@10", "product retrieval t2i R@10"),
-    ("retrieval/image_to_text/recall@10", "product retrieval i2t R@10"),
-    ("zero_shot/accuracy", "zero-shot articleType accuracy"),
-    ("linear_probe/image/accuracy", "linear probe (image) accuracy"),
-    ("clustering/nmi", "clustering NMI"),
-    ("restricted/zero_shot/roc_auc", "restricted (Innerwear) zero-shot ROC-AUC"),
-)
-PROBE_KEYS = (
-    ("scene_r10", "val scene retrieval R@10"),
-    ("retrieval_r10", "val product retrieval R@10"),
-    ("distinct_query_rate", "distinct queries per scene"),
-    ("top_query_share", "share of the most selected query"),
-    ("selection_agreement", "selection head = text choice"),
-    ("instance_similarity", "mean cosine between an image's instances"),
-)
-LOSS_KEYS = ("loss_itc", "loss_inter", "loss_intra", "loss_selection")
 
 
 # The comparisons the README reports: the first design and the fixed recipe, each with its baseline and ablations.
@@ -119,123 +109,14 @@ DEFAULT_VARIANTS = ("clip", "eclip", "eclip_no_intra", "eclip_no_selection",
                     "eclip_scene_matched_no_selection")
 
 
-# =============================================================================================== validation probe
-class ValidationProbe:
-    """
-    Cheap validation measurements every `every` steps (and at step 0): text-to-image retrieval among `rows`' own
-    images, text-to-scene retrieval (each row's product pasted among 1-3 others), and for ECLIP the decoder
-    diagnostics. Inputs are processed once; the probe runs in eval mode under `inference_mode`.
-    """
-
-    def __init__(self, processor, rows: list[dict], scenes: list[dict], every: int, max_length: int = 32):
-        from modeling_eclip.metrics import load_metric
-        from training.evaluation import _load_image
-
-        self.every = every
-        self.rows, self.scenes = rows, scenes
-        self.text_inputs = processor(text=[r["productDisplayName"] for r in rows], return_tensors="pt",
-                                     padding=True, truncation=True, max_length=max_length)
-        self.text_inputs = {k: v for k, v in self.text_inputs.items()
-                            if k in ("input_ids", "attention_mask", "token_type_ids")}
-        self.product_pixels = processor(images=[_load_image(r["path"]) for r in rows],
-                                        return_tensors="pt")["pixel_values"]
-        self.scene_pixels = processor(images=[s["image"] for s in scenes], return_tensors="pt")["pixel_values"]
-        titles = [r["productDisplayName"] for r in rows]
-        self.same_title = [[j for j, t in enumerate(titles) if t == title] for title in titles]
-        self.containing = [[s for s, scene in enumerate(scenes) if q in scene["members"]] for q in range(len(rows))]
-        self.retrieval = load_metric("retrieval")  # recall@k as the evaluation suite computes it
-        self.history: list[dict] = []
-
-    @staticmethod
-    def _images(model, pixels, batch: int = 128) -> dict:
-        """`training.evaluation.image_text_scores`' input (numpy), plus the ECLIP selection logits."""
-        import torch
-
-        outs = {"instance_embeds": [], "selection_logits": [], "image_embeds": []}
-        for start in range(0, pixels.shape[0], batch):
-            chunk = pixels[start : start + batch]
-            if model.config.use_instance_decoder:
-                out = model.get_instance_features(chunk)
-                outs["instance_embeds"].append(out.pooler_output)
-                outs["selection_logits"].append(out.selection_logits)
-            else:
-                outs["image_embeds"].append(
-                    torch.nn.functional.normalize(model.get_image_features(chunk).pooler_output, dim=-1)
-                )
-        return {k: torch.cat(v).float().numpy() if v else None for k, v in outs.items()}
-
-    def _recall(self, scores, relevant) -> tuple[float, float]:
-        result = self.retrieval.compute(scores=scores.tolist(), relevant=relevant, k_values=(1, 10))
-        return result["recall@1"], result["recall@10"]
-
-    def measure(self, model, step: int) -> dict:
-        import numpy as np
-        import torch
-
-        from training.evaluation import image_text_scores
-
-        was_training = model.training
-        model.eval()
-        with torch.inference_mode():
-            texts = torch.nn.functional.normalize(model.get_text_features(**self.text_inputs).pooler_output, dim=-1)
-            texts = texts.float().numpy()
-            products = self._images(model, self.product_pixels)
-            scenes = self._images(model, self.scene_pixels)
-        model.train(was_training)
-
-        # texts x images: max_k <q_k, t> (ECLIP) or <g, t> (CLIP)
-        entry = {"step": step}
-        entry["retrieval_r1"], entry["retrieval_r10"] = self._recall(image_text_scores(products, texts).T,
-                                                                     self.same_title)
-        entry["scene_r1"], entry["scene_r10"] = self._recall(image_text_scores(scenes, texts).T, self.containing)
-        instances = scenes["instance_embeds"]
-        if instances is not None:
-            k = instances.shape[1]
-            chosen, distinct, agree = [], [], []
-            for s, scene in enumerate(self.scenes):
-                picks = [int(np.argmax(instances[s] @ texts[m])) for m in scene["members"]]
-                chosen.append(picks[0])  # the scene's own (target) product
-                distinct.append(len(set(picks)) / len(picks))
-                agree.append(int(np.argmax(scenes["selection_logits"][s])) == picks[0])
-            usage = np.bincount(chosen, minlength=k) / len(chosen)
-            pairwise = np.einsum("skd,sld->skl", instances, instances)
-            nonzero = usage[usage > 0]
-            entry.update({
-                "top_query_share": float(usage.max()),
-                "query_usage_entropy": float(-(nonzero * np.log(nonzero)).sum() / np.log(k)),
-                "distinct_query_rate": float(np.mean(distinct)),
-                "selection_agreement": float(np.mean(agree)),
-                "instance_similarity": float(pairwise[:, ~np.eye(k, dtype=bool)].mean()),
-            })
-        self.history.append(entry)
-        return entry
-
-    def callback(self):
-        from transformers import TrainerCallback
-
-        probe = self
-
-        class _ProbeCallback(TrainerCallback):
-            def on_train_begin(self, args, state, control, model=None, **kwargs):
-                if not probe.history:
-                    probe.measure(model, 0)
-
-            def on_step_end(self, args, state, control, model=None, **kwargs):
-                if state.global_step % probe.every == 0 or state.global_step == state.max_steps:
-                    entry = probe.measure(model, state.global_step)
-                    print(f"[probe] {json.dumps(entry)}", flush=True)
-
-        return _ProbeCallback()
-
-
 # ============================================================================================== worker processes
 def _pretraining_config(variant: str, settings: dict, model_dir: str) -> dict:
     from training.pretrain import DEFAULT_CONFIG, load_config
 
     config = load_config(DEFAULT_CONFIG)
     config["model"]["image_size"] = settings["image_size"]
-    # The objective options are pinned, so that a variant means the same whatever the default recipe says.
-    config["model"]["eclip"] = {**config["model"].get("eclip", {}), **PLAIN, **VARIANTS[variant][1]}
+    # Every variant starts from the first design, so that it means the same whatever the default recipe is.
+    config["model"]["eclip"] = {**config["model"].get("eclip", {}), **FIRST, **VARIANTS[variant][1]}
     config["data"]["dataset"] = f"imagefolder:{os.path.join(settings['data_dir'], 'fashion-products')}"
     config["training"].update({
         "output_dir": model_dir,
@@ -415,28 +296,8 @@ def significance(report: dict, run_dir: str, settings: dict) -> None:
         data["scene_retrieval_bootstrap"] = paired_bootstrap(ranks[name], ranks[baseline])
 
 
-def bootstrap_markdown(report: dict) -> str:
-    """One row per variant with a paired bootstrap: ratio to its baseline and the 95 % interval, per metric."""
-    rows = [(name, data["baseline"], data["scene_retrieval_bootstrap"]["metrics"])
-            for name, data in report["variants"].items() if data.get("scene_retrieval_bootstrap")]
-    if not rows:
-        return ""
-    lines = ["| variant (vs baseline) | scene R@1 | scene R@10 | scene MRR |", "| --- | ---: | ---: | ---: |"]
-    for name, baseline, metrics in rows:
-        cells = []
-        for key in ("recall@1", "recall@10", "mrr"):
-            m = metrics[key]
-            low, high = m["ratio_ci95"]
-            cells.append(f"{m['ratio']:.2f}x [{low:.2f}, {high:.2f}]")
-        lines.append(f"| `{name}` (vs `{baseline}`) | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def _write_json(path: str, data) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False, default=float)
-    os.replace(tmp, path)
+    atomic_write_json(path, data, indent=2, sort_keys=False, default=float)
 
 
 def _run_parallel(stage: str, variants: list[str], settings: dict, run_dir: str, jobs: int) -> dict[str, float]:
@@ -556,124 +417,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def _fmt(value, ratio=None) -> str:
-    if value is None:
-        return "n/a"
-    text = f"{value:.3f}"
-    return text if ratio is None else f"{text} ({ratio:.2f}x)"
-
-
-def report_markdown(report: dict, keys=None) -> str:
-    """The comparison table: one row per metric, one column per variant, ratios to its baseline in brackets."""
-    variants = list(report["variants"])
-    all_keys = list(next(iter(report["variants"].values()))["metrics"]) if variants else []
-    keys = list(keys) if keys is not None else [(k, k) for k in all_keys]
-    lines = ["| metric | " + " | ".join(f"`{v}`" for v in variants) + " |",
-             "| --- | " + " | ".join("---:" for _ in variants) + " |"]
-    for key, label in keys:
-        cells = []
-        for variant in variants:
-            data = report["variants"][variant]
-            ratio = data.get("ratio_to_baseline", {}).get(key)
-            cells.append(_fmt(data["metrics"].get(key), ratio))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_markdown(report: dict, path: str) -> None:
-    hardware = report["hardware"]
-    parts = [
-        "# ECLIP vs the CLIP baseline (fashion-products, test split)",
-        "",
-        f"Command: `{report['command']}`  ",
-        f"Hardware: {hardware['processor']}, {hardware['cpu_count']} cores ({hardware['jobs_in_parallel']} runs in "
-        f"parallel, {hardware['torch_threads_per_job']} torch thread(s) each); wall time of this command "
-        f"{report['wall_time_s'] / 60:.1f} min; training + evaluation time summed over the models "
-        f"{report.get('compute_time_s', 0.0) / 60:.1f} min.",
-        "",
-        "Training: " + ", ".join(
-            f"`{v}` {d['train']['steps']} steps in {d['train']['wall_time_s'] / 60:.1f} min"
-            for v, d in report["variants"].items()) + ".",
-        "",
-        *[f"`{v}` is carried over (same settings) from the report of `{d['carried_over_from']}`." for v, d in
-          report["variants"].items() if d.get("carried_over_from")],
-        "",
-        "Variants: " + "; ".join(f"`{v}` = {d['description']}" for v, d in report["variants"].items()) + ".",
-        "",
-        "## Headline metrics (in brackets: ratio to the baseline trained with the same targets)",
-        "",
-        report_markdown(report, HEADLINE),
-        "## Scene retrieval against the baseline: paired bootstrap over the test queries (95 % interval)",
-        "",
-        bootstrap_markdown(report) or "(no variant has both its model and its baseline's model in the run folder)\n",
-        "",
-        "## Every metric",
-        "",
-        report_markdown(report),
-    ]
-    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-        handle.write("\n".join(parts))
-    os.replace(f"{path}.tmp", path)
-
-
-def plot_curves(report: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [(k, k.replace("loss_", "training loss: ")) for k in LOSS_KEYS] + list(PROBE_KEYS)
-    fig, axes = plt.subplots(2, 5, figsize=(24, 9))
-    for ax, (key, title) in zip(axes.flat, panels):
-        for index, (variant, data) in enumerate(report["variants"].items()):  # one colour per variant everywhere
-            series = data["train"]["loss_curve"] if key.startswith("loss_") else data["train"]["probe"]
-            points = [(e["step"], e[key]) for e in series if e.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points), label=variant, color=f"C{index}",
-                        marker="" if key.startswith("loss_") else ".",
-                        linestyle="--" if "_scene" in variant else "-")
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    handles = {}
-    for ax in axes.flat:  # the CLIP baselines draw no decoder panels: collect every variant's line
-        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 5))
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.suptitle("ECLIP vs CLIP on fashion-products: training losses and the validation probe")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_metrics(report: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    variants = list(report["variants"])
-    keys = [(k, label) for k, label in HEADLINE
-            if any(report["variants"][v]["metrics"].get(k) is not None for v in variants)]
-    fig, ax = plt.subplots(figsize=(14, 6))
-    width = 0.8 / max(len(variants), 1)
-    x = np.arange(len(keys))
-    for i, variant in enumerate(variants):
-        values = [report["variants"][variant]["metrics"].get(k) or 0.0 for k, _ in keys]
-        ax.bar(x + (i - (len(variants) - 1) / 2) * width, values, width, label=variant)
-    ax.set_xticks(x)
-    ax.set_xticklabels([label for _, label in keys], rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend()
-    ax.set_title("Test-split metrics, same budget for every model")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ========================================================================================================= main

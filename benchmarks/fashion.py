@@ -81,7 +81,7 @@ class ValidationZeroShot:
         import torch
 
         from modeling_eclip.modeling_eclip import vision_tower_head
-        from training.evaluation import DEFAULT_TEMPLATES, LABEL_FIELD, TITLE_FIELD, _load_image
+        from training.evaluation import DEFAULT_TEMPLATES, LABEL_FIELD, TITLE_FIELD, load_image
 
         self.rows, self.layer = rows, layer
         self.templates = list(templates or DEFAULT_TEMPLATES)
@@ -92,7 +92,7 @@ class ValidationZeroShot:
         self.features = []
         with torch.inference_mode():
             for start in range(0, len(rows), 64):
-                pixels = processor(images=[_load_image(r["path"]) for r in rows[start : start + 64]],
+                pixels = processor(images=[load_image(r["path"]) for r in rows[start : start + 64]],
                                    return_tensors="pt")["pixel_values"]
                 self.features.append(pixels if layer is None else vision_tower_head(tower, pixels, layer))
         self.history: list[dict] = []
@@ -111,28 +111,26 @@ class ValidationZeroShot:
         import torch
         from sklearn.metrics import f1_score
 
-        from training.evaluation import _normalize, image_text_scores
+        from training.evaluation import normalize, image_text_scores
 
         was_training = model.training
         model.eval()
         with torch.inference_mode():
             images = {"image_embeds": [], "instance_embeds": []}
             for chunk in self.features:
-                if self.layer is None:
-                    _, global_embeds, instance = model._embed_image(chunk)
+                inputs = ({"pixel_values": chunk} if self.layer is None
+                          else {"image_hidden_states": chunk, "image_hidden_states_layer": self.layer})
+                if not model.config.use_instance_decoder:
+                    images["image_embeds"].append(model.get_image_features(**inputs).pooler_output.float())
                 else:
-                    _, global_embeds, instance = model._embed_image(None, image_hidden_states=chunk,
-                                                                    image_hidden_states_layer=self.layer)
-                if instance is None:
-                    images["image_embeds"].append(global_embeds.float())
-                else:
+                    instance = model.get_instance_features(**inputs)
                     images["image_embeds"].append(instance.image_embeds.float())
-                    images["instance_embeds"].append(instance.pooler_output.float())
+                    images["instance_embeds"].append(instance.instance_embeds.float())
             images = {k: torch.cat(v).numpy() if v else None for k, v in images.items()}
-            images["image_embeds"] = _normalize(images["image_embeds"])
+            images["image_embeds"] = normalize(images["image_embeds"])
             prompts = [t.format(c) for c in self.class_names for t in self.templates]
             classes = self._texts(model, prompts).reshape(len(self.class_names), len(self.templates), -1)
-            classes = _normalize(classes.mean(axis=1))
+            classes = normalize(classes.mean(axis=1))
             titles = self._texts(model, self.titles)
         model.train(was_training)
         predicted = image_text_scores(images, classes).argmax(axis=1)

@@ -57,8 +57,9 @@ def main(argv=None) -> int:
     from sklearn.metrics import accuracy_score, f1_score
     from transformers import AutoImageProcessor, Dinov2Model
 
+    from training.atomic import atomic_write_json
     from training.data import resolve_data_dir
-    from training.evaluation import LABEL_FIELD, RESTRICTED_FIELD, _fit_logistic, load_split_rows, stratified_subset
+    from training.evaluation import LABEL_FIELD, RESTRICTED_FIELD, fit_logistic, load_split_rows, stratified_subset
     from training.towers import default_vision_model
 
     data_dir = args.data or resolve_data_dir()
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - started
         y_train = np.array([r[LABEL_FIELD] for r in train])
         y_val = np.array([r[LABEL_FIELD] for r in validation])
-        clf, scaler, C, _ = _fit_logistic(
+        clf, scaler, C, _ = fit_logistic(
             x_train, y_train, x_val, y_val, select=lambda m, xv, yv: float(np.mean(m.predict(xv) == yv))
         )
         predicted = clf.predict(scaler.transform(x_val))
@@ -100,9 +101,7 @@ def main(argv=None) -> int:
         "results": results,
     }
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    os.replace(args.output + ".tmp", args.output)
+    atomic_write_json(args.output, report, indent=2)
     return 0
 
 

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from training.atomic import atomic_write_text
+
 TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "template.md")
 
 FASHION = {"dataset_type": "fashion-products", "dataset_name": "Fashion Product Images (Myntra, 224 px)"}
@@ -184,7 +186,7 @@ def _results_section(results: Mapping | None) -> str:
                 "to fill this section and the `model-index` metadata.")
     lines = [
         "All numbers are on the `test` split; thresholds and the linear probes' C were tuned on `validation` only "
-        "and the probes were trained on `train` only (`training/evaluation.py`).",
+        "and the probes were trained on `train` only (`training/evaluation/`).",
     ]
     limit = results.get("limit")
     if limit:
@@ -373,7 +375,7 @@ def build_model_card(
         '                                          attention_mask=inputs["attention_mask"]).pooler_output',
     ] + ([
         '    instances = model.get_instance_features(inputs["pixel_values"])',
-        "    instances.pooler_output      # (batch, K, dim): one embedding per instance query",
+        "    instances.instance_embeds    # (batch, K, dim): one embedding per instance query",
         "    instances.selection_logits   # (batch, K): which instance is the product",
     ] if use_decoder else []))
     usage_notes = (
@@ -418,14 +420,7 @@ def write_model_card(folder: str, results: Mapping | None = None, **kwargs) -> s
         raise ValueError(f"Model folder {folder} does not exist.")
     card = build_model_card(folder, results, **kwargs)
     path = os.path.join(folder, "README.md")
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(str(card))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write_text(path, str(card))
     return path
 
 

@@ -14,7 +14,8 @@ from transformers import (
     AutoProcessor,
 )
 
-from .configuration_eclip import EclipConfig
+from . import configuration_eclip, modeling_eclip, processing_eclip
+from .configuration_eclip import FIRST_DESIGN, EclipConfig
 from .modeling_eclip import (
     EclipForProductClassification,
     EclipForProductMatching,
@@ -49,20 +50,5 @@ EclipProcessor.register_for_auto_class()
 EclipForProductClassification.register_for_auto_class("AutoModelForSequenceClassification")
 EclipForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 
-__all__ = [
-    "EclipConfig",
-    "EclipModel",
-    "EclipOutput",
-    "EclipInstanceOutput",
-    "EclipPreTrainedModel",
-    "EclipPreTrainedHead",
-    "EclipForProductClassification",
-    "EclipForTokenClassification",
-    "EclipForProductMatching",
-    "EclipProductClassificationOutput",
-    "EclipTokenClassificationOutput",
-    "EclipProductMatchingOutput",
-    "EclipProcessor",
-    "build_product_text",
-    "DEFAULT_PRODUCT_TEXT_TEMPLATE",
-]
+# The public names are each module's own __all__ (imported above).
+__all__ = [*configuration_eclip.__all__, *modeling_eclip.__all__, *processing_eclip.__all__]

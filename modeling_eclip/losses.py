@@ -17,7 +17,7 @@ Conventions
 """
 
 import itertools
-from typing import Optional, Tuple
+from typing import NamedTuple
 
 import torch
 
@@ -82,13 +82,13 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def _resolve_ids(
-    product_ids: Optional[torch.Tensor],
-    all_product_ids: Optional[torch.Tensor],
+    product_ids: torch.Tensor | None,
+    all_product_ids: torch.Tensor | None,
     num_rows: int,
-    num_cols: Tuple[int, int],
+    num_cols: tuple[int, int],
     has_global_cols: bool,
     device: torch.device,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column product ids, defaulting to "every row is its own product"."""
     if product_ids is None:
         # Local row indices are not global column indices, so without ids we cannot
@@ -157,8 +157,8 @@ def _symmetric_loss(
     logits_b2a: torch.Tensor,
     row_ids: torch.Tensor,
     col_ids: torch.Tensor,
-    row_member_ids: Optional[torch.Tensor] = None,
-    col_member_ids: Optional[torch.Tensor] = None,
+    row_member_ids: torch.Tensor | None = None,
+    col_member_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """
     Average of both directions' multi-positive cross-entropies, each [N, M]. With member ids (side a = images),
@@ -171,36 +171,12 @@ def _symmetric_loss(
     return (soft_cross_entropy(logits_a2b, a2b_targets) + soft_cross_entropy(logits_b2a, b2a_targets)) / 2
 
 
-def _paired_contrastive_loss(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    logit_scale: torch.Tensor,
-    product_ids: Optional[torch.Tensor],
-    all_a: Optional[torch.Tensor],
-    all_b: Optional[torch.Tensor],
-    all_product_ids: Optional[torch.Tensor],
-    a_member_ids: Optional[torch.Tensor] = None,
-    all_a_member_ids: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Symmetric catalog-aware InfoNCE between two paired embedding sets [N, D]."""
-    global_cols = all_a is not None or all_b is not None
-    all_a = a if all_a is None else all_a
-    all_b = b if all_b is None else all_b
-    row_ids, col_ids = _resolve_ids(
-        product_ids, all_product_ids, a.shape[0], (all_a.shape[0], all_b.shape[0]), global_cols, a.device
-    )
-    a_members, all_a_members = _resolve_members(a_member_ids, all_a_member_ids, row_ids, col_ids)
-    return _symmetric_loss(
-        logit_scale * a @ all_b.T, logit_scale * b @ all_a.T, row_ids, col_ids, a_members, all_a_members
-    )
-
-
 def _resolve_members(
-    member_ids: Optional[torch.Tensor],
-    all_member_ids: Optional[torch.Tensor],
+    member_ids: torch.Tensor | None,
+    all_member_ids: torch.Tensor | None,
     row_ids: torch.Tensor,
     col_ids: torch.Tensor,
-) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Checked image member ids (rows, columns); ``None`` keeps the plain catalog targets."""
     if member_ids is None:
         if all_member_ids is not None:
@@ -216,16 +192,39 @@ def _resolve_members(
     return member_ids, all_member_ids
 
 
+class _Columns(NamedTuple):
+    images: torch.Tensor  # every process's image (or instance) rows: the loss's columns
+    texts: torch.Tensor
+    global_cols: bool  # whether they came from other processes too
+    row_ids: torch.Tensor
+    col_ids: torch.Tensor
+    members: torch.Tensor | None
+    all_members: torch.Tensor | None
+
+
+def _columns(images, texts, product_ids, all_images, all_texts, all_product_ids, member_ids, all_member_ids) -> _Columns:
+    """The columns of an image-text loss (the global ones, defaulting to the local rows) and the checked ids."""
+    global_cols = all_images is not None or all_texts is not None
+    all_images = images if all_images is None else all_images
+    all_texts = texts if all_texts is None else all_texts
+    row_ids, col_ids = _resolve_ids(
+        product_ids, all_product_ids, images.shape[0], (all_images.shape[0], all_texts.shape[0]), global_cols,
+        images.device,
+    )
+    return _Columns(all_images, all_texts, global_cols, row_ids, col_ids,
+                    *_resolve_members(member_ids, all_member_ids, row_ids, col_ids))
+
+
 def catalog_contrastive_loss(
     image_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
     logit_scale: torch.Tensor,
-    product_ids: Optional[torch.Tensor] = None,
-    all_image_embeds: Optional[torch.Tensor] = None,
-    all_text_embeds: Optional[torch.Tensor] = None,
-    all_product_ids: Optional[torch.Tensor] = None,
-    member_ids: Optional[torch.Tensor] = None,
-    all_member_ids: Optional[torch.Tensor] = None,
+    product_ids: torch.Tensor | None = None,
+    all_image_embeds: torch.Tensor | None = None,
+    all_text_embeds: torch.Tensor | None = None,
+    all_product_ids: torch.Tensor | None = None,
+    member_ids: torch.Tensor | None = None,
+    all_member_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Catalog-aware symmetric image-text contrastive loss ("itc").
 
@@ -248,15 +247,17 @@ def catalog_contrastive_loss(
         Scalar: mean of the image->text (local images vs all texts) and
         text->image (local texts vs all images) losses.
     """
-    return _paired_contrastive_loss(
-        image_embeds, text_embeds, logit_scale, product_ids,
-        all_image_embeds, all_text_embeds, all_product_ids, member_ids, all_member_ids,
+    cols = _columns(image_embeds, text_embeds, product_ids, all_image_embeds, all_text_embeds, all_product_ids,
+                    member_ids, all_member_ids)
+    return _symmetric_loss(
+        logit_scale * image_embeds @ cols.texts.T, logit_scale * text_embeds @ cols.images.T, cols.row_ids,
+        cols.col_ids, cols.members, cols.all_members,
     )
 
 
 def instance_text_scores(
     instance_embeds: torch.Tensor, text_embeds: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Image-text similarity as the best-matching instance query.
 
     Args:
@@ -377,28 +378,21 @@ def inter_product_loss(
     instance_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
     logit_scale: torch.Tensor,
-    product_ids: Optional[torch.Tensor] = None,
-    all_instance_embeds: Optional[torch.Tensor] = None,
-    all_text_embeds: Optional[torch.Tensor] = None,
-    all_product_ids: Optional[torch.Tensor] = None,
-    member_ids: Optional[torch.Tensor] = None,
-    all_member_ids: Optional[torch.Tensor] = None,
-    temperature: Optional[float] = None,
+    product_ids: torch.Tensor | None = None,
+    all_instance_embeds: torch.Tensor | None = None,
+    all_text_embeds: torch.Tensor | None = None,
+    all_product_ids: torch.Tensor | None = None,
+    member_ids: torch.Tensor | None = None,
+    all_member_ids: torch.Tensor | None = None,
+    temperature: float | None = None,
     one_to_one: bool = False,
 ) -> torch.Tensor:
     """Catalog-aware symmetric contrastive loss on ``s(I, T) = max_k <q_k, t>``.
 
-    Args:
-        instance_embeds: [N, K, D] local instance embeddings.
-        text_embeds: [N, D] local texts.
-        logit_scale: scalar tensor multiplier.
-        product_ids: LongTensor [N] or ``None`` (see ``catalog_contrastive_loss``).
-        all_instance_embeds: [M, K, D] global image columns.
-        all_text_embeds: [M, D] global text columns.
-        all_product_ids: LongTensor [M].
-        member_ids, all_member_ids: scene-aware targets (see
-            ``catalog_contrastive_loss``): a scene's instances may match the
-            text of every product it shows.
+    The arguments are ``catalog_contrastive_loss``'s, with each image's instance embeddings [N, K, D] (and
+    ``all_instance_embeds`` [M, K, D]) in the place of its image embedding; with member ids a scene's instances may
+    match the text of every product it shows. And:
+
         temperature: if given (> 0), train on the smooth maximum
             ``soft_instance_text_scores`` instead of the hard one.
         one_to_one: with member ids, score the texts of the products a scene
@@ -409,14 +403,10 @@ def inter_product_loss(
         Scalar: mean of image->text (local images vs all texts) and text->image
         (local texts vs all images, max over each column image's queries).
     """
-    global_cols = all_instance_embeds is not None or all_text_embeds is not None
-    all_instance = instance_embeds if all_instance_embeds is None else all_instance_embeds
-    all_text = text_embeds if all_text_embeds is None else all_text_embeds
-    row_ids, col_ids = _resolve_ids(
-        product_ids, all_product_ids, instance_embeds.shape[0],
-        (all_instance.shape[0], all_text.shape[0]), global_cols, instance_embeds.device,
-    )
-    members, all_members = _resolve_members(member_ids, all_member_ids, row_ids, col_ids)
+    cols = _columns(instance_embeds, text_embeds, product_ids, all_instance_embeds, all_text_embeds, all_product_ids,
+                    member_ids, all_member_ids)
+    all_instance, all_text, global_cols = cols.images, cols.texts, cols.global_cols
+    row_ids, col_ids, members, all_members = cols.row_ids, cols.col_ids, cols.members, cols.all_members
     if one_to_one and temperature is not None:
         raise ValueError("one_to_one matching and a smooth-max temperature are alternatives; pass one of them")
     if one_to_one and members is not None:
@@ -443,7 +433,7 @@ def inter_product_loss(
 
 def select_instances(
     instance_embeds: torch.Tensor, text_embeds: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick, for each row, the instance query that best matches its own text.
 
     The choice is a discrete, non-differentiable decision (computed under
@@ -468,28 +458,19 @@ def intra_product_loss(
     view1_embeds: torch.Tensor,
     view2_embeds: torch.Tensor,
     logit_scale: torch.Tensor,
-    product_ids: Optional[torch.Tensor] = None,
-    all_view1_embeds: Optional[torch.Tensor] = None,
-    all_view2_embeds: Optional[torch.Tensor] = None,
-    all_product_ids: Optional[torch.Tensor] = None,
+    product_ids: torch.Tensor | None = None,
+    all_view1_embeds: torch.Tensor | None = None,
+    all_view2_embeds: torch.Tensor | None = None,
+    all_product_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Catalog-aware symmetric instance-to-instance loss between two views.
+    """Catalog-aware symmetric instance-to-instance loss between two views of each product.
 
-    Args:
-        view1_embeds: [N, D] text-selected instance of view 1 (``select_instances``).
-        view2_embeds: [N, D] text-selected instance of view 2.
-        logit_scale: scalar tensor multiplier.
-        product_ids: LongTensor [N] or ``None`` (see ``catalog_contrastive_loss``).
-        all_view1_embeds: [M, D] global view-1 columns.
-        all_view2_embeds: [M, D] global view-2 columns.
-        all_product_ids: LongTensor [M].
-
-    Returns:
-        Scalar: mean of view1->view2 and view2->view1 losses.
+    ``catalog_contrastive_loss`` with the text-selected instance of view 1 (``select_instances``), [N, D], in the
+    place of the images and that of view 2 in the place of the texts (``all_view*_embeds``: their global columns),
+    and no scene members: the product is what the two views share.
     """
-    return _paired_contrastive_loss(
-        view1_embeds, view2_embeds, logit_scale, product_ids,
-        all_view1_embeds, all_view2_embeds, all_product_ids,
+    return catalog_contrastive_loss(
+        view1_embeds, view2_embeds, logit_scale, product_ids, all_view1_embeds, all_view2_embeds, all_product_ids
     )
 
 

@@ -18,10 +18,20 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, auto_docstring, logging
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_eclip import EclipConfig
-from .losses import catalog_contrastive_loss, inter_product_loss, intra_product_loss, select_instances, selection_loss
+from .losses import (
+    catalog_contrastive_loss,
+    instance_text_scores,
+    inter_product_loss,
+    intra_product_loss,
+    select_instances,
+    selection_loss,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -29,34 +39,43 @@ LOGIT_SCALE_MAX = math.log(100.0)
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth")
 
 
-@dataclass
-class EclipInstanceOutput(BaseModelOutputWithPooling):
-    r"""
-    Output of [`EclipModel.get_instance_features`] (a [`BaseModelOutputWithPooling`]).
+class _NestedToTuple:
+    """`to_tuple` that turns nested `ModelOutput`s (the towers' outputs) into tuples too, as CLIP's outputs do."""
 
-    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_instance_queries, decoder_hidden_size)`):
-        The instance decoder's final query states.
-    pooler_output (`torch.FloatTensor` of shape `(batch_size, num_instance_queries, projection_dim)`):
+    def to_tuple(self) -> tuple[Any]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+@dataclass
+class EclipInstanceOutput(_NestedToTuple, ModelOutput):
+    r"""
+    Output of [`EclipModel.get_instance_features`].
+
+    instance_embeds (`torch.FloatTensor` of shape `(batch_size, num_instance_queries, projection_dim)`):
         The K L2-normalised instance embeddings `q_1..q_K` of each image.
     image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
         The text-free image embedding: instance embeddings weighted by the softmax of the selection scores,
         re-normalised.
     selection_logits (`torch.FloatTensor` of shape `(batch_size, num_instance_queries)`):
         Per-query score of being "the product" of the image.
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_instance_queries, decoder_hidden_size)`):
+        The instance decoder's final query states.
     cross_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
         One `(batch_size, num_heads, num_instance_queries, num_image_tokens)` map per decoder layer.
     vision_model_output (`BaseModelOutputWithPooling`):
-        The vision tower's output.
+        The vision tower's output (with its `hidden_states` / `attentions` when asked for).
     """
 
+    instance_embeds: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
     selection_logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
     vision_model_output: BaseModelOutputWithPooling | None = None
 
 
 @dataclass
-class EclipOutput(ModelOutput):
+class EclipOutput(_NestedToTuple, ModelOutput):
     r"""
     loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
         Weighted sum of the pretraining objectives.
@@ -79,9 +98,9 @@ class EclipOutput(ModelOutput):
     cross_attentions (`tuple(torch.FloatTensor)`, *optional*):
         Decoder cross-attention maps, one per layer, when `output_attentions=True`.
     text_model_output (`BaseModelOutputWithPooling`):
-        The text tower's output.
+        The text tower's output (with its `hidden_states` / `attentions` when asked for).
     vision_model_output (`BaseModelOutputWithPooling`):
-        The vision tower's output.
+        The vision tower's output (likewise).
     """
 
     loss: torch.FloatTensor | None = None
@@ -97,9 +116,6 @@ class EclipOutput(ModelOutput):
     text_model_output: BaseModelOutputWithPooling | None = None
     vision_model_output: BaseModelOutputWithPooling | None = None
 
-    def to_tuple(self) -> tuple[Any]:
-        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
-
 
 def eager_attention_forward(
     module: nn.Module,
@@ -109,7 +125,7 @@ def eager_attention_forward(
     attention_mask: torch.Tensor | None,
     scaling: float,
     dropout: float = 0.0,
-    **kwargs,
+    **kwargs: Unpack[TransformersKwargs],
 ):
     attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
     if attention_mask is not None:
@@ -121,7 +137,12 @@ def eager_attention_forward(
 
 
 class EclipAttention(nn.Module):
-    """Multi-head attention with separate q/k/v/o projections (LoRA targets) for the instance decoder."""
+    """
+    Multi-head attention with separate q/k/v/o projections (LoRA targets) for the instance decoder. It never masks
+    and is never causal (K queries over all image tokens), so every attention backend applies: eager, SDPA, flash
+    attention and flex attention, as `config._attn_implementation` says. Asking for the attention maps
+    (`output_attentions=True`) runs this call eagerly, the only backend that materialises them.
+    """
 
     def __init__(self, config: EclipConfig):
         super().__init__()
@@ -141,17 +162,18 @@ class EclipAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
-        output_attentions: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`hidden_states`: (batch, queries, dim); `key_value_states`: (batch, tokens, dim) for cross-attention."""
+        """`hidden_states`: (batch, queries, dim); `key_value_states`: (batch, tokens, dim) for cross-attention.
+        Returns the output and, only when `output_attentions=True`, the attention map."""
         kv = hidden_states if key_value_states is None else key_value_states
         batch, q_len, _ = hidden_states.shape
         queries = self.q_proj(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
         keys = self.k_proj(kv).view(batch, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
         values = self.v_proj(kv).view(batch, kv.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
+        output_attentions = bool(kwargs.get("output_attentions"))
         implementation = self.config._attn_implementation or "sdpa"
-        # Only the eager path materialises the attention map, so asking for maps selects it for this call.
         if output_attentions or implementation == "eager":
             attention_interface: Callable = eager_attention_forward
         else:
@@ -164,9 +186,10 @@ class EclipAttention(nn.Module):
             None,
             scaling=self.scale,
             dropout=self.dropout if self.training else 0.0,
+            is_causal=False,
         )
         attn_output = self.o_proj(attn_output.reshape(batch, q_len, self.embed_dim))
-        return attn_output, attn_weights
+        return attn_output, attn_weights if output_attentions else None
 
 
 class EclipMLP(nn.Module):
@@ -195,21 +218,19 @@ class EclipDecoderLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.decoder_dropout)
 
     def forward(
-        self, hidden_states: torch.Tensor, image_tokens: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, hidden_states: torch.Tensor, image_tokens: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> torch.Tensor:
         residual = hidden_states
         hidden_states, _ = self.self_attn(self.self_attn_layer_norm(hidden_states))
         hidden_states = residual + self.dropout(hidden_states)
 
         residual = hidden_states
-        hidden_states, cross_attn = self.cross_attn(
-            self.cross_attn_layer_norm(hidden_states), image_tokens, output_attentions=output_attentions
-        )
+        # Its map, when asked for, is recorded by `capture_outputs` (EclipPreTrainedModel._can_record_outputs).
+        hidden_states, _ = self.cross_attn(self.cross_attn_layer_norm(hidden_states), image_tokens, **kwargs)
         hidden_states = residual + self.dropout(hidden_states)
 
         residual = hidden_states
-        hidden_states = residual + self.dropout(self.mlp(self.mlp_layer_norm(hidden_states)))
-        return hidden_states, cross_attn
+        return residual + self.dropout(self.mlp(self.mlp_layer_norm(hidden_states)))
 
 
 class EclipInstanceQueries(nn.Module):
@@ -238,24 +259,20 @@ class EclipInstanceDecoder(nn.Module):
         self.selection_head = nn.Linear(config.decoder_hidden_size, 1, bias=False)
 
     def forward(
-        self, image_tokens: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        self, image_tokens: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             image_tokens (`torch.Tensor` of shape `(batch_size, num_image_tokens, vision_hidden_size)`)
         Returns:
-            states `(batch_size, K, decoder_hidden_size)`, selection logits `(batch_size, K)`, cross-attention maps.
+            states `(batch_size, K, decoder_hidden_size)` and selection logits `(batch_size, K)`.
         """
         memory = self.image_token_projection(self.image_token_layer_norm(image_tokens))
         hidden_states = self.queries(memory.shape[0]).to(memory.dtype)
-        cross_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, cross_attn = layer(hidden_states, memory, output_attentions=output_attentions)
-            if output_attentions:
-                cross_attentions += (cross_attn,)
+            hidden_states = layer(hidden_states, memory, **kwargs)
         hidden_states = self.final_layer_norm(hidden_states)
-        selection_logits = self.selection_head(hidden_states).squeeze(-1)
-        return hidden_states, selection_logits, cross_attentions
+        return hidden_states, self.selection_head(hidden_states).squeeze(-1)
 
 
 def _link_or_copy(source: str, destination: str) -> None:
@@ -407,13 +424,19 @@ class EclipPreTrainedModel(PreTrainedModel):
     config: EclipConfig
     config_class = EclipConfig
     base_model_prefix = "eclip"
-    main_input_name = "pixel_values"
+    main_input_name = "pixel_values"  # the heads' first input; EclipModel's is input_ids
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
+    # The instance decoder attends without a mask and not causally, which every backend supports; the towers
+    # declare their own support.
     _supports_sdpa = True
-    _supports_flash_attn = False
+    _supports_flash_attn = True
+    _supports_flex_attn = True
     _supports_attention_backend = True
     _no_split_modules = ["EclipDecoderLayer"]
+    _can_record_outputs = {"cross_attentions": OutputRecorder(EclipAttention, index=1, layer_name="cross_attn")}
+    # Every loss here is a mean over its rows: Trainer must not pass `num_items_in_batch`.
+    accepts_loss_kwargs = False
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -427,8 +450,9 @@ class EclipPreTrainedModel(PreTrainedModel):
         if kwargs.get("use_safetensors") is False:
             raise ValueError("ECLIP reads safetensors only: use_safetensors=False is not supported.")
         kwargs["use_safetensors"] = True
-        path = os.fspath(pretrained_model_name_or_path)
-        if os.path.isdir(path):
+        # `None`: the weights come as `state_dict=` with a `config=`, and there is no folder to check.
+        path = None if pretrained_model_name_or_path is None else os.fspath(pretrained_model_name_or_path)
+        if path is not None and os.path.isdir(path):
             folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
             names = os.listdir(folder) if os.path.isdir(folder) else []
             pickles = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")))
@@ -490,6 +514,8 @@ class EclipModel(EclipPreTrainedModel):
     ...     probs = model(**inputs).logits_per_image.softmax(dim=-1)
     ```"""
 
+    main_input_name = "input_ids"  # forward's first argument, as in CLIPModel
+
     def __init__(
         self,
         config: EclipConfig,
@@ -540,15 +566,34 @@ class EclipModel(EclipPreTrainedModel):
         if not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
             raise ValueError("pixel_values contains NaN or infinite values.")
 
-    def _check_input_ids(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None):
+    def _check_input_ids(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None = None, name: str = "input_ids"
+    ):
+        """Shape, integer dtype and range `[0, vocab_size)` of token ids, as a `ValueError` naming `name`: an id
+        outside the vocabulary would otherwise fail deep inside the embedding with a bare IndexError."""
         if input_ids is None:
-            raise ValueError("input_ids is required to embed texts.")
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be a (batch, sequence) tensor, got shape {tuple(input_ids.shape)}.")
+            raise ValueError(f"{name} is required to embed texts.")
+        if not torch.is_tensor(input_ids) or input_ids.dim() != 2:
+            shape = tuple(input_ids.shape) if torch.is_tensor(input_ids) else type(input_ids).__name__
+            raise ValueError(f"{name} must be a (batch, sequence) tensor, got {shape}.")
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise ValueError(f"{name} must hold integer token ids, got a {input_ids.dtype} tensor.")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(
-                f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape "
+                f"attention_mask shape {tuple(attention_mask.shape)} differs from {name} shape "
                 f"{tuple(input_ids.shape)}."
+            )
+        if torch.compiler.is_compiling() or input_ids.numel() == 0:
+            return
+        embeddings = self.text_model.get_input_embeddings()
+        vocab_size = getattr(embeddings, "num_embeddings", None) or self.config.text_config.vocab_size
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= vocab_size:
+            bad = low if low < 0 else high
+            row, column = (input_ids == bad).nonzero()[0].tolist()
+            raise ValueError(
+                f"{name} holds the token id {bad} (row {row}, position {column}), outside the text tower's "
+                f"vocabulary [0, {vocab_size}): tokenize with this model's processor."
             )
 
     def _pool_text(self, outputs: BaseModelOutputWithPooling, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -581,18 +626,27 @@ class EclipModel(EclipPreTrainedModel):
             pooled = hidden[:, 0] if pooling == "cls" else hidden.mean(1)
         return hidden, pooled.flatten(1)
 
-    def _embed_text(self, input_ids, attention_mask, position_ids, token_type_ids, **kwargs):
+    @staticmethod
+    def _tower_kwargs(kwargs: dict) -> dict:
+        """The keyword arguments a tower's forward takes (`output_attentions`, `output_hidden_states`, ...)."""
+        return {key: value for key, value in kwargs.items() if key != "num_items_in_batch"}
+
+    def _embed_text(self, input_ids, attention_mask=None, position_ids=None, token_type_ids=None, **kwargs):
+        """The text tower's output and the projected (not normalised) text embedding."""
         self._check_input_ids(input_ids, attention_mask)
-        text_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "return_dict": True, **kwargs}
-        if position_ids is not None:
-            text_kwargs["position_ids"] = position_ids
-        if token_type_ids is not None:
-            text_kwargs["token_type_ids"] = token_type_ids
-        outputs = self.text_model(**text_kwargs)
+        optional = {"position_ids": position_ids, "token_type_ids": token_type_ids}
+        outputs = self.text_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            return_dict=True,
+            **{key: value for key, value in optional.items() if value is not None},
+            **self._tower_kwargs(kwargs),
+        )
         return outputs, self.text_projection(self._pool_text(outputs, attention_mask))
 
-    def _embed_image(self, pixel_values, output_attentions: bool = False, image_hidden_states=None,
-                     image_hidden_states_layer: int | None = None, **kwargs):
+    def _embed_image(self, pixel_values, image_hidden_states=None, image_hidden_states_layer: int | None = None,
+                     **kwargs) -> tuple[BaseModelOutputWithPooling, torch.Tensor, torch.Tensor]:
+        """The vision tower's output, its tokens and the projected (not normalised) global embedding `g`."""
         if image_hidden_states is not None:
             # A locked tower's hidden states after block `image_hidden_states_layer` (the feature cache).
             if image_hidden_states_layer is None:
@@ -601,77 +655,117 @@ class EclipModel(EclipPreTrainedModel):
             outputs = vision_tower_tail(self.vision_model, image_hidden_states.to(dtype), int(image_hidden_states_layer))
         else:
             self._check_pixel_values(pixel_values)
-            outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
+            outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **self._tower_kwargs(kwargs))
         tokens, pooled = self._vision_tokens_and_pool(outputs)
-        global_embeds = self.visual_projection(pooled)
-        instance = None
-        if self.instance_decoder is not None:
-            states, selection_logits, cross_attentions = self.instance_decoder(
-                tokens, output_attentions=output_attentions
-            )
-            projected = self.instance_projection(states)
-            if self.config.instance_residual:
-                projected = projected + global_embeds.unsqueeze(1)
-            instance_embeds = nn.functional.normalize(projected, dim=-1)
-            weights = selection_logits.softmax(dim=-1).unsqueeze(-1)
-            image_embeds = nn.functional.normalize((weights * instance_embeds).sum(1), dim=-1)
-            instance = EclipInstanceOutput(
-                last_hidden_state=states,
-                pooler_output=instance_embeds,
-                image_embeds=image_embeds,
-                selection_logits=selection_logits,
-                cross_attentions=cross_attentions,
-                vision_model_output=outputs,
-            )
-        return outputs, global_embeds, instance
+        return outputs, tokens, self.visual_projection(pooled)
+
+    def _decode_instances(
+        self, tokens: torch.Tensor, global_embeds: torch.Tensor, output_attentions: bool = False
+    ) -> EclipInstanceOutput:
+        """The instance decoder over the image tokens: K normalised instances, their selection logits, and the
+        text-free image embedding. Cross-attention maps are recorded by `capture_outputs` when asked for."""
+        states, selection_logits = self.instance_decoder(tokens, output_attentions=output_attentions)
+        projected = self.instance_projection(states)
+        if self.config.instance_residual:
+            projected = projected + global_embeds.unsqueeze(1)
+        instance_embeds = nn.functional.normalize(projected, dim=-1)
+        weights = selection_logits.softmax(dim=-1).unsqueeze(-1)
+        return EclipInstanceOutput(
+            instance_embeds=instance_embeds,
+            image_embeds=nn.functional.normalize((weights * instance_embeds).sum(1), dim=-1),
+            selection_logits=selection_logits,
+            last_hidden_state=states,
+        )
+
+    def _output_attentions(self, kwargs: dict) -> bool:
+        value = kwargs.get("output_attentions")
+        return bool(self.config.output_attentions if value is None else value)
 
     def clamped_logit_scale(self) -> torch.Tensor:
         """`exp(logit_scale)` with the log-temperature clamped at ln(100), as in CLIP."""
         return self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()
 
     # ------------------------------------------------------------------------------------------- public API
+    @can_return_tuple
+    @auto_docstring
     def get_text_features(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
         r"""
         Returns:
-            [`BaseModelOutputWithPooling`] of the text tower whose `pooler_output` is the projected text embedding of
-            shape `(batch_size, projection_dim)` (not normalised, as in CLIP).
+            [`BaseModelOutputWithPooling`] of the text tower (with its `hidden_states` / `attentions` when asked for)
+            whose `pooler_output` is the projected text embedding of shape `(batch_size, projection_dim)` (not
+            normalised, as in CLIP); a tuple with `return_dict=False`.
         """
         outputs, text_embeds = self._embed_text(input_ids, attention_mask, position_ids, token_type_ids, **kwargs)
         outputs.pooler_output = text_embeds
         return outputs
 
-    def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+    @can_return_tuple
+    @auto_docstring
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        *,
+        image_hidden_states: torch.Tensor | None = None,
+        image_hidden_states_layer: int | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
         r"""
+        image_hidden_states (`torch.Tensor` of shape `(batch_size, num_tokens, vision_hidden_size)`, *optional*):
+            Instead of `pixel_values`: a ViT-like vision tower's hidden states after block `image_hidden_states_layer`
+            (a locked tower's feature cache); the remaining blocks run here (see [`vision_tower_tail`]).
+
         Returns:
-            [`BaseModelOutputWithPooling`] of the vision tower whose `pooler_output` is the text-free image embedding
-            of shape `(batch_size, projection_dim)`: the selection-weighted instance embedding (unit norm) with the
-            instance decoder, the projected global embedding `g` (not normalised, as in CLIP) without it.
+            [`BaseModelOutputWithPooling`] of the vision tower (with its `hidden_states` / `attentions` when asked
+            for) whose `pooler_output` is the text-free image embedding of shape `(batch_size, projection_dim)`: the
+            selection-weighted instance embedding (unit norm) with the instance decoder, the projected global
+            embedding `g` (not normalised, as in CLIP) without it; a tuple with `return_dict=False`.
         """
-        outputs, global_embeds, instance = self._embed_image(pixel_values, **kwargs)
-        outputs.pooler_output = global_embeds if instance is None else instance.image_embeds
+        outputs, tokens, global_embeds = self._embed_image(
+            pixel_values, image_hidden_states, image_hidden_states_layer, **kwargs
+        )
+        if self.instance_decoder is None:
+            outputs.pooler_output = global_embeds
+        else:
+            outputs.pooler_output = self._decode_instances(tokens, global_embeds).image_embeds
         return outputs
 
+    @capture_outputs
     def get_instance_features(
-        self, pixel_values: torch.Tensor, output_attentions: bool = False, **kwargs
-    ) -> EclipInstanceOutput:
+        self,
+        pixel_values: torch.Tensor | None = None,
+        *,
+        image_hidden_states: torch.Tensor | None = None,
+        image_hidden_states_layer: int | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | EclipInstanceOutput:
         r"""
+        `image_hidden_states` / `image_hidden_states_layer`: instead of `pixel_values`, as in
+        [`~EclipModel.get_image_features`].
+
         Returns:
-            [`EclipInstanceOutput`] whose `pooler_output` holds all K normalised instance embeddings,
-            `(batch_size, num_instance_queries, projection_dim)`, with the selection logits and, when
-            `output_attentions=True`, the decoder's cross-attention maps over the image tokens.
+            [`EclipInstanceOutput`]: all K normalised instance embeddings in `instance_embeds`,
+            `(batch_size, num_instance_queries, projection_dim)`, the text-free image embedding, the selection logits
+            and, when `output_attentions=True`, the decoder's cross-attention maps over the image tokens (computed
+            eagerly whatever the attention implementation); a tuple with `return_dict=False`.
         """
         if self.instance_decoder is None:
             raise ValueError("get_instance_features needs the instance decoder (config.use_instance_decoder=False).")
-        _, _, instance = self._embed_image(pixel_values, output_attentions=output_attentions, **kwargs)
+        vision_outputs, tokens, global_embeds = self._embed_image(
+            pixel_values, image_hidden_states, image_hidden_states_layer, **kwargs
+        )
+        instance = self._decode_instances(tokens, global_embeds, output_attentions=self._output_attentions(kwargs))
+        instance.vision_model_output = vision_outputs
         return instance
 
+    @capture_outputs
+    @auto_docstring
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -680,64 +774,55 @@ class EclipModel(EclipPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
         return_loss: bool | None = None,
+        *,
         product_ids: torch.LongTensor | None = None,
         view_pixel_values: torch.FloatTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         member_ids: torch.LongTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | EclipOutput:
         r"""
-        Args:
-            input_ids (`torch.LongTensor` of shape `(text_batch_size, sequence_length)`, *optional*):
-                Token ids of the texts.
-            pixel_values (`torch.FloatTensor` of shape `(image_batch_size, num_channels, height, width)`, *optional*):
-                Processed images. Either modality may be omitted: then only the other's embeddings are returned.
-            return_loss (`bool`, *optional*):
-                Compute the weighted pretraining loss (needs paired images and texts).
-            product_ids (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-                Catalog ids: rows sharing one are the same product and are never negatives of each other.
-            view_pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`, *optional*):
-                A second view of each product, for the intra-product objective.
-            output_attentions (`bool`, *optional*):
-                Return the instance decoder's cross-attention maps (computed with eager attention).
-            member_ids (`torch.LongTensor` of shape `(batch_size, W)`, *optional*):
-                The products each image shows, its own product id first (see `EclipConfig.scene_positives`).
+        return_loss (`bool`, *optional*):
+            Compute the weighted pretraining loss (needs paired images and texts).
+        product_ids (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Training only. Catalog ids: rows sharing one are the same product and are never negatives of each other.
+        view_pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`, *optional*):
+            Training only. A second view of each product, for the intra-product objective.
+        member_ids (`torch.LongTensor` of shape `(batch_size, W)`, *optional*):
+            Training only. The products each image shows, its own product id first (see
+            `EclipConfig.scene_positives`).
 
-        Returns:
-            [`EclipOutput`] or a tuple of its non-`None` fields when `return_dict=False`.
+        Either modality may be omitted: then only the other's embeddings are returned. With
+        `output_attentions=True` the towers' attention maps come back in `text_model_output` /
+        `vision_model_output` (eager attention only, as in every transformers model) and the instance decoder's
+        cross-attention maps in `cross_attentions` (always computed eagerly).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output_attentions = bool(output_attentions)
         if input_ids is None and pixel_values is None:
             raise ValueError("Pass input_ids (texts), pixel_values (images) or both.")
-        tower_kwargs = {"output_hidden_states": output_hidden_states} if output_hidden_states else {}
 
         text_outputs = text_embeds = None
         if input_ids is not None:
-            text_outputs, text_embeds = self._embed_text(
-                input_ids, attention_mask, position_ids, token_type_ids, **tower_kwargs
-            )
+            text_outputs, text_embeds = self._embed_text(input_ids, attention_mask, position_ids, token_type_ids,
+                                                         **kwargs)
             text_embeds = nn.functional.normalize(text_embeds, dim=-1)
 
         vision_outputs = image_embeds = global_embeds = instance = None
         if pixel_values is not None:
-            vision_outputs, global_embeds, instance = self._embed_image(
-                pixel_values, output_attentions=output_attentions, **tower_kwargs
-            )
+            vision_outputs, tokens, global_embeds = self._embed_image(pixel_values, **kwargs)
+            if self.instance_decoder is not None:
+                instance = self._decode_instances(tokens, global_embeds, self._output_attentions(kwargs))
             global_embeds = nn.functional.normalize(global_embeds, dim=-1)
             image_embeds = global_embeds if instance is None else instance.image_embeds
 
+        # The instance decoder's outputs, as EclipOutput and compute_loss name them (none without the decoder).
+        instances = {} if instance is None else {
+            "instance_embeds": instance.instance_embeds, "selection_logits": instance.selection_logits}
         logits_per_image = logits_per_text = None
         if text_embeds is not None and image_embeds is not None:
-            scale = self.clamped_logit_scale()
             if instance is None:
                 scores = global_embeds @ text_embeds.t()
             else:
-                # s(I, T) = max_k <q_k, t>: each text picks its instance in each image.
-                scores = torch.einsum("ikd,jd->ijk", instance.pooler_output, text_embeds).amax(dim=-1)
-            logits_per_image = scale * scores
+                scores = instance_text_scores(instance.instance_embeds, text_embeds)[0]  # s(I, T) = max_k <q_k, t>
+            logits_per_image = self.clamped_logit_scale() * scores
             logits_per_text = logits_per_image.t()
 
         loss = loss_components = None
@@ -746,37 +831,34 @@ class EclipModel(EclipPreTrainedModel):
                 raise ValueError("return_loss=True needs both input_ids and pixel_values.")
             view_instance_embeds = None
             if view_pixel_values is not None and instance is not None:
-                if view_pixel_values.shape != pixel_values.shape:
-                    raise ValueError(
-                        f"view_pixel_values shape {tuple(view_pixel_values.shape)} differs from pixel_values "
-                        f"shape {tuple(pixel_values.shape)}."
-                    )
-                view_instance_embeds = self._embed_image(view_pixel_values)[2].pooler_output
+                view_instance_embeds = self._view_instances(view_pixel_values, pixel_values)
             loss, loss_components = self.compute_loss(
-                text_embeds=text_embeds,
-                global_image_embeds=global_embeds,
-                instance_embeds=None if instance is None else instance.pooler_output,
-                selection_logits=None if instance is None else instance.selection_logits,
-                view_instance_embeds=view_instance_embeds,
-                product_ids=product_ids,
-                member_ids=member_ids,
+                text_embeds, global_embeds, **instances, view_instance_embeds=view_instance_embeds,
+                product_ids=product_ids, member_ids=member_ids,
             )
 
-        output = EclipOutput(
+        return EclipOutput(
             loss=loss,
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_text,
             text_embeds=text_embeds,
             image_embeds=image_embeds,
-            instance_embeds=None if instance is None else instance.pooler_output,
-            selection_logits=None if instance is None else instance.selection_logits,
             global_image_embeds=global_embeds,
             loss_components=loss_components,
-            cross_attentions=None if instance is None else instance.cross_attentions,
             text_model_output=text_outputs,
             vision_model_output=vision_outputs,
+            **instances,
         )
-        return output if return_dict else output.to_tuple()
+
+    def _view_instances(self, view_pixel_values: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
+        """Instance embeddings of the second views (intra-product objective), which must match the main images."""
+        if pixel_values is not None and view_pixel_values.shape != pixel_values.shape:
+            raise ValueError(
+                f"view_pixel_values shape {tuple(view_pixel_values.shape)} differs from pixel_values "
+                f"shape {tuple(pixel_values.shape)}."
+            )
+        _, tokens, global_embeds = self._embed_image(view_pixel_values)
+        return self._decode_instances(tokens, global_embeds).instance_embeds
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # One class serves two Auto classes, but `register_for_auto_class` records only one: add the other here.
@@ -812,9 +894,10 @@ class EclipModel(EclipPreTrainedModel):
         hidden states after block `image_hidden_states_layer`; the remaining blocks run here (see
         [`vision_tower_tail`]).
         """
-        cached = {"image_hidden_states_layer": image_hidden_states_layer}
-        _, text_embeds = self._embed_text(input_ids, attention_mask, None, token_type_ids)
-        _, global_embeds, instance = self._embed_image(pixel_values, image_hidden_states=image_hidden_states, **cached)
+        _, text_embeds = self._embed_text(input_ids, attention_mask, token_type_ids=token_type_ids)
+        _, tokens, global_embeds = self._embed_image(
+            pixel_values, image_hidden_states=image_hidden_states, image_hidden_states_layer=image_hidden_states_layer
+        )
         if text_embeds.shape[0] != global_embeds.shape[0]:
             raise ValueError(
                 f"Pretraining needs paired rows: got {global_embeds.shape[0]} images and {text_embeds.shape[0]} texts."
@@ -823,20 +906,18 @@ class EclipModel(EclipPreTrainedModel):
             "text_embeds": nn.functional.normalize(text_embeds, dim=-1),
             "global_image_embeds": nn.functional.normalize(global_embeds, dim=-1),
         }
-        if instance is not None:
-            embeddings["instance_embeds"] = instance.pooler_output
+        if self.instance_decoder is not None:
+            instance = self._decode_instances(tokens, global_embeds)
+            embeddings["instance_embeds"] = instance.instance_embeds
             embeddings["selection_logits"] = instance.selection_logits
             if self.config.intra_weight > 0 and view_image_hidden_states is not None:
-                embeddings["view_instance_embeds"] = self._embed_image(
-                    None, image_hidden_states=view_image_hidden_states, **cached
-                )[2].pooler_output
+                _, view_tokens, view_global = self._embed_image(
+                    None, image_hidden_states=view_image_hidden_states,
+                    image_hidden_states_layer=image_hidden_states_layer,
+                )
+                embeddings["view_instance_embeds"] = self._decode_instances(view_tokens, view_global).instance_embeds
             elif view_pixel_values is not None and self.config.intra_weight > 0:
-                if view_pixel_values.shape != pixel_values.shape:
-                    raise ValueError(
-                        f"view_pixel_values shape {tuple(view_pixel_values.shape)} differs from pixel_values "
-                        f"shape {tuple(pixel_values.shape)}."
-                    )
-                embeddings["view_instance_embeds"] = self._embed_image(view_pixel_values)[2].pooler_output
+                embeddings["view_instance_embeds"] = self._view_instances(view_pixel_values, pixel_values)
         return embeddings
 
     def compute_loss(
@@ -953,6 +1034,7 @@ class EclipModel(EclipPreTrainedModel):
             k[len("text_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("text_") and k not in config_fields
         }
         config_kwargs = kwargs
+        defaults = EclipConfig.default_config_fields()
 
         vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
         if vision_config.model_type == "clip":
@@ -962,12 +1044,12 @@ class EclipModel(EclipPreTrainedModel):
                 vision_model_name_or_path, config=vision_config.vision_config, **vision_kwargs
             )
         else:
-            pooling = config_kwargs.get("vision_pooling", "pooler")
+            pooling = config_kwargs.get("vision_pooling", defaults["vision_pooling"])
             vision_model = AutoModel.from_pretrained(
                 vision_model_name_or_path, **_tower_kwargs(vision_config, pooling), **vision_kwargs
             )
         text_config = AutoConfig.from_pretrained(text_model_name_or_path)
-        text_pooling = config_kwargs.get("text_pooling", "mean")
+        text_pooling = config_kwargs.get("text_pooling", defaults["text_pooling"])
         text_model = AutoModel.from_pretrained(
             text_model_name_or_path, **_tower_kwargs(text_config, text_pooling), **text_kwargs
         )
@@ -1052,8 +1134,9 @@ class EclipProductMatchingOutput(ModelOutput):
 class EclipPreTrainedHead(EclipPreTrainedModel):
     """Shared plumbing of the task heads: config checks, the backbone, product features and the saved auto_map."""
 
-    # The heads average their loss over the batch themselves: Trainer must not pass `num_items_in_batch`.
-    accepts_loss_kwargs = False
+    # What the head's linear classifier reads: each product's `"features"` (`feature_dim` wide) or each `"token"`'s
+    # text state; `None`: the head builds its own layers (and calls `post_init`) in its `__init__`.
+    classifier_input: str | None = None
 
     def __init__(self, config: EclipConfig):
         config._check_head_fields()  # again: `from_pretrained(..., modality=...)` sets fields after __init__
@@ -1062,6 +1145,14 @@ class EclipPreTrainedHead(EclipPreTrainedModel):
             config.label2id = {label: index for index, label in id2label.items()}
         super().__init__(config)
         self.eclip = EclipModel(config)
+        if config.modality == "text":  # a head reading texts only takes input_ids first (the pipelines' input)
+            self.main_input_name = "input_ids"
+        if self.classifier_input is not None:  # dropout and a linear layer to `config.num_labels` logits
+            self.num_labels = config.num_labels
+            self.dropout = nn.Dropout(config.classifier_dropout)
+            width = self.feature_dim if self.classifier_input == "features" else self.eclip.text_embed_dim
+            self.classifier = nn.Linear(width, config.num_labels)
+            self.post_init()
 
     @property
     def feature_dim(self) -> int:
@@ -1098,6 +1189,7 @@ class EclipPreTrainedHead(EclipPreTrainedModel):
         if needs_image:
             image_embeds = nn.functional.normalize(self.eclip.get_image_features(pixel_values).pooler_output, dim=-1)
         if needs_text:
+            self.eclip._check_input_ids(input_ids, attention_mask, name="input_ids" + suffix)
             text_embeds = self.eclip.get_text_features(
                 input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids
             ).pooler_output
@@ -1176,24 +1268,18 @@ class EclipForProductClassification(EclipPreTrainedHead):
     >>> logits = model(pixel_values=pixel_values).logits  # (batch, 6)
     ```"""
 
-    def __init__(self, config: EclipConfig):
-        super().__init__(config)
-        if config.modality == "text":
-            self.main_input_name = "input_ids"
-        self.num_labels = config.num_labels
-        self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(self.feature_dim, config.num_labels)
-        self.post_init()
+    classifier_input = "features"
 
+    @can_return_tuple
+    @auto_docstring
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
-        return_dict: bool | None = None,
     ) -> tuple | EclipProductClassificationOutput:
         r"""
         Args:
@@ -1206,16 +1292,13 @@ class EclipForProductClassification(EclipPreTrainedHead):
                 Class ids (single label) or 0/1 targets (multi-label; a `(batch_size,)` vector for a one-logit binary
                 head).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         features, image_embeds, text_embeds = self._product_features(
             pixel_values, input_ids, attention_mask, token_type_ids, position_ids
         )
         logits = self.classifier(self.dropout(features))
         loss = None if labels is None else _classification_loss(self.config, logits, labels)
-        output = EclipProductClassificationOutput(
-            loss=loss, logits=logits, image_embeds=image_embeds, text_embeds=text_embeds
-        )
-        return output if return_dict else output.to_tuple()
+        return EclipProductClassificationOutput(loss=loss, logits=logits, image_embeds=image_embeds,
+                                                text_embeds=text_embeds)
 
 
 class EclipForTokenClassification(EclipPreTrainedHead):
@@ -1234,23 +1317,18 @@ class EclipForTokenClassification(EclipPreTrainedHead):
 
     main_input_name = "input_ids"
 
-    def __init__(self, config: EclipConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(self.eclip.text_embed_dim, config.num_labels)
-        self.post_init()
+    classifier_input = "token"
 
+    @can_return_tuple
+    @auto_docstring
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | EclipTokenClassificationOutput:
         r"""
         Args:
@@ -1259,27 +1337,18 @@ class EclipForTokenClassification(EclipPreTrainedHead):
             labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 Tag ids per token; `-100` is ignored.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if input_ids is None or input_ids.dim() != 2:
-            shape = None if input_ids is None else tuple(input_ids.shape)
-            raise ValueError(f"EclipForTokenClassification needs input_ids of shape (batch, sequence), got {shape}.")
-        text_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "return_dict": True}
-        for name, value in (("token_type_ids", token_type_ids), ("position_ids", position_ids),
-                            ("output_attentions", output_attentions), ("output_hidden_states", output_hidden_states)):
-            if value is not None:
-                text_kwargs[name] = value
-        outputs = self.eclip.text_model(**text_kwargs)
+        # The text tower's token states, with its hidden states / attentions when asked for.
+        outputs, _ = self.eclip._embed_text(input_ids, attention_mask, position_ids, token_type_ids, **kwargs)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
-        output = EclipTokenClassificationOutput(
+        return EclipTokenClassificationOutput(
             loss=loss,
             logits=logits,
             hidden_states=getattr(outputs, "hidden_states", None),
             attentions=getattr(outputs, "attentions", None),
         )
-        return output if return_dict else output.to_tuple()
 
 
 class EclipForProductMatching(EclipPreTrainedHead):
@@ -1304,8 +1373,6 @@ class EclipForProductMatching(EclipPreTrainedHead):
 
     def __init__(self, config: EclipConfig):
         super().__init__(config)
-        if config.modality == "text":
-            self.main_input_name = "input_ids"
         width = self.feature_dim
         hidden = config.matching_hidden_size or width
         self.matcher = nn.Sequential(
@@ -1317,6 +1384,7 @@ class EclipForProductMatching(EclipPreTrainedHead):
         )
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -1328,7 +1396,6 @@ class EclipForProductMatching(EclipPreTrainedHead):
         attention_mask_b: torch.Tensor | None = None,
         token_type_ids_b: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
-        return_dict: bool | None = None,
     ) -> tuple | EclipProductMatchingOutput:
         r"""
         Args:
@@ -1339,7 +1406,6 @@ class EclipForProductMatching(EclipPreTrainedHead):
             labels (`torch.Tensor` of shape `(batch_size,)`, *optional*):
                 1 for the same product, 0 otherwise.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         u, _, _ = self._product_features(pixel_values, input_ids, attention_mask, token_type_ids)
         v, _, _ = self._product_features(pixel_values_b, input_ids_b, attention_mask_b, token_type_ids_b, suffix="_b")
         if u.shape[0] != v.shape[0]:
@@ -1349,8 +1415,7 @@ class EclipForProductMatching(EclipPreTrainedHead):
         loss = None
         if labels is not None:
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype).view(-1))
-        output = EclipProductMatchingOutput(loss=loss, logits=logits, embeds_a=u, embeds_b=v)
-        return output if return_dict else output.to_tuple()
+        return EclipProductMatchingOutput(loss=loss, logits=logits, embeds_a=u, embeds_b=v)
 
 
 __all__ = [

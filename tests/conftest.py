@@ -45,6 +45,17 @@ def tiny_processor(image_size: int = 32):
     return build_processor(minilm_dir(), image_size)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models on one thread: with two, OpenMP's spin-waits make each tiny op ~30x slower on a busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def processor():
     return tiny_processor()

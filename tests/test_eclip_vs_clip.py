@@ -22,6 +22,14 @@ def _benchmark():
     return module
 
 
+def _report():
+    """The benchmark's report module (loading the script first puts the repository on sys.path)."""
+    _benchmark()
+    from benchmarks import eclip_vs_clip_report
+
+    return eclip_vs_clip_report
+
+
 @pytest.fixture(scope="module")
 def probe_data(data_dir):
     from training.compositor import compose_scene
@@ -160,6 +168,15 @@ def test_variants_pin_the_objective_options_whatever_the_default_recipe():
     assert not fields["eclip"]["instance_residual"] and fields["clip"]["use_instance_decoder"] is False
     assert fields["eclip_scene_matched"]["instance_matching"] == "one_to_one"
     assert fields["eclip_scene_matched"]["scene_positives"] and fields["eclip_scene_matched"]["instance_residual"]
+    # the fixed recipe is EclipConfig's default (one definition), which the YAML of eclip-pretrain leaves alone
+    from modeling_eclip import EclipConfig
+    from modeling_eclip.configuration_eclip import FIRST_DESIGN
+    from training.pretrain import DEFAULT_CONFIG, load_config
+
+    defaults = EclipConfig()
+    assert {name: fields["eclip_scene_matched"][name] for name in FIRST_DESIGN} == {
+        name: getattr(defaults, name) for name in FIRST_DESIGN}
+    assert not set(FIRST_DESIGN) & set(load_config(DEFAULT_CONFIG)["model"]["eclip"])
 
 
 def test_first_relevant_ranks_reproduce_the_retrieval_metric():
@@ -190,7 +207,7 @@ def test_paired_bootstrap_interval():
     assert low <= result["mrr"]["ratio"] <= high
     with pytest.raises(ValueError, match="same queries"):
         bench.paired_bootstrap(base[:10], base)
-    table = bench.bootstrap_markdown({"variants": {"b": {"baseline": "b"}, "m": {
+    table = _report().bootstrap_markdown({"variants": {"b": {"baseline": "b"}, "m": {
         "baseline": "b", "scene_retrieval_bootstrap": bench.paired_bootstrap(better, base)}}})
     assert table.splitlines()[-1].startswith("| `m` (vs `b`) | ")
 
@@ -224,6 +241,6 @@ def test_committed_results_match_the_readme(report_path):
     assert steps == {report["settings"]["steps"]}, "every variant must train for the same number of steps"
     for table in comparison_tables(bench, report):
         assert table in readme, f"a README results table differs from benchmarks/results/{report_path}:\n{table}"
-    assert bench.bootstrap_markdown(report) in readme, f"the README's bootstrap table differs from {report_path}"
+    assert _report().bootstrap_markdown(report) in readme, f"the README's bootstrap table differs from {report_path}"
     for data in report["variants"].values():
         assert all(v is None or math.isfinite(v) for v in data["metrics"].values())

@@ -1,4 +1,4 @@
-"""The benchmark runner (training/evaluation.py) on tiny random models over a small slice of the real data."""
+"""The benchmark runner (training/evaluation/) on tiny random models over a small slice of the real data."""
 
 import csv
 import json
@@ -138,7 +138,7 @@ def test_results_json_has_every_key(evaluated, folders):
     entry = comparison["matching/walmart-amazon/roc_auc"]
     assert entry["ratio"] == pytest.approx(entry["model"] / entry["baseline"])
     assert comparison["instance_retrieval/attention_in_box_rate"]["ratio"] is None
-    assert saved == json.loads(json.dumps(results, default=ev._json_default))
+    assert saved == json.loads(json.dumps(results, default=ev.json_default))
 
 
 def test_results_markdown(evaluated):
@@ -318,7 +318,7 @@ def test_serialized_pairs_become_readable_text():
 
 
 def test_attention_grid_drops_cls():
-    grid = ev._attention_grid(np.arange(17, dtype=float))
+    grid = ev.attention_grid(np.arange(17, dtype=float))
     assert grid.shape == (4, 4) and grid[0, 0] == 1.0
-    assert ev._attention_grid(np.arange(16, dtype=float)).shape == (4, 4)
-    assert ev._attention_grid(np.arange(7, dtype=float)) is None
+    assert ev.attention_grid(np.arange(16, dtype=float)).shape == (4, 4)
+    assert ev.attention_grid(np.arange(7, dtype=float)) is None

@@ -18,12 +18,7 @@ from training.trainer import EclipTrainer, EclipTrainingArguments
 IMAGE_SIZE = 28  # 2x2 patches of 14 px (DINOv2's patch)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def tiny_dinov2_config(**overrides) -> dict:
@@ -207,3 +202,19 @@ def test_trainer_refuses_a_cache_of_another_block(tmp_path):
         EclipTrainer(model=tiny_dinov2_eclip(), args=args, train_dataset=cache)
     with pytest.raises(ValueError, match="needs lock_image_tower=True"):
         EclipTrainingArguments(output_dir=str(tmp_path / "r"), feature_cache_dir="x")
+
+
+def test_features_from_cached_hidden_states_equal_features_from_pixels():
+    """The public feature methods take a locked tower's hidden states in place of pixels (cached evaluation)."""
+    model = tiny_dinov2_eclip().eval()
+    pixels = torch.randn(3, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        hidden = vision_tower_head(model.vision_model, pixels, 2)
+        cached = {"image_hidden_states": hidden, "image_hidden_states_layer": 2}
+        torch.testing.assert_close(model.get_image_features(**cached).pooler_output,
+                                   model.get_image_features(pixels).pooler_output)
+        from_cache, from_pixels = model.get_instance_features(**cached), model.get_instance_features(pixels)
+        torch.testing.assert_close(from_cache.instance_embeds, from_pixels.instance_embeds)
+        torch.testing.assert_close(from_cache.selection_logits, from_pixels.selection_logits)
+    with pytest.raises(ValueError, match="needs image_hidden_states_layer"):
+        model.get_image_features(image_hidden_states=hidden)

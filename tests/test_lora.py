@@ -217,6 +217,7 @@ def test_adapter_is_small_and_reloads_and_merges_exactly(backbone, processor, mo
     torch.testing.assert_close(again, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_lora_cli_learns_and_writes_adapter_and_merged_model(backbone, data_dir, tmp_path):
     from training.finetune import main
 

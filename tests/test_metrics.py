@@ -245,6 +245,7 @@ def test_load_metric_unknown_name_lists_valid_ones():
         load_metric("accuracy")
 
 
+@pytest.mark.slow
 def test_offline_loading_in_subprocess(tmp_path):
     # Fresh HF cache and a socket that refuses to connect: loading must come from the local folders.
     script = textwrap.dedent(

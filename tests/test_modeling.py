@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +14,12 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification, AutoProcessor, pipeline
 
-from conftest import minilm_dir, tiny_config, tiny_processor
+from conftest import REPO_ROOT, minilm_dir, tiny_config, tiny_processor
 from modeling_eclip import EclipConfig, EclipModel, EclipOutput
+from modeling_eclip.configuration_eclip import FIRST_DESIGN
 
 torch.set_num_threads(1)
+FIXTURES = Path(REPO_ROOT) / "tests" / "fixtures"
 
 
 def make_inputs(batch_images=3, batch_texts=2, image_size=32, seed=0):
@@ -58,11 +61,47 @@ def test_invalid_config_value_names_the_field(field, value):
 
 
 def test_one_to_one_matching_needs_scene_positives_and_no_smooth_max():
-    with pytest.raises(ValueError, match="needs scene_positives=True"):
-        tiny_config(instance_matching="one_to_one")
-    with pytest.raises(ValueError, match="alternatives"):
-        tiny_config(instance_matching="one_to_one", scene_positives=True, inter_temperature=0.1)
-    assert tiny_config(instance_matching="one_to_one", scene_positives=True).instance_matching == "one_to_one"
+    with pytest.raises(ValueError, match="needs scene_positives=True.*instance_matching='max'"):
+        tiny_config(scene_positives=False)
+    with pytest.raises(ValueError, match="alternatives: pass instance_matching='max'"):
+        tiny_config(inter_temperature=0.1)
+    assert tiny_config(instance_matching="max", inter_temperature=0.1).inter_temperature == 0.1
+    assert tiny_config(**FIRST_DESIGN).instance_matching == "max"
+
+
+RECIPE = {"scene_positives": True, "instance_matching": "one_to_one", "instance_residual": True}
+
+
+def _objectives(config) -> dict:
+    return {name: getattr(config, name) for name in FIRST_DESIGN}
+
+
+def test_the_default_config_is_the_recommended_recipe(tmp_path):
+    assert _objectives(EclipConfig()) == RECIPE
+    assert _objectives(tiny_config()) == RECIPE
+    EclipConfig().save_pretrained(tmp_path)  # and it is saved explicitly, so it keeps loading as saved
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert {name: saved[name] for name in FIRST_DESIGN} == RECIPE
+    assert _objectives(AutoConfig.from_pretrained(tmp_path)) == RECIPE
+
+
+@pytest.mark.parametrize("dropped, changed, expected", [
+    ((), {}, FIRST_DESIGN),  # written by the code before the recipe became the default: its saved values
+    (tuple(FIRST_DESIGN), {}, FIRST_DESIGN),  # written before the three fields existed: the design it meant
+    (("instance_matching", "instance_residual"), {"scene_positives": True}, {**FIRST_DESIGN, "scene_positives": True}),
+])
+def test_a_config_saved_before_keeps_its_meaning(tmp_path, dropped, changed, expected):
+    saved = json.loads((FIXTURES / "eclip_config_v0_1_0.json").read_text())  # written by the code of 104182c
+    saved = {**{key: value for key, value in saved.items() if key not in dropped}, **changed}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    for loaded in (AutoConfig.from_pretrained(tmp_path), EclipConfig.from_pretrained(tmp_path),
+                   EclipConfig.from_json_file(tmp_path / "config.json"), EclipConfig.from_dict(dict(saved))):
+        assert _objectives(loaded) == expected
+    model = EclipModel.from_pretrained(None, config=AutoConfig.from_pretrained(tmp_path),
+                                       state_dict=EclipModel(tiny_config()).state_dict())
+    assert _objectives(model.config) == expected
+    model.config.save_pretrained(tmp_path / "again")  # saved again, it keeps that meaning explicitly
+    assert _objectives(EclipConfig(**json.loads((tmp_path / "again" / "config.json").read_text()))) == expected
 
 
 def test_unknown_tower_type_is_a_clear_error():
@@ -137,10 +176,116 @@ def test_return_dict_false_matches_dataclass(model):
     inputs = make_inputs()
     as_dict = model(**inputs)
     as_tuple = model(**inputs, return_dict=False)
-    fields = [value for value in as_dict.to_tuple()]
+    assert isinstance(as_dict, EclipOutput) and type(as_tuple) is tuple  # a forward that ignored the flag fails here
+    fields = as_dict.to_tuple()
     assert len(as_tuple) == len(fields)
     for got, want in zip(as_tuple[:5], fields[:5]):
         torch.testing.assert_close(got, want)
+    # the features, too, come as tuples (tower outputs nested as tuples, as in CLIPModel)
+    features = model.get_image_features(inputs["pixel_values"], return_dict=False)
+    assert type(features) is tuple and features[1].shape == (3, 16)
+    assert type(model.get_text_features(inputs["input_ids"], inputs["attention_mask"], return_dict=False)) is tuple
+    if model.instance_decoder is not None:
+        instance = model.get_instance_features(inputs["pixel_values"], return_dict=False)
+        assert type(instance) is tuple and instance[0].shape == (3, 4, 16)  # instance_embeds first
+        assert type(instance[-1]) is tuple  # the vision tower's output
+
+
+def test_outputs_honour_output_attentions_and_hidden_states():
+    torch.manual_seed(0)
+    model = EclipModel(tiny_config(attn_implementation="eager")).eval()
+    inputs = make_inputs()
+    num_tokens = (32 // 8) ** 2 + 1
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True, output_hidden_states=True)
+        image = model.get_image_features(inputs["pixel_values"], output_attentions=True, output_hidden_states=True)
+        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"], output_hidden_states=True)
+        plain = model(**inputs)
+    assert len(out.cross_attentions) == 2 and out.cross_attentions[0].shape == (3, 4, 4, num_tokens)
+    for tower in (out.vision_model_output, image):
+        assert len(tower.hidden_states) == 3 and len(tower.attentions) == 2
+        assert tower.attentions[0].shape == (3, 4, num_tokens, num_tokens)
+    assert len(out.text_model_output.hidden_states) == 3 and len(out.text_model_output.attentions) == 2
+    assert len(text.hidden_states) == 3 and text.attentions is None
+    assert plain.cross_attentions is None and plain.vision_model_output.attentions is None
+    torch.testing.assert_close(plain.logits_per_image, out.logits_per_image)
+    # the default attention implementation: the decoder's maps still come (computed eagerly for that call)
+    torch.manual_seed(0)
+    sdpa = EclipModel(tiny_config()).eval()
+    with torch.no_grad():
+        maps = sdpa(**inputs, output_attentions=True).cross_attentions
+    assert sdpa.config._attn_implementation == "sdpa" and len(maps) == 2
+    torch.testing.assert_close(maps[0], out.cross_attentions[0])
+
+
+def test_training_arguments_of_forward_are_keyword_only():
+    import inspect
+
+    parameters = inspect.signature(EclipModel.forward).parameters
+    assert list(parameters)[:7] == ["self", "input_ids", "pixel_values", "attention_mask", "position_ids",
+                                    "token_type_ids", "return_loss"]
+    for name in ("product_ids", "view_pixel_values", "member_ids"):
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    assert EclipModel.main_input_name == "input_ids"
+
+
+@pytest.mark.parametrize(
+    "ids, message",
+    [
+        (torch.tensor([[5, 30522, 7]]), r"input_ids holds the token id 30522 \(row 0, position 1\), outside .*\[0, 30522\)"),
+        (torch.tensor([[5, 6], [-3, 7]]), r"input_ids holds the token id -3 \(row 1, position 0\)"),
+        (torch.tensor([[5.0, 6.0]]), "input_ids must hold integer token ids, got a torch.float32 tensor"),
+        (torch.tensor([[True, False]]), "input_ids must hold integer token ids"),
+    ],
+)
+def test_bad_token_ids_name_the_input_and_the_value(ids, message):
+    model = EclipModel(tiny_config())
+    with pytest.raises(ValueError, match=message):
+        model(input_ids=ids)
+    with pytest.raises(ValueError, match=message):
+        model.get_text_features(ids)
+    with pytest.raises(ValueError, match=message):
+        model.pretraining_embeddings(ids, pixel_values=torch.randn(ids.shape[0], 3, 32, 32))
+
+
+def test_bad_token_ids_of_a_heads_second_product_name_it():
+    from modeling_eclip import EclipForProductMatching, EclipForTokenClassification
+
+    matcher = EclipForProductMatching(tiny_config(modality="text"))
+    good = torch.tensor([[5, 6, 7]])
+    with pytest.raises(ValueError, match=r"input_ids_b holds the token id 99999"):
+        matcher(input_ids=good, input_ids_b=torch.tensor([[5, 99999, 7]]))
+    tagger = EclipForTokenClassification(tiny_config(num_labels=3))
+    with pytest.raises(ValueError, match="input_ids holds the token id -1"):
+        tagger(input_ids=torch.tensor([[5, -1]]))
+
+
+def test_decoder_dispatches_to_the_configured_attention_backend(monkeypatch):
+    """The decoder never masks and is never causal, so flex (and flash) attention apply to it as they are."""
+    from transformers.modeling_utils import AttentionInterface
+
+    from modeling_eclip.modeling_eclip import EclipAttention
+
+    torch.manual_seed(0)
+    model = EclipModel(tiny_config()).eval()
+    pixel_values = make_inputs()["pixel_values"]
+    with torch.no_grad():
+        reference = model.get_instance_features(pixel_values).instance_embeds
+    flex, calls = AttentionInterface._global_mapping["flex_attention"], []
+
+    def spy(module, *args, **kwargs):
+        if isinstance(module, EclipAttention):
+            calls.append(kwargs.get("is_causal"))
+        return flex(module, *args, **kwargs)
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, "flex_attention", spy)
+    model.set_attn_implementation("flex_attention")
+    assert model.config._attn_implementation == "flex_attention"
+    with torch.no_grad():
+        torch.testing.assert_close(model.get_instance_features(pixel_values).instance_embeds, reference,
+                                   atol=1e-5, rtol=1e-4)
+    assert calls == [False] * 4  # two decoder layers, self- and cross-attention, none causal
+    assert EclipModel._supports_flash_attn and EclipModel._supports_flex_attn
 
 
 def test_single_modality_calls(model):
@@ -161,17 +306,17 @@ def test_instance_features_and_cross_attention_maps():
     model = EclipModel(tiny_config()).eval()
     pixel_values = make_inputs()["pixel_values"]
     instance = model.get_instance_features(pixel_values, output_attentions=True)
-    assert instance.pooler_output.shape == (3, 4, 16)
+    assert instance.instance_embeds.shape == (3, 4, 16)
     assert instance.last_hidden_state.shape == (3, 4, 32)
     assert len(instance.cross_attentions) == 2
     num_tokens = (32 // 8) ** 2 + 1
     assert instance.cross_attentions[0].shape == (3, 4, 4, num_tokens)  # (batch, heads, queries, image tokens)
     torch.testing.assert_close(instance.cross_attentions[0].sum(-1), torch.ones(3, 4, 4))
     weights = instance.selection_logits.softmax(-1).unsqueeze(-1)
-    expected = torch.nn.functional.normalize((weights * instance.pooler_output).sum(1), dim=-1)
+    expected = torch.nn.functional.normalize((weights * instance.instance_embeds).sum(1), dim=-1)
     torch.testing.assert_close(instance.image_embeds, expected)
     # asking for the maps does not change the embeddings
-    torch.testing.assert_close(model.get_instance_features(pixel_values).pooler_output, instance.pooler_output)
+    torch.testing.assert_close(model.get_instance_features(pixel_values).instance_embeds, instance.instance_embeds)
 
 
 def test_residual_instances_add_the_decoder_offset_to_the_global_embedding():
@@ -183,13 +328,13 @@ def test_residual_instances_add_the_decoder_offset_to_the_global_embedding():
         global_raw = model.visual_projection(model.vision_model(pixel_values=pixel_values).pooler_output)
         offsets = model.instance_projection(instances.last_hidden_state)
         torch.testing.assert_close(
-            instances.pooler_output, torch.nn.functional.normalize(global_raw[:, None] + offsets, dim=-1)
+            instances.instance_embeds, torch.nn.functional.normalize(global_raw[:, None] + offsets, dim=-1)
         )
         # With a zero offset every instance is the whole-image embedding the global ITC trains.
         model.instance_projection.weight.zero_()
         image_embeds = model.get_image_features(pixel_values).pooler_output
         for k in range(model.config.num_instance_queries):
-            torch.testing.assert_close(model.get_instance_features(pixel_values).pooler_output[:, k],
+            torch.testing.assert_close(model.get_instance_features(pixel_values).instance_embeds[:, k],
                                        torch.nn.functional.normalize(image_embeds, dim=-1))
 
 
@@ -339,6 +484,7 @@ def test_from_vision_text_pretrained_loads_real_towers(tmp_path):
     model = EclipModel.from_vision_text_pretrained(str(vision_dir), minilm_dir(), num_instance_queries=3,
                                                    projection_dim=24)
     assert model.config.text_config.hidden_size == 384 and model.config.num_instance_queries == 3
+    assert _objectives(model.config) == RECIPE  # the recommended recipe, as EclipConfig() gives it
     minilm = HFAutoModel.from_pretrained(minilm_dir())
     torch.testing.assert_close(model.text_model.embeddings.word_embeddings.weight,
                                minilm.embeddings.word_embeddings.weight)
@@ -401,6 +547,7 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_trust_remote_code_load_without_the_package(saved_folder, tmp_path):
     script = tmp_path / "remote.py"
     script.write_text(REMOTE_SCRIPT)

@@ -168,13 +168,8 @@ def test_long_text_runs_through_a_model_with_short_positions(processor):
 
 # ------------------------------------------------------------------------------------------- product-text builder
 def test_product_text_template():
-    fields = {
-        "brand": "Spykar",
-        "title": "Men Stripes Grey Sweaters",
-        "category": ["Apparel", "Topwear", "Sweaters"],
-        "colour": "Grey",
-        "season": "Winter",
-    }
+    fields = dict(brand="Spykar", title="Men Stripes Grey Sweaters", category=["Apparel", "Topwear", "Sweaters"],
+                  colour="Grey", season="Winter")
     assert build_product_text(fields) == (
         "Spykar Men Stripes Grey Sweaters | Apparel > Topwear > Sweaters | colour: Grey | season: Winter"
     )

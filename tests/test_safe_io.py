@@ -143,3 +143,25 @@ def test_sigkill_during_save_pretrained_leaves_previous_model_loadable(saved, tm
     reloaded = EclipModel.from_pretrained(folder)
     assert weights_equal(reloaded, model)
     assert reloaded.logit_scale.item() != 3.0
+
+
+def test_atomic_file_write_replaces_the_whole_file_or_nothing(tmp_path, monkeypatch):
+    """The one helper every results / report / card / cache-manifest file is written with."""
+    from training.atomic import atomic_write_json, atomic_write_text
+
+    path = tmp_path / "results.json"
+    atomic_write_text(path, "old\n")
+    with pytest.raises(TypeError):  # fails before writing: the old file stays, no temporary is left
+        atomic_write_json(path, {"x": object()})
+    assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["results.json"]
+
+    def disk_error(descriptor):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_error)  # fails after a partial write
+    with pytest.raises(OSError, match="no space"):
+        atomic_write_text(path, "new\n")
+    assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["results.json"]
+    monkeypatch.undo()
+    atomic_write_json(path, {"a": [1, 2]}, indent=2)
+    assert path.read_text() == json.dumps({"a": [1, 2]}, indent=2)

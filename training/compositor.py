@@ -15,6 +15,11 @@ import numpy as np
 from PIL import Image
 
 DEFAULT_BACKGROUND = (245, 245, 245)
+# The scene sizes, for training views and the evaluation's scenes alike: a square canvas of SCENE_CANVAS pixels, each
+# photo's longer side a uniform SCENE_SCALE_RANGE fraction of it, and SCENE_DISTRACTORS (inclusive) other products.
+SCENE_CANVAS = 224
+SCENE_SCALE_RANGE = (0.35, 0.7)
+SCENE_DISTRACTORS = (1, 3)
 # A photo's border is "white-ish" (a studio background that may blend into the scene) when every channel of its
 # median border colour is at least this light; pixels within the tolerance of that colour and connected to the
 # border become transparent.
@@ -86,8 +91,8 @@ def compose_scene(
     product: Image.Image,
     distractors: Sequence[Image.Image],
     rng: random.Random,
-    canvas_size: int = 224,
-    scale_range: tuple[float, float] = (0.35, 0.7),
+    canvas_size: int = SCENE_CANVAS,
+    scale_range: tuple[float, float] = SCENE_SCALE_RANGE,
     background: tuple[int, int, int] | str | None = None,
     blend_white: bool = True,
 ) -> tuple[Image.Image, Box]:
@@ -141,9 +146,9 @@ class SceneCompositor:
 
     def __init__(
         self,
-        num_distractors: tuple[int, int] = (1, 3),
-        scale_range: tuple[float, float] = (0.35, 0.7),
-        canvas_size: int = 224,
+        num_distractors: tuple[int, int] = SCENE_DISTRACTORS,
+        scale_range: tuple[float, float] = SCENE_SCALE_RANGE,
+        canvas_size: int = SCENE_CANVAS,
         background: tuple[int, int, int] | str | None = None,
         blend_white: bool = True,
     ):
@@ -156,6 +161,24 @@ class SceneCompositor:
         self.canvas_size = canvas_size
         self.background = background
         self.blend_white = blend_white
+
+    @property
+    def max_products(self) -> int:
+        """The most products one scene shows: the product and the most distractors."""
+        return 1 + self.num_distractors[1]
+
+    def check_instance_queries(self, config) -> None:
+        """
+        One-to-one query matching gives each product a scene shows its own instance query, so an ECLIP config that
+        uses it needs `num_instance_queries >= max_products`: a `ValueError` naming the field otherwise.
+        """
+        if (config.use_instance_decoder and config.instance_matching == "one_to_one"
+                and config.num_instance_queries < self.max_products):
+            raise ValueError(
+                f"instance_matching='one_to_one' gives each product of a scene its own query, and a scene shows up "
+                f"to {self.max_products} products: num_instance_queries must be at least {self.max_products}, got "
+                f"{config.num_instance_queries}."
+            )
 
     def __call__(
         self, product: Image.Image, pool: Sequence[Image.Image], rng: random.Random
@@ -246,7 +269,6 @@ def compose_hard_scene(
     # A distractor pasted over the product may hide at most 1 - min_visible of it; one that hides more goes below.
     covered = np.zeros((canvas_size, canvas_size), dtype=bool)
     above = layers[layers.index(next(layer for layer in layers if layer[2])) + 1:]
-    kept_above = []
     for layer in above:
         image, (px, py), _ = layer
         mask = np.zeros_like(covered)
@@ -255,7 +277,6 @@ def compose_hard_scene(
         hidden = trial[y0 : y0 + item.height, x0 : x0 + item.width][alpha].mean() if alpha.any() else 0.0
         if 1.0 - hidden >= min_visible:
             covered = trial
-            kept_above.append(layer)
         else:
             layers.remove(layer)
             layers.insert(0, layer)
@@ -266,6 +287,15 @@ def compose_hard_scene(
 
 
 __all__ = [
-    "SceneCompositor", "compose_scene", "compose_hard_scene", "background_mask", "cutout", "random_soft_colour",
-    "DEFAULT_BACKGROUND", "HARD_SCENE_KINDS",
+    "SceneCompositor",
+    "compose_scene",
+    "compose_hard_scene",
+    "HARD_SCENE_KINDS",
+    "background_mask",
+    "cutout",
+    "random_soft_colour",
+    "DEFAULT_BACKGROUND",
+    "SCENE_CANVAS",
+    "SCENE_DISTRACTORS",
+    "SCENE_SCALE_RANGE",
 ]

@@ -53,6 +53,33 @@ def resolve_data_dir() -> str:
     return os.path.abspath(os.environ.get("ECLIP_DATA_DIR") or os.path.join(repo, "..", "shared", "data"))
 
 
+def resolve_source(data_dir: str | None, name: str) -> str:
+    """`data_dir/name` when `data_dir` is the data root, else `data_dir` itself when it already is that source."""
+    data_dir = data_dir or resolve_data_dir()
+    candidate = os.path.join(data_dir, name)
+    if os.path.exists(candidate):
+        return candidate
+    if os.path.basename(os.path.normpath(data_dir)) == name and os.path.exists(data_dir):
+        return data_dir
+    raise FileNotFoundError(f"{name!r} not found under {data_dir!r} (set --data or ECLIP_DATA_DIR to the data root).")
+
+
+def limit_dataset(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    """At most `limit` rows of `split`, drawn with a fixed seed (all of them when `limit` is `None`)."""
+    if limit is None or len(split) <= limit:
+        return split
+    return split.shuffle(seed=seed).select(range(limit))
+
+
+def split_dataset(table: datasets.Dataset, limit: int | None, seed: int,
+                  splits: Sequence[str] = ("train", "validation", "test")) -> datasets.DatasetDict:
+    """The rows of each split of a table with a `split` column, each limited by [`limit_dataset`]."""
+    return datasets.DatasetDict({
+        name: limit_dataset(table.filter(lambda s, name=name: s == name, input_columns="split"), limit, seed)
+        for name in splits
+    })
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Loading
 
@@ -322,7 +349,7 @@ class PretrainingCollator:
         field_map: product-text field -> row column (a string) or columns (a list, e.g. a category path). Fields not
             in the map keep the row's own columns. `None`: the rows as they are, or [`FASHION_FIELD_MAP`] when they
             have the fashion-products schema (a `productDisplayName` and no `title` column).
-        compositor: the [`SceneCompositor`] for scenes (default: 1-3 distractors, scale 0.35-0.7, 224 px canvas).
+        compositor: the [`SceneCompositor`] for scenes (default: `SceneCompositor()`, the `SCENE_*` sizes of compositor.py).
         scene_probability: probability that a row's main image is replaced by a scene.
         make_views: build `view_pixel_values` (the intra-product objective); off saves half the image processing.
         seed: base seed of the augmentation randomness (see below).
@@ -334,7 +361,7 @@ class PretrainingCollator:
         - `view_pixel_values`: `(B, 3, H, W)` float32, the second views (only with `make_views=True`);
         - `product_ids`: `(B,)` int64 (see [`product_id_to_int`]; rows without an id get one from their image
           reference, so each is its own product);
-        - `member_ids`: `(B, 1 + max distractors)` int64, the products each main image shows: its own id first,
+        - `member_ids`: `(B, compositor.max_products)` int64, the products each main image shows: its own id first,
           then the distractors pasted into its scene, padded with its own id (scene-aware targets, see
           `EclipConfig.scene_positives`);
         - `num_skipped_images`: int64 scalar, rows of this batch dropped because their image could not be decoded
@@ -423,7 +450,7 @@ class PretrainingCollator:
         if self.make_views:
             batch["view_pixel_values"] = torch.zeros(0, *self._image_shape)
         batch["product_ids"] = torch.zeros(0, dtype=torch.long)
-        batch["member_ids"] = torch.zeros(0, self.compositor.num_distractors[1] + 1, dtype=torch.long)
+        batch["member_ids"] = torch.zeros(0, self.compositor.max_products, dtype=torch.long)
         batch["num_skipped_images"] = torch.tensor(skipped, dtype=torch.long)
         return batch
 
@@ -471,7 +498,7 @@ class PretrainingCollator:
             image, _, chosen = self.compositor.compose(ready(index), [ready(j) for j in others], rng)
             return image, [ids[others[c]] for c in chosen]
 
-        width = self.compositor.num_distractors[1] + 1
+        width = self.compositor.max_products
         main, members = [], []
         for i in range(len(images)):
             shown = []
@@ -508,7 +535,10 @@ __all__ = [
     "IMAGE_PATH_COLUMNS",
     "PretrainingCollator",
     "decode_image",
+    "limit_dataset",
     "load_product_dataset",
     "product_id_to_int",
     "resolve_data_dir",
+    "resolve_source",
+    "split_dataset",
 ]

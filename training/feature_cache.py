@@ -28,6 +28,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from modeling_eclip.modeling_eclip import vision_layers, vision_tower_head
+from training.atomic import atomic_write_json
+from training.batch_schedule import ScheduledBatchSampler
 
 logger = logging.getLogger(__name__)
 
@@ -105,15 +107,6 @@ def dataset_fingerprint(dataset) -> str:
         fields = sorted((k, repr(v)) for k, v in row.items() if k != "image")
         digest.update(repr((image, fields)).encode())
     return digest.hexdigest()
-
-
-def _write_json(path: str, value: dict) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 # ------------------------------------------------------------------------------------------------------- cache
@@ -241,8 +234,6 @@ class FeatureCache(Dataset):
         """
         from tqdm.auto import tqdm
 
-        from training.trainer import ScheduledBatchSampler
-
         tower = model.vision_model
         num_layers = len(vision_layers(tower))
         layer = num_layers if layer is None else layer
@@ -319,8 +310,8 @@ class FeatureCache(Dataset):
                 else:
                     arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=array_dtype, shape=shape)
             if not done:
-                _write_json(os.path.join(folder, PROGRESS), {"batches_done": 0})
-                _write_json(os.path.join(folder, MANIFEST), manifest)
+                atomic_write_json(os.path.join(folder, PROGRESS), {"batches_done": 0}, indent=2)
+                atomic_write_json(os.path.join(folder, MANIFEST), manifest, indent=2)
             pad_id = processor.tokenizer.pad_token_id or 0
 
             def embed(pixel_values: torch.Tensor) -> np.ndarray:
@@ -361,7 +352,7 @@ class FeatureCache(Dataset):
                     if (index + 1) % _FLUSH_EVERY == 0 or index + 1 == num_batches:
                         for array in arrays.values():
                             array.flush()
-                        _write_json(os.path.join(folder, PROGRESS), {"batches_done": index + 1})
+                        atomic_write_json(os.path.join(folder, PROGRESS), {"batches_done": index + 1}, indent=2)
             del arrays
         finally:
             tower.train(was_training)

@@ -13,7 +13,7 @@ Tasks (data and label rules in :mod:`training.finetune_data`):
 
 The backbone starts from ``--model`` (an ``EclipModel`` folder, or a fine-tuned head). ``--lora`` trains LoRA adapters
 plus the head instead of every weight; ``--freeze-backbone`` trains the head alone. The output folder gets the model
-(or the adapter and the head config, see docs/finetuning.md), the processor and ``test_metrics.json`` (the test metrics
+(or the adapter and the head config, see the README's "LoRA adapters"), the processor and ``test_metrics.json`` (the test metrics
 with a trivial baseline next to them: majority class, all-``O`` tags, or "always a match / always restricted").
 
 Example::
@@ -33,6 +33,8 @@ import sys
 
 import numpy as np
 import torch
+
+from training.fashion import LABEL_FIELD
 
 logger = logging.getLogger("eclip-finetune")
 
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modality", choices=("image", "text", "both"), default=None,
                         help="towers describing a product (default: image for category/restricted, text otherwise; "
                              "attributes and matching are text-only).")
-    parser.add_argument("--label-column", default="articleType", help="category task: fashion-products column.")
+    parser.add_argument("--label-column", default=LABEL_FIELD, help="category task: fashion-products column.")
     parser.add_argument("--matching-datasets", default="walmart-amazon,abt-buy",
                         help="matching task: comma-separated product-matching benchmarks.")
     parser.add_argument("--lora", nargs="?", const="", default=None, metavar="SPEC",

@@ -35,61 +35,21 @@ import re
 
 import datasets
 
-from training.data import resolve_data_dir
+from training.data import limit_dataset, resolve_source, split_dataset
+from training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, SPLITS, TITLE_FIELD, load_products
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 MATCHING_FILES = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}
 MATCHING_DATASETS = ("walmart-amazon", "abt-buy")
-RESTRICTED_SUBCATEGORY = "Innerwear"
 ENTITY_TYPES = ("BRAND", "GENDER", "COLOUR", "TYPE")
 BIO_LABELS = ("O",) + tuple(f"{prefix}-{entity}" for entity in ENTITY_TYPES for prefix in ("B", "I"))
-TEXT_COLUMN = "productDisplayName"
 
 _COL = re.compile(r"COL\s+(\S+)\s+VAL\s?")
 
 
-def resolve_source(data_dir: str | None, name: str) -> str:
-    """``data_dir/name`` when ``data_dir`` is the data root, else ``data_dir`` itself when it already is that source."""
-    data_dir = data_dir or resolve_data_dir()
-    candidate = os.path.join(data_dir, name)
-    if os.path.exists(candidate):
-        return candidate
-    if os.path.basename(os.path.normpath(data_dir)) == name and os.path.exists(data_dir):
-        return data_dir
-    raise FileNotFoundError(f"{name!r} not found under {data_dir!r} (set --data or ECLIP_DATA_DIR to the data root).")
-
-
-def _limit(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
-    if limit is None or len(split) <= limit:
-        return split
-    return split.shuffle(seed=seed).select(range(limit))
-
-
-def _by_split(table: datasets.Dataset, limit: int | None, seed: int) -> datasets.DatasetDict:
-    parts = {}
-    for name in SPLITS:
-        part = table.filter(lambda s, name=name: s == name, input_columns="split")
-        parts[name] = _limit(part, limit, seed)
-    return datasets.DatasetDict(parts)
-
-
-# ------------------------------------------------------------------------------------------------ fashion-products
-def load_products(
-    data_dir: str | None, modality: str, limit: int | None = None, seed: int = 0
-) -> datasets.DatasetDict:
-    """``fashion-products`` by split; with images (``image`` column) only when ``modality`` needs them."""
-    source = resolve_source(data_dir, "fashion-products")
-    if modality == "text":
-        table = datasets.load_dataset("csv", data_files=os.path.join(source, "metadata.csv"), split="train")
-    else:
-        table = datasets.load_dataset("imagefolder", data_dir=source, split="train")
-    return _by_split(table, limit, seed)
-
-
 def category_dataset(
-    data_dir: str | None, label_column: str = "articleType", modality: str = "image", limit: int | None = None,
+    data_dir: str | None, label_column: str = LABEL_FIELD, modality: str = "image", limit: int | None = None,
     seed: int = 0,
 ) -> tuple[datasets.DatasetDict, dict[int, str]]:
     """Products with an integer ``labels`` column; classes are those of the training split."""
@@ -113,7 +73,7 @@ def restricted_dataset(
 ) -> datasets.DatasetDict:
     """Products with a float ``labels`` column: 1.0 for Innerwear (restricted), 0.0 otherwise."""
     splits = load_products(data_dir, modality, limit, seed)
-    return splits.map(lambda v: {"labels": float(v == RESTRICTED_SUBCATEGORY)}, input_columns="subCategory")
+    return splits.map(lambda v: {"labels": float(v == RESTRICTED_VALUE)}, input_columns=RESTRICTED_FIELD)
 
 
 # ------------------------------------------------------------------------------------------------ attribute tags
@@ -188,11 +148,11 @@ def attribute_dataset(data_dir: str | None, limit: int | None = None, seed: int 
     """``fashion-titles.csv`` by split with ``words`` and ``tags`` (BIO strings) columns; empty titles dropped."""
     source = resolve_source(data_dir, "fashion-titles.csv")
     table = datasets.load_dataset("csv", data_files=source, split="train")
-    table = table.filter(lambda t: isinstance(t, str) and t.strip() != "", input_columns=TEXT_COLUMN)
-    splits = _by_split(table, limit, seed)
+    table = table.filter(lambda t: isinstance(t, str) and t.strip() != "", input_columns=TITLE_FIELD)
+    splits = split_dataset(table, limit, seed, SPLITS)
 
     def derive(row):
-        words, tags = bio_tags(row[TEXT_COLUMN], row["gender"], row["baseColour"], row["articleType"])
+        words, tags = bio_tags(row[TITLE_FIELD], row["gender"], row["baseColour"], row[LABEL_FIELD])
         return {"words": words, "tags": tags}
 
     return splits.map(derive)
@@ -236,6 +196,6 @@ def matching_dataset(
         for name in names:
             rows = read_matching_file(os.path.join(root, name, filename))
             rows["source"] = [name] * len(rows["labels"])
-            parts.append(_limit(datasets.Dataset.from_dict(rows), limit, seed))
+            parts.append(limit_dataset(datasets.Dataset.from_dict(rows), limit, seed))
         out[split] = datasets.concatenate_datasets(parts)
     return datasets.DatasetDict(out)

@@ -1,6 +1,6 @@
 """LoRA adapters for the ECLIP task heads, with peft.
 
-The recipe (docs/finetuning.md):
+The recipe (README, "LoRA adapters"):
 
 ```python
 from peft import PeftModel

@@ -243,7 +243,8 @@ def build_model(model_config: dict, text_model_path: str, vocab_size: int, visio
     from modeling_eclip.modeling_eclip import _tower_kwargs  # drops pooling layers the ECLIP pooling leaves unused
 
     eclip_fields = dict(model_config.get("eclip") or {})
-    vision_pooling = eclip_fields.get("vision_pooling", "pooler")
+    defaults = EclipConfig.default_config_fields()
+    vision_pooling = eclip_fields.get("vision_pooling", defaults["vision_pooling"])
     if vision_model_path is not None:
         vision_config = AutoConfig.from_pretrained(vision_model_path)
         vision_model = AutoModel.from_pretrained(vision_model_path, **_tower_kwargs(vision_config, vision_pooling))
@@ -252,7 +253,7 @@ def build_model(model_config: dict, text_model_path: str, vocab_size: int, visio
             image_size=int(model_config.get("image_size", 64)), **(model_config.get("vision_config") or {})
         )
         vision_model = AutoModel.from_config(vision_config, **_tower_kwargs(vision_config, vision_pooling))
-    text_pooling = eclip_fields.get("text_pooling", "mean")
+    text_pooling = eclip_fields.get("text_pooling", defaults["text_pooling"])
     if model_config.get("text_config"):
         text_config = AutoConfig.for_model(**{"vocab_size": vocab_size, **model_config["text_config"]})
         text_model = AutoModel.from_config(text_config, **_tower_kwargs(text_config, text_pooling))
@@ -414,14 +415,7 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
         seed=training_args.seed,
         max_length=data_config.get("max_length"),
     )
-    shown = collator.compositor.num_distractors[1] + 1
-    if (model.config.use_instance_decoder and model.config.instance_matching == "one_to_one"
-            and model.config.num_instance_queries < shown):
-        raise ValueError(
-            f"instance_matching='one_to_one' gives each product of a scene its own query, and a scene shows up to "
-            f"{shown} products: num_instance_queries must be at least {shown}, got "
-            f"{model.config.num_instance_queries}."
-        )
+    collator.compositor.check_instance_queries(model.config)
     cache, cache_started = None, time.time()
     if training_args.feature_cache_dir is not None:
         cache = build_feature_cache(model, collator, train_dataset, training_args, data_config)

@@ -3,15 +3,15 @@
 `EclipTrainer`: `transformers.Trainer` plus the three things contrastive pretraining needs and Trainer lacks
 (DESIGN.md, "Training system"), per-objective logging and an atomic final save.
 
-* **Negatives across processes.** Each process embeds its local rows; embeddings and product ids are all-gathered
-  with gradients and every loss takes the local rows against the global columns ("local loss").
-* **Gradient cache.** With `contrastive_chunk_size`, pass 1 embeds the batch chunk by chunk without a graph, the
-  loss and its gradient with respect to the (detached) embeddings are computed on the whole batch, and pass 2
-  re-embeds each chunk with a graph (under the RNG state pass 1 saw, so dropout matches) and back-propagates the
-  cached embedding gradients. Activation memory is that of one chunk; the gradients are those of the whole batch.
-* **Contrastive batch-size schedule.** `contrastive_batch_schedule="0:256,2000:1024"` sets the global contrastive
-  batch size by optimizer step through a deterministic batch sampler, so Trainer's resume (which skips the batches
-  already consumed) stays exact; with the chunk size fixed, memory stays flat as the batch grows.
+* **Negatives across processes** (training/collectives.py): each process embeds its local rows; embeddings and
+  product ids are all-gathered with gradients and every loss takes the local rows against the global columns.
+* **Gradient cache** (training/gradient_cache.py), with `contrastive_chunk_size`: a contrastive batch far larger
+  than memory, with the gradients of the whole batch and the activation memory of one chunk.
+* **Contrastive batch-size schedule** (training/batch_schedule.py): `contrastive_batch_schedule="0:256,2000:1024"`
+  sets the global contrastive batch size by optimizer step, exactly resumable.
+
+Checkpoints are staged (training/checkpoints.py): a kill mid-save never leaves a partial `checkpoint-N`.
+The names of those modules that other code uses are re-exported here.
 
 **How gradients are synchronised (DDP).** DistributedDataParallel only all-reduces gradients for a backward whose
 forward went through the DDP wrapper, and it expects every parameter to get its gradient from that one backward.
@@ -26,33 +26,27 @@ the full-batch loss. FSDP and DeepSpeed shard the parameters, so the unwrapped m
 are refused with a clear error.
 """
 
-import contextlib
 import functools
 import os
-import re
-import shutil
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, IterableDataset, Sampler
+from torch.utils.data import DataLoader, IterableDataset
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_callback import ExportableState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints, seed_worker
+from transformers.trainer_utils import seed_worker
 from transformers.utils import is_datasets_available, logging
 
 from modeling_eclip.losses import LOSS_NAMES
 from modeling_eclip.modeling_eclip import atomic_directory, vision_layers
+from training.batch_schedule import ScheduledBatchSampler, batch_size_at, parse_batch_schedule
+from training.checkpoints import save_staged_checkpoint
+from training.collectives import all_reduce_gradients, make_all_gather, row_counts
 from training.feature_cache import FeatureCache, lock_vision_tower
+from training.gradient_cache import contrastive_backward
 
 logger = logging.get_logger(__name__)
-
-# Weight files never carried over from an old model folder into a new save: a stale shard next to fresh weights
-# would make a mixed model.
-_WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth")
-
 
 # ---------------------------------------------------------------------------------------------------- arguments
 @dataclass
@@ -144,131 +138,6 @@ class EclipTrainingArguments(TrainingArguments):
             raise ValueError("unlocked_image_layers counts the blocks left trainable by lock_image_tower=True.")
 
 
-# ------------------------------------------------------------------------------------------ batch-size schedule
-def parse_batch_schedule(spec: str) -> list[tuple[int, int]]:
-    """
-    Parse `"0:256,2000:1024,8000:4096"` into `[(0, 256), (2000, 1024), (8000, 4096)]`: from each optimizer step on,
-    the global contrastive batch size. Raises `ValueError` saying what is wrong.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(
-            f"Empty contrastive batch schedule {spec!r}: expected 'step:size,...' such as '0:256,2000:1024'."
-        )
-    schedule = []
-    for item in spec.split(","):
-        parts = item.strip().split(":")
-        try:
-            if len(parts) != 2:
-                raise ValueError
-            step, size = int(parts[0]), int(parts[1])
-        except ValueError:
-            raise ValueError(
-                f"Bad entry {item.strip()!r} in contrastive batch schedule {spec!r}: expected 'step:size' with two "
-                "integers, e.g. '0:256,2000:1024'."
-            ) from None
-        if size < 1:
-            raise ValueError(
-                f"Contrastive batch schedule {spec!r}: batch size {size} at step {step} must be positive."
-            )
-        if schedule and step <= schedule[-1][0]:
-            raise ValueError(
-                f"Contrastive batch schedule {spec!r}: steps must increase, got {step} after {schedule[-1][0]}."
-            )
-        schedule.append((step, size))
-    if schedule[0][0] != 0:
-        raise ValueError(f"Contrastive batch schedule {spec!r} must start at step 0, got {schedule[0][0]}.")
-    return schedule
-
-
-def batch_size_at(schedule: list[tuple[int, int]], step: int) -> int:
-    """The global batch size the schedule gives at optimizer step `step`."""
-    size = schedule[0][1]
-    for start, value in schedule:
-        if step < start:
-            break
-        size = value
-    return size
-
-
-class ScheduledBatchSampler(Sampler[list[int]]):
-    """
-    Deterministic batch sampler whose global batch size follows a schedule by optimizer step.
-
-    The data is read pass after pass, each pass in its own permutation seeded by `(seed, pass)`; batch `b` (of
-    optimizer step `b // gradient_accumulation_steps`) takes the next `batch_size_at(step)` indices of the current pass
-    and this process keeps its `1 / num_replicas` share. A batch never straddles two passes (the tail of a pass too
-    small for the next batch is dropped), so a batch never holds one row twice. Batch `b` depends only on `b`: skipping
-    the first `k` batches, as Trainer does on resume, continues exactly where an uninterrupted run would be.
-
-    Args:
-        num_samples (`int`): size of the dataset.
-        schedule (`str` or list of `(step, size)`): the global batch-size schedule.
-        num_batches (`int`): batches to yield (Trainer: `max_steps * gradient_accumulation_steps`).
-        seed (`int`): seed of the permutations.
-        num_replicas (`int`), rank (`int`): the processes sharing each global batch.
-        gradient_accumulation_steps (`int`): batches per optimizer step.
-    """
-
-    def __init__(
-        self,
-        num_samples: int,
-        schedule: str | list[tuple[int, int]],
-        num_batches: int,
-        seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
-        gradient_accumulation_steps: int = 1,
-    ):
-        self.schedule = parse_batch_schedule(schedule) if isinstance(schedule, str) else list(schedule)
-        self.num_samples = num_samples
-        self.num_batches = num_batches
-        self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.gradient_accumulation_steps = gradient_accumulation_steps
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is outside [0, {num_replicas}).")
-        for step, size in self.schedule:
-            if size % num_replicas:
-                raise ValueError(
-                    f"Contrastive batch size {size} (from step {step}) is not divisible by the {num_replicas} "
-                    "processes."
-                )
-            if size > num_samples:
-                raise ValueError(
-                    f"Contrastive batch size {size} (from step {step}) exceeds the {num_samples} rows of the dataset."
-                )
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def global_batch_size(self, batch_index: int) -> int:
-        return batch_size_at(self.schedule, batch_index // self.gradient_accumulation_steps)
-
-    def _permutation(self, data_pass: int) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + data_pass)
-        return torch.randperm(self.num_samples, generator=generator).tolist()
-
-    def __iter__(self) -> Iterator[list[int]]:
-        data_pass, position = 0, 0
-        order = self._permutation(data_pass)
-        for batch_index in range(self.num_batches):
-            size = self.global_batch_size(batch_index)
-            if position + size > self.num_samples:
-                data_pass, position = data_pass + 1, 0
-                order = self._permutation(data_pass)
-            share = size // self.num_replicas
-            start = position + self.rank * share
-            yield order[start : start + share]
-            position += size
-
-
-# --------------------------------------------------------------------------------------------------- utilities
-# Checkpoints are written as `tmp-checkpoint-N` and renamed when complete: neither Trainer's `^checkpoint-(\d+)$`
-# (get_last_checkpoint) nor its `checkpoint-*` glob (rotate_checkpoints) matches a staging folder.
-_STAGING_PREFIX = "tmp-"
-_STAGING_PATTERN = re.compile(rf"^{_STAGING_PREFIX}(old-)?{PREFIX_CHECKPOINT_DIR}-\d+$")
-
 
 def _grads_finite(parameters) -> bool:
     """Whether every gradient is finite (one host sync)."""
@@ -277,224 +146,6 @@ def _grads_finite(parameters) -> bool:
         return True
     return bool(torch.stack([torch.isfinite(grad).all() for grad in grads]).all().item())
 
-
-def _remove_stale_staging(run_dir: str) -> None:
-    """Delete the staging folders a run killed mid-save left behind."""
-    if os.path.isdir(run_dir):
-        for entry in os.listdir(run_dir):
-            if _STAGING_PATTERN.match(entry):
-                shutil.rmtree(os.path.join(run_dir, entry), ignore_errors=True)
-
-
-def _publish(staging: str, final_dir: str) -> None:
-    """Rename a complete staging folder to `final_dir`, replacing an existing one (a save at the same step)."""
-    if os.path.exists(final_dir):
-        parent, name = os.path.split(final_dir)
-        old = os.path.join(parent, f"{_STAGING_PREFIX}old-{name}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(final_dir, old)
-        os.rename(staging, final_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(staging, final_dir)
-    # Make the rename durable before training goes on (best effort: not every OS can fsync a folder).
-    with contextlib.suppress(OSError):
-        descriptor = os.open(os.path.dirname(final_dir), os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-class _RNGState:
-    """The CPU (and CUDA) RNG states before a chunk's pass-1 forward, so that pass 2 replays the same dropout."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.cpu = torch.get_rng_state()
-        self.cuda = self.cuda_index = None
-        if device.type == "cuda":
-            self.cuda_index = device.index if device.index is not None else torch.cuda.current_device()
-            self.cuda = torch.cuda.get_rng_state(self.cuda_index)
-
-    @contextlib.contextmanager
-    def replay(self):
-        # fork_rng puts the current states back afterwards: the global stream advances once, as in pass 1.
-        with torch.random.fork_rng(devices=[self.cuda_index] if self.cuda is not None else []):
-            torch.set_rng_state(self.cpu)
-            if self.cuda is not None:
-                torch.cuda.set_rng_state(self.cuda, self.cuda_index)
-            yield
-
-
-def _split_rows(inputs: dict, num_rows: int, chunk_size: int) -> list[dict]:
-    """Split every per-row tensor of a batch into chunks of `chunk_size` rows (other entries are shared)."""
-    chunks = []
-    for start in range(0, num_rows, chunk_size):
-        chunks.append(
-            {
-                key: value[start : start + chunk_size]
-                if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == num_rows
-                else value
-                for key, value in inputs.items()
-            }
-        )
-    return chunks
-
-
-def contrastive_backward(
-    model,
-    inputs: dict,
-    product_ids: torch.Tensor | None = None,
-    chunk_size: int | None = None,
-    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    scale: float = 1.0,
-    backward: Callable[[torch.Tensor], None] | None = None,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    member_ids: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """
-    Pretraining loss of one contrastive batch and its backward pass into `model`'s gradients.
-
-    With `chunk_size` smaller than the batch this is the gradient cache: pass 1 embeds every chunk without a graph
-    (saving the RNG state before each), the loss and its gradient w.r.t. the embeddings are computed on the whole
-    batch, and pass 2 replays each chunk's RNG state, re-embeds it with a graph and back-propagates the cached
-    embedding gradients. Gradients equal the unchunked batch's; activation memory is one chunk's.
-
-    Args:
-        model: an `EclipModel` (unwrapped).
-        inputs: the batch without `product_ids` (`input_ids`, `attention_mask`, `pixel_values`, ...).
-        member_ids: the products each image shows (scene-aware targets), `(rows, W)`; `None` if unknown.
-        gather: all-gather across processes (see [`make_all_gather`]); `None` on one process.
-        scale: multiplier of the loss before backward (gradient accumulation, share of rows across processes).
-        backward: how to back-propagate a loss (Trainer passes `accelerator.backward`, which applies fp16 scaling).
-        autocast: mixed-precision context factory (Trainer passes `accelerator.autocast`).
-    Returns:
-        `(loss, components)`, unscaled.
-    """
-    backward = backward or torch.Tensor.backward
-    num_rows = int(inputs["input_ids"].shape[0])
-    if chunk_size is None or chunk_size >= num_rows:
-        with autocast():
-            embeddings = model.pretraining_embeddings(**inputs)
-            loss, components = model.compute_loss(**embeddings, product_ids=product_ids, gather=gather,
-                                              member_ids=member_ids)
-        backward(loss * scale)
-        return loss, components
-
-    device = inputs["input_ids"].device
-    chunks = _split_rows(inputs, num_rows, chunk_size)
-    rng_states, pass_one = [], []
-    with torch.no_grad():
-        for chunk in chunks:
-            rng_states.append(_RNGState(device))
-            with autocast():
-                pass_one.append(model.pretraining_embeddings(**chunk))
-    embeddings = {key: torch.cat([piece[key] for piece in pass_one]).detach().requires_grad_() for key in pass_one[0]}
-    del pass_one
-    with autocast():
-        loss, components = model.compute_loss(**embeddings, product_ids=product_ids, gather=gather,
-                                              member_ids=member_ids)
-    # Gradients of the (scaled, for fp16) loss w.r.t. the embeddings, and logit_scale's gradient, which only the loss
-    # uses. Going through the given backward keeps an fp16 loss scale in the cached gradients.
-    backward(loss * scale)
-    start = 0
-    for chunk, rng_state in zip(chunks, rng_states):
-        with rng_state.replay(), autocast():
-            chunk_embeddings = model.pretraining_embeddings(**chunk)
-        rows = next(iter(chunk_embeddings.values())).shape[0]
-        keys = [key for key in chunk_embeddings if embeddings[key].grad is not None]
-        torch.autograd.backward(
-            [chunk_embeddings[key] for key in keys], [embeddings[key].grad[start : start + rows] for key in keys]
-        )
-        start += rows
-    return loss, components
-
-
-def _row_counts(num_rows: int, device: torch.device) -> list[int]:
-    """Every process's row count (collective)."""
-    counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
-    dist.all_gather(counts, torch.tensor([num_rows], dtype=torch.long, device=device))
-    return [int(count) for count in counts]
-
-
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the gradient contiguous.
-
-    The backward of `torch.distributed.nn.functional.all_gather` receives into `torch.empty_like(grad)` buffers,
-    which keep a non-contiguous gradient's strides, and the collective then fills them as if they were contiguous:
-    with the gradient an einsum gives (the inter-product loss), the text embeddings got scrambled gradients on gloo.
-    """
-
-    @staticmethod
-    def forward(ctx, tensor):
-        return tensor.view_as(tensor)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.contiguous()
-
-
-def make_all_gather(counts: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """
-    A gather for `EclipModel.compute_loss`: concatenates every process's tensor along dim 0, with gradients (the
-    backward of `torch.distributed.nn.functional.all_gather` sums every process's gradient for this process's rows).
-    Processes may hold different numbers of rows (a batch that lost corrupt images): tensors are padded to the
-    largest count and trimmed after.
-    """
-    from torch.distributed.nn.functional import all_gather
-
-    largest = max(counts)
-
-    def gather(tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.shape[0] < largest:
-            tensor = torch.cat([tensor, tensor.new_zeros((largest - tensor.shape[0], *tensor.shape[1:]))], 0)
-        with warnings.catch_warnings():  # deprecated for functional collectives, whose autograd gloo lacks
-            warnings.simplefilter("ignore", FutureWarning)
-            pieces = all_gather(tensor)
-        return torch.cat([_ContiguousGrad.apply(piece[:count]) for piece, count in zip(pieces, counts)], 0)
-
-    return gather
-
-
-def all_reduce_gradients(parameters, bucket_mb: float = 25.0) -> None:
-    """
-    Average the gradients of `parameters` over all processes in flat buckets, as DDP does. Parameters that got no
-    gradient here take zeros, so every process reduces the same buckets.
-    """
-    parameters = [p for p in parameters if p.requires_grad]
-    if all(p.grad is None for p in parameters):
-        return  # a step skipped by every process together (see `EclipTrainer.training_step`)
-    for p in parameters:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    world_size = dist.get_world_size()
-    cap = int(bucket_mb * 2**20)
-
-    def reduce(bucket: list[torch.Tensor]) -> None:
-        flat = torch.cat([grad.reshape(-1) for grad in bucket])
-        dist.all_reduce(flat)  # SUM, then divide: gloo has no AVG
-        flat /= world_size
-        offset = 0
-        for grad in bucket:
-            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-            offset += grad.numel()
-
-    # One flat buffer per dtype and device, cut into buckets of about `cap` bytes, in parameter order (the same order
-    # on every process, so the collectives pair up).
-    by_kind: dict[tuple, list[torch.Tensor]] = {}
-    for p in parameters:
-        by_kind.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
-    for grads in by_kind.values():
-        bucket, nbytes = [], 0
-        for grad in grads:
-            bucket.append(grad)
-            nbytes += grad.numel() * grad.element_size()
-            if nbytes >= cap:
-                reduce(bucket)
-                bucket, nbytes = [], 0
-        if bucket:
-            reduce(bucket)
 
 
 # ------------------------------------------------------------------------------------------------------ trainer
@@ -644,7 +295,7 @@ class EclipTrainer(Trainer):
         num_rows = int(inputs["input_ids"].shape[0])
 
         distributed = self.args.world_size > 1
-        counts = _row_counts(num_rows, device) if distributed else [num_rows]
+        counts = row_counts(num_rows, device) if distributed else [num_rows]
         if min(counts) == 0:
             # Every image of some process's batch was corrupt. All processes skip together: a lone process
             # leaving would stall the others' all-gathers.
@@ -806,58 +457,8 @@ class EclipTrainer(Trainer):
 
     # ---------------------------------------------------------------------------------------------- saving
     def _save_checkpoint(self, model, trial) -> None:
-        """
-        Trainer's checkpoint (model, optimizer, scheduler, scaler, per-process RNG states, trainer state), written
-        into the staging folder `tmp-checkpoint-N` and renamed to `checkpoint-N` only once complete, so that a kill
-        mid-save never leaves a partial `checkpoint-N` for `resume_from_checkpoint=True` (`get_last_checkpoint`
-        matches `^checkpoint-(\\d+)$`) to pick. Every process writes its part, then, after a barrier, the main process
-        renames (an existing `checkpoint-N` is replaced) and rotates old checkpoints.
-        """
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        if self.hp_search_backend is None and trial is None:
-            self.store_flos()
-        run_dir = self._get_output_dir(trial=trial)
-        final_dir = os.path.join(run_dir, name)
-        staging = os.path.join(run_dir, f"{_STAGING_PREFIX}{name}")
-        if self.args.should_save:
-            _remove_stale_staging(run_dir)  # left by a run killed mid-save
-        self.accelerator.wait_for_everyone()
-
-        self.save_model(staging, _internal_call=True)
-        if self.args.save_strategy in [SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST] and (
-            self.state.best_global_step
-        ):
-            best = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
-            if self.state.best_global_step == self.state.global_step or os.path.exists(best):
-                self.state.best_model_checkpoint = best
-        if not self.args.save_only_model:
-            self._save_optimizer_and_scheduler(staging)
-            self._save_scaler(staging)
-            self._save_rng_state(staging)  # one file per process
-        if self.args.should_save:
-            for callback in [
-                cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)
-            ]:
-                callback_name, callback_state = callback.__class__.__name__, callback.state()
-                if isinstance(self.state.stateful_callbacks[callback_name], list):
-                    self.state.stateful_callbacks[callback_name].append(callback_state)
-                else:
-                    self.state.stateful_callbacks[callback_name] = callback_state
-            self.state.save_to_json(os.path.join(staging, "trainer_state.json"))
-
-        self.accelerator.wait_for_everyone()  # every process's files are in the staging folder
-        if self.args.should_save:
-            _publish(staging, final_dir)
-        self.accelerator.wait_for_everyone()
-        if self.args.push_to_hub:
-            self._push_from_checkpoint(final_dir)
-        if self.args.should_save:
-            rotate_checkpoints(
-                output_dir=run_dir,
-                save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=True,
-            )
+        """Trainer's checkpoint, staged so that a kill mid-save never leaves a partial one (training/checkpoints.py)."""
+        save_staged_checkpoint(self, trial)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Checkpoints (internal calls) as Trainer does; a user's save goes through [`save_final_model`]."""
@@ -896,3 +497,4 @@ __all__ = [
     "contrastive_backward",
     "make_all_gather",
 ]
+

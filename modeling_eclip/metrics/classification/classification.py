@@ -1,8 +1,9 @@
 """Accuracy plus macro / weighted F1 for single-label classification."""
 
 import datasets
-import evaluate
 from sklearn.metrics import accuracy_score, f1_score
+
+from modeling_eclip.metrics import base  # the module, not its class: evaluate loads a module's first Metric class
 
 _DESCRIPTION = """
 Single-label classification metrics computed with scikit-learn:
@@ -30,29 +31,9 @@ Examples:
     0.6666666666666666
 """
 
-_CITATION = """
-@article{scikit-learn,
-  title={Scikit-learn: Machine Learning in {P}ython},
-  author={Pedregosa, F. and others},
-  journal={Journal of Machine Learning Research},
-  volume={12},
-  pages={2825--2830},
-  year={2011}
-}
-"""
-
-
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Classification(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-        )
+class Classification(base.EclipMetric):
+    DESCRIPTION, INPUTS_DESCRIPTION, CITATION = _DESCRIPTION, _KWARGS_DESCRIPTION, base.SKLEARN_CITATION
+    FEATURES = {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
 
     def _compute(self, predictions, references, labels=None):
         f1 = {

@@ -1,8 +1,9 @@
 """NMI and ARI between cluster assignments and ground-truth classes."""
 
 import datasets
-import evaluate
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from modeling_eclip.metrics import base  # the module, not its class: evaluate loads a module's first Metric class
 
 _DESCRIPTION = """
 External clustering quality computed with scikit-learn. Both scores are
@@ -40,17 +41,9 @@ _CITATION = """
 """
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Clustering(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-        )
+class Clustering(base.EclipMetric):
+    DESCRIPTION, INPUTS_DESCRIPTION, CITATION = _DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION
+    FEATURES = {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
 
     def _compute(self, predictions, references):
         return {

@@ -1,7 +1,8 @@
 """Entity-level precision / recall / F1 for BIO-tagged sequences (conlleval semantics)."""
 
 import datasets
-import evaluate
+
+from modeling_eclip.metrics import base  # the module, not its class: evaluate loads a module's first Metric class
 
 _DESCRIPTION = """
 Entity-level scores for BIO tagging (e.g. attribute extraction: B-BRAND, I-BRAND, O).
@@ -71,20 +72,12 @@ def _prf(tp, n_pred, n_gold):
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class EntityF1(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("string")),
-                    "references": datasets.Sequence(datasets.Value("string")),
-                }
-            ),
-        )
+class EntityF1(base.EclipMetric):
+    DESCRIPTION, INPUTS_DESCRIPTION, CITATION = _DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION
+    FEATURES = {
+        "predictions": datasets.Sequence(datasets.Value("string")),
+        "references": datasets.Sequence(datasets.Value("string")),
+    }
 
     def _compute(self, predictions, references):
         pred, gold = set(), set()

@@ -1,9 +1,10 @@
 """Binary match / no-match metrics for scored pairs (e.g. same-product verification)."""
 
 import datasets
-import evaluate
 import numpy as np
 from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support, roc_auc_score
+
+from modeling_eclip.metrics import base  # the module, not its class: evaluate loads a module's first Metric class
 
 _DESCRIPTION = """
 Metrics for pair matching where each pair has a score (higher = more likely a
@@ -38,18 +39,6 @@ Examples:
     (1.0, 1.0)
 """
 
-_CITATION = """
-@article{scikit-learn,
-  title={Scikit-learn: Machine Learning in {P}ython},
-  author={Pedregosa, F. and others},
-  journal={Journal of Machine Learning Research},
-  volume={12},
-  pages={2825--2830},
-  year={2011}
-}
-"""
-
-
 def _validate(scores, labels):
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
@@ -82,15 +71,9 @@ def best_f1_threshold(scores, labels):
     return float(thresholds[best]), float(f1[best])
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class PairMatching(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"scores": datasets.Value("float64"), "references": datasets.Value("int64")}),
-        )
+class PairMatching(base.EclipMetric):
+    DESCRIPTION, INPUTS_DESCRIPTION, CITATION = _DESCRIPTION, _KWARGS_DESCRIPTION, base.SKLEARN_CITATION
+    FEATURES = {"scores": datasets.Value("float64"), "references": datasets.Value("int64")}
 
     def _compute(self, scores, references, threshold=None, target_precision=0.95):
         scores, labels = _validate(scores, references)

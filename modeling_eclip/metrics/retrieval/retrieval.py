@@ -1,8 +1,9 @@
 """Recall@k and MRR for query x gallery retrieval (CLIP-style image<->text retrieval)."""
 
 import datasets
-import evaluate
 import numpy as np
+
+from modeling_eclip.metrics import base  # the module, not its class: evaluate loads a module's first Metric class
 
 _DESCRIPTION = """
 Retrieval metrics over a query x gallery similarity matrix.
@@ -49,21 +50,13 @@ _CITATION = """
 """
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Retrieval(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    # float64, not float32: casting can create ties that change the ranking.
-                    "scores": datasets.Sequence(datasets.Value("float64")),
-                    "relevant": datasets.Sequence(datasets.Value("int64")),
-                }
-            ),
-        )
+class Retrieval(base.EclipMetric):
+    DESCRIPTION, INPUTS_DESCRIPTION, CITATION = _DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION
+    FEATURES = {
+        # float64, not float32: casting can create ties that change the ranking.
+        "scores": datasets.Sequence(datasets.Value("float64")),
+        "relevant": datasets.Sequence(datasets.Value("int64")),
+    }
 
     def _compute(self, scores, relevant, k_values=(1, 5, 10)):
         k_values = tuple(int(k) for k in k_values)

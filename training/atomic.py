@@ -1,0 +1,32 @@
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+"""
+Atomic file writes: a reader (or a run killed mid-write) sees the previous file or the new one, never a part of one.
+Every results, report, card and cache-manifest file of the project is written through here. (Model folders are
+swapped whole by `modeling_eclip.modeling_eclip.atomic_directory`, which the Hub-facing code needs for itself.)
+"""
+
+import json
+import os
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8, newlines as given) to a temporary file next to `path`, flush it to disk, rename it over."""
+    path = os.fspath(path)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def atomic_write_json(path: str | os.PathLike, value, **dumps_kwargs) -> None:
+    """`atomic_write_text(path, json.dumps(value, **dumps_kwargs))`: the bytes `json.dump` would write."""
+    atomic_write_text(path, json.dumps(value, **dumps_kwargs))
+
+
+__all__ = ["atomic_write_json", "atomic_write_text"]

@@ -1,0 +1,177 @@
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+"""`evaluate_model`: every input checked first, then each task on the model (and the baseline), then the report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from training.compositor import compose_scene
+from training.data import resolve_data_dir
+from training.evaluation.data import DEFAULT_TEMPLATES, check_templates, load_matching
+from training.evaluation.embedder import Embedder
+from training.evaluation.report import BASELINE_SUBDIR, compare, config_summary, versions, write_results
+from training.evaluation.scenes import build_scenes
+from training.evaluation.tasks import TASK_FUNCTIONS, TASK_SPLITS, TaskRun, parse_tasks
+from training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, load_split_rows, read_fashion_metadata
+
+logger = logging.getLogger("training.evaluation")
+
+
+def _evaluate_one(model, processor, name, model_path, tasks, splits, matching, scenes, output_dir, templates,
+                  seed, class_names, restricted_negatives, batch_size, device, confusion_classes, num_examples,
+                  show_progress) -> dict:
+    os.makedirs(output_dir, exist_ok=True)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    embedder = Embedder(model, processor, batch_size=batch_size, device=device, name=name,
+                        show_progress=show_progress)
+    run = TaskRun(embedder, splits, matching, scenes, output_dir, templates, seed, class_names, restricted_negatives,
+                  confusion_classes, num_examples)
+    results, timings = {}, {}
+    start = time.perf_counter()
+    for task in tasks:
+        t0 = time.perf_counter()
+        logger.info("[%s] %s", name, task)
+        results[task] = TASK_FUNCTIONS[task](run)
+        timings[task] = round(time.perf_counter() - t0, 3)
+    return {
+        "model_path": model_path,
+        "config": config_summary(model),
+        "tasks": results,
+        "task_wall_time_s": timings,
+        "eval_wall_time_s": time.perf_counter() - start,
+        "plots": run.plots,
+        "notes": run.notes,
+        "embedded": {"images": embedder.embedded_images, "texts": embedder.embedded_texts},
+    }
+
+
+def prepare(data_dir: str | None, tasks, limit: int | None = None, seed: int = 0,
+            templates: Sequence[str] | None = None, compose_fn: Callable | None = None) -> dict:
+    """
+    Check every input and read the (limited) data rows, without touching a model: unknown tasks, a missing data
+    folder, file or split, bad templates or a bad limit raise `ValueError` here, before any heavy work.
+    """
+    task_list = parse_tasks(tasks)
+    data_dir = data_dir or resolve_data_dir()
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"Data folder {data_dir} does not exist (set --data or ECLIP_DATA_DIR).")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}.")
+    templates = check_templates(templates if templates is not None else DEFAULT_TEMPLATES)
+    needed_splits = [s for s in ("train", "validation", "test") if any(s in TASK_SPLITS[t] for t in task_list)]
+    splits, class_names, restricted_negatives = {}, [], []
+    if needed_splits:
+        all_rows = read_fashion_metadata(data_dir)
+        splits = load_split_rows(data_dir, needed_splits, limit, seed)
+        class_names = sorted({r[LABEL_FIELD] for r in all_rows})
+        restricted_negatives = sorted({r[RESTRICTED_FIELD] for r in all_rows} - {RESTRICTED_VALUE})
+    matching = load_matching(data_dir, limit, seed) if "matching" in task_list else None
+    if "instance_retrieval" in task_list and compose_fn is None:
+        compose_fn = compose_scene
+    return {"tasks": task_list, "data_dir": data_dir, "templates": templates, "splits": splits,
+            "matching": matching, "class_names": class_names, "restricted_negatives": restricted_negatives,
+            "compose_fn": compose_fn}
+
+
+def evaluate_model(
+    model,
+    processor,
+    data_dir: str | None = None,
+    tasks: str | Sequence[str] = "all",
+    output_dir: str = "eval",
+    limit: int | None = None,
+    *,
+    baseline_model=None,
+    baseline_processor=None,
+    model_path: str | None = None,
+    baseline_path: str | None = None,
+    batch_size: int = 64,
+    templates: Sequence[str] | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    compose_fn: Callable | None = None,
+    confusion_classes: int = 15,
+    num_examples: int = 4,
+    update_card: bool = False,
+    show_progress: bool = True,
+) -> dict:
+    """
+    Run the ECLIP benchmarks on one model (and, given `baseline_model`, the CLIP baseline with the same code) and
+    write `results.json`, `results.md` and the plots to `output_dir`. Returns the results dict (= results.json).
+
+    Args:
+        model, processor: an `EclipModel` (or anything with `get_text_features` / `get_image_features` /
+            `get_instance_features`) and its `EclipProcessor`.
+        data_dir: the shared data folder (default `$ECLIP_DATA_DIR`, else `/work/shared/data`).
+        tasks: `"all"`, a comma list or a list of names from `TASKS`.
+        limit: cap on rows per split (and on pairs per matching split), chosen deterministically (seeded,
+            stratified by subCategory / label) for quick runs; `None` uses everything.
+        templates: prompt templates with one `{}` (zero-shot and restricted prompts); text embeddings are
+            averaged over them.
+        compose_fn: scene compositor for `instance_retrieval` (default `training.compositor.compose_scene`).
+        update_card: also write the model card (README.md) into `model_path` (a local folder).
+
+    Raises:
+        ValueError: unknown task, missing data folder / file / split, bad template or limit -- before any
+            embedding is computed.
+    """
+    t_start = time.perf_counter()
+    prepared = prepare(data_dir, tasks, limit, seed, templates, compose_fn)
+    task_list, splits, matching = prepared["tasks"], prepared["splits"], prepared["matching"]
+    data_dir, templates, compose_fn = prepared["data_dir"], prepared["templates"], prepared["compose_fn"]
+    class_names, restricted_negatives = prepared["class_names"], prepared["restricted_negatives"]
+    if (baseline_model is None) != (baseline_processor is None):
+        raise ValueError("Pass both baseline_model and baseline_processor, or neither.")
+    model_path = model_path or getattr(model, "name_or_path", None) or "<in-memory model>"
+    if update_card and not os.path.isdir(model_path):
+        raise ValueError(f"update_card needs the model to be a local folder; {model_path!r} is not one.")
+    os.makedirs(output_dir, exist_ok=True)
+
+    scenes = build_scenes(splits["test"], compose_fn, seed) if "instance_retrieval" in task_list else None
+    common = dict(tasks=task_list, splits=splits, matching=matching, scenes=scenes, templates=templates, seed=seed,
+                  class_names=class_names, restricted_negatives=restricted_negatives, batch_size=batch_size,
+                  device=device, confusion_classes=confusion_classes, num_examples=num_examples,
+                  show_progress=show_progress)
+    results = _evaluate_one(model, processor, "model", model_path, output_dir=output_dir, **common)
+    data = {
+        "fashion_products": {s: len(rows) for s, rows in splits.items()},
+        "matching": {name: {s: len(p) for s, p in sp.items()} for name, sp in (matching or {}).items()},
+        "instance_scenes": len(scenes) if scenes is not None else 0,
+        "num_articletype_classes": len(class_names),
+    }
+    results = {
+        "model_path": results.pop("model_path"),
+        "tasks_run": task_list,
+        "data_dir": os.path.abspath(data_dir),
+        "data": data,
+        "limit": limit,
+        "seed": seed,
+        "templates": templates,
+        **results,
+    }
+    if baseline_model is not None:
+        baseline = _evaluate_one(
+            baseline_model, baseline_processor, "baseline",
+            baseline_path or getattr(baseline_model, "name_or_path", None) or "<in-memory baseline>",
+            output_dir=os.path.join(output_dir, BASELINE_SUBDIR), **common,
+        )
+        results["baseline"] = baseline
+        results["comparison"] = compare(results["tasks"], baseline["tasks"])
+    results["wall_time_s"] = time.perf_counter() - t_start
+    results["versions"] = versions()
+    results = write_results(output_dir, results)
+    if update_card:
+        from model_cards.card import write_model_card
+
+        results["model_card"] = write_model_card(model_path, results)
+    return results
+
+
+__all__ = ["evaluate_model", "prepare"]
