@@ -48,6 +48,7 @@ from training.evaluation.report import (
 from training.evaluation.runner import evaluate_model, prepare
 from training.evaluation.scenes import (
     attention_grid,
+    build_hard_scenes,
     build_scenes,
     first_relevant_ranks,
     processed_to_canvas,
@@ -63,6 +64,7 @@ from training.evaluation.tasks import (
     TaskRun,
     fit_logistic,
     parse_tasks,
+    selection_diagnostics,
 )
 from training.fashion import (
     FASHION_DIR,
@@ -76,6 +78,7 @@ from training.fashion import (
 )
 
 __all__ = [
+    "build_hard_scenes", "selection_diagnostics",
     "BASELINE_SUBDIR", "DEFAULT_TEMPLATES", "DETAILS", "FASHION_DIR", "LABEL_FIELD", "LINEAR_PROBE_C", "MATCHING_DATASETS",
     "MATCHING_DIR", "MATCHING_SPLITS", "PLOT_FILES", "RESTRICTED_FIELD", "RESTRICTED_PROMPTS", "RESTRICTED_VALUE",
     "TARGET_PRECISION", "TASKS", "TASK_FUNCTIONS", "TASK_SPLITS", "TITLE_FIELD", "Embedder", "TaskRun",
