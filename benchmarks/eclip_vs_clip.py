@@ -73,7 +73,7 @@ from training.atomic import atomic_write_json  # noqa: E402
 # design as first written (`FIRST_DESIGN`, hard max over the queries), which every variant starts from whatever
 # EclipConfig's defaults are. The `_scene` set uses scene-aware targets (`scene_positives`), the fix for the query
 # collapse the first set shows (see the README's Results); `eclip_scene_matched` is EclipConfig's default recipe.
-FIRST = {**FIRST_DESIGN, "inter_temperature": None}
+FIRST = {**FIRST_DESIGN, "inter_temperature": None, "selection_target": "named"}
 # EclipConfig's defaults, the fix for the query collapse: scene_positives, one_to_one matching, residual instances.
 RECIPE = {name: EclipConfig.default_config_fields()[name] for name in FIRST_DESIGN}
 SCENE = {"scene_positives": True}

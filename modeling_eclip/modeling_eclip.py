@@ -29,6 +29,7 @@ from .losses import (
     instance_text_scores,
     inter_product_loss,
     intra_product_loss,
+    member_selection_targets,
     select_instances,
     selection_loss,
 )
@@ -984,7 +985,14 @@ class EclipModel(EclipPreTrainedModel):
                 )
             selected, selected_index = select_instances(instance_embeds, text_embeds)
             if weights["selection"] > 0 and selection_logits is not None:
-                components["selection"] = selection_loss(selection_logits, selected_index)
+                target = selected_index
+                if config.selection_target == "members" and member_ids is not None:
+                    target = member_selection_targets(
+                        instance_embeds, member_ids, text_embeds if gather is None else everywhere(text_embeds),
+                        product_ids if gather is None else all_ids,
+                        one_to_one=config.instance_matching == "one_to_one",
+                    )
+                components["selection"] = selection_loss(selection_logits, target)
             if weights["intra"] > 0 and view_instance_embeds is not None:
                 view_selected, _ = select_instances(view_instance_embeds, text_embeds)
                 components["intra"] = intra_product_loss(
