@@ -450,6 +450,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--towers" in argv:  # `--towers pretrained`: the comparison on DINOv2-S + MiniLM (its own script and options)
+        position = argv.index("--towers")
+        towers = argv[position + 1] if position + 1 < len(argv) else ""
+        if towers not in ("pretrained", "scratch"):
+            raise SystemExit("--towers must be 'pretrained' or 'scratch'.")
+        argv = argv[:position] + argv[position + 2:]
+        if towers == "pretrained":
+            import eclip_vs_clip_pretrained
+
+            return eclip_vs_clip_pretrained.main(argv)
     if argv and argv[0] in ("_train", "_evaluate"):
         _, variant, settings, run_dir = argv
         (worker_train if argv[0] == "_train" else worker_evaluate)(variant, json.loads(settings), run_dir)

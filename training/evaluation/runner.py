@@ -102,6 +102,8 @@ def evaluate_model(
     update_card: bool = False,
     show_progress: bool = True,
     tower_features=None,
+    scenes: list[dict] | None = None,
+    hard_scenes: dict[str, list[dict]] | None = None,
 ) -> dict:
     """
     Run the ECLIP benchmarks on one model (and, given `baseline_model`, the CLIP baseline with the same code) and
@@ -120,6 +122,8 @@ def evaluate_model(
         update_card: also write the model card (README.md) into `model_path` (a local folder).
         tower_features: a [`TowerFeatures`] of the locked vision tower the model(s) were trained with: images are
             embedded from its cached hidden states (computed once per image set, shared across models).
+        scenes, hard_scenes: the instance-retrieval scenes (`build_scenes`, `build_hard_scenes` of the test rows
+            with this seed), when the caller shares them between evaluations; built here otherwise.
 
     Raises:
         ValueError: unknown task, missing data folder / file / split, bad template or limit -- before any
@@ -137,10 +141,11 @@ def evaluate_model(
         raise ValueError(f"update_card needs the model to be a local folder; {model_path!r} is not one.")
     os.makedirs(output_dir, exist_ok=True)
 
-    scenes = hard_scenes = None
-    if "instance_retrieval" in task_list:
-        scenes = build_scenes(splits["test"], compose_fn, seed)
-        hard_scenes = build_hard_scenes(splits["test"], seed)
+    if "instance_retrieval" not in task_list:
+        scenes = hard_scenes = None
+    else:  # built here unless the caller built them (for these rows and seed) to share between evaluations
+        scenes = scenes if scenes is not None else build_scenes(splits["test"], compose_fn, seed)
+        hard_scenes = hard_scenes if hard_scenes is not None else build_hard_scenes(splits["test"], seed)
     common = dict(tasks=task_list, splits=splits, matching=matching, scenes=scenes, hard_scenes=hard_scenes,
                   templates=templates, seed=seed,
                   class_names=class_names, restricted_negatives=restricted_negatives, batch_size=batch_size,
