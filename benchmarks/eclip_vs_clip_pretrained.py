@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
@@ -40,11 +39,11 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (REPO, os.path.dirname(os.path.abspath(__file__))):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
 
-from fashion import FASHION_CONFIG, ValidationZeroShot  # noqa: E402  (the fashion recipe and its validation probe)
+from benchmarks.bench_io import cpu_name, read_json, write_json  # noqa: E402  (needs REPO on sys.path)
+from benchmarks.fashion import FASHION_CONFIG, ValidationZeroShot, validation_rows  # noqa: E402
 
 VARIANTS = {
     "clip": ("CLIP baseline (global ITC, same scene-aware targets)", {"use_instance_decoder": False}),
@@ -63,17 +62,8 @@ EVAL_TASKS = "zero_shot,retrieval,instance_retrieval,linear_probe,clustering,res
 SCENE_SETS = ("standard", "crowded", "small")
 
 
-def _write_json(path: str, value) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2, default=float)
-        handle.write("\n")
-    os.replace(path + ".tmp", path)
 
 
-def _read_json(path: str):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def runs(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
@@ -113,7 +103,7 @@ def train(variant: str, seed: int, settings: dict, folder: str, probe_rows) -> d
                        for e in summary["log_history"] if "loss" in e],
         "probe": probe.history, "settings": comparable(settings),
     }
-    _write_json(os.path.join(folder, "train.json"), record)
+    write_json(os.path.join(folder, "train.json"), record)
     return record
 
 
@@ -285,9 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "features": TowerFeatures(tower, processor.image_processor, layer,
                                   folder=os.path.join(REPO, ".eclip-cache", "evaluation"), show_progress=False),
     }
-    from fashion import _validation_rows
-
-    probe_rows = _validation_rows(data_dir, min(400, args.eval_limit or 400))
+    probe_rows = validation_rows(data_dir, min(400, args.eval_limit or 400))
     started = time.time()
     records, per_query, seed_data = {}, {}, {}
 
@@ -306,12 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = os.path.join(run_dir, variant, f"seed{seed}")
         train_path, results_path = os.path.join(folder, "train.json"), os.path.join(folder, "eval", "results.json")
         reuse = args.reuse and os.path.isfile(train_path) and os.path.isfile(os.path.join(folder, "model", "config.json"))
-        if reuse and _read_json(train_path)["settings"] != comparable(settings):
+        if reuse and read_json(train_path)["settings"] != comparable(settings):
             raise SystemExit(f"--reuse: {train_path} was trained with other settings; remove it or match them.")
         print(f"[{name}] {'reusing' if reuse else 'training'}", flush=True)
-        record = _read_json(train_path) if reuse else train(variant, seed, settings, folder, probe_rows)
+        record = read_json(train_path) if reuse else train(variant, seed, settings, folder, probe_rows)
         if args.reuse and os.path.isfile(results_path) and os.path.getmtime(results_path) > os.path.getmtime(train_path):
-            results = _read_json(results_path)
+            results = read_json(results_path)
         else:
             print(f"[{name}] evaluating", flush=True)
             results = evaluate(os.path.join(folder, "model"), folder, settings, seed, evaluation_data(seed))
@@ -330,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(records, per_query, variants, seeds, settings, argv)
     report["wall_time_s"] = time.time() - started
     stem = os.path.join(args.results_dir, "eclip_vs_clip_pretrained")
-    _write_json(f"{stem}.json", report)
+    write_json(f"{stem}.json", report)
     with open(f"{stem}.md", "w", encoding="utf-8") as handle:
         handle.write(report_markdown(report))
     print(report_markdown(report))
@@ -343,7 +331,7 @@ def build_report(records, per_query, variants, seeds, settings, argv) -> dict:
 
     report = {
         "command": "python benchmarks/eclip_vs_clip_pretrained.py " + " ".join(argv),
-        "hardware": {"machine": platform.machine(), "processor": _cpu_name(), "cpu_count": os.cpu_count(),
+        "hardware": {"machine": platform.machine(), "processor": cpu_name(), "cpu_count": os.cpu_count(),
                      "torch_threads": torch.get_num_threads()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
@@ -404,15 +392,6 @@ def _cell(entry: dict) -> str:
     return f"{entry['ratio']:.2f}x [{low}, {high}]"
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

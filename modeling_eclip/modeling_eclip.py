@@ -721,6 +721,8 @@ class EclipModel(EclipPreTrainedModel):
         image_hidden_states (`torch.Tensor` of shape `(batch_size, num_tokens, vision_hidden_size)`, *optional*):
             Instead of `pixel_values`: a ViT-like vision tower's hidden states after block `image_hidden_states_layer`
             (a locked tower's feature cache); the remaining blocks run here (see [`vision_tower_tail`]).
+        image_hidden_states_layer (`int`, *optional*):
+            The block `image_hidden_states` come after (0: the embedding output).
 
         Returns:
             [`BaseModelOutputWithPooling`] of the vision tower (with its `hidden_states` / `attentions` when asked
