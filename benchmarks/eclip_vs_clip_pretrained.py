@@ -212,10 +212,11 @@ def _ratio_entry(model_mean, base_mean, model_draws, base_draws) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):  # a resample where the baseline scores 0: an infinite ratio
         ratios = np.where(base_draws > 0, model_draws / np.where(base_draws > 0, base_draws, 1.0),
                           np.where(model_draws > 0, np.inf, 1.0))
+        interval = np.percentile(ratios, [2.5, 97.5])
     return {"model": float(model_mean), "baseline": float(base_mean),
             "ratio": float(model_mean / base_mean) if base_mean else None,
             # None stands for an unbounded end (resamples where the baseline scored 0).
-            "ratio_ci95": [float(v) if np.isfinite(v) else None for v in np.percentile(ratios, [2.5, 97.5])],
+            "ratio_ci95": [float(v) if np.isfinite(v) else None for v in interval],
             "share_ahead": float((model_draws > base_draws).mean())}
 
 
