@@ -414,6 +414,9 @@ def test_cli_end_to_end(tmp_path):
     assert "loss_itc" in output and "loss_intra" in output  # each objective is logged
     assert "ECLIP pretraining finished" in result.stdout and str(out) in result.stdout
     assert "steps:          3" in result.stdout
+    # stderr is a pipe, not a terminal: progress comes as plain lines with the rate and the ETA
+    assert "[eclip-pretrain] step 3/3 (100%)" in result.stderr and "steps/s" in result.stderr
+    assert "ETA " in result.stderr and "\r" not in result.stderr
 
     assert {"model.safetensors", "config.json", "README.md", "tokenizer.json"} <= set(os.listdir(out))
     _assert_no_pickles(out)

@@ -293,6 +293,7 @@ def run(args) -> dict:
     import modeling_eclip
     from training import finetune_data as data
     from training.lora import apply_lora, parse_lora_spec, save_adapter
+    from training.progress import progress_callbacks
 
     set_seed(args.seed)
     try:
@@ -366,7 +367,7 @@ def run(args) -> dict:
     optimizer = build_optimizer(model, args.learning_rate, args.head_learning_rate, args.weight_decay)
     trainer = Trainer(
         model=model, args=training_args, train_dataset=splits["train"], data_collator=collator,
-        optimizers=(optimizer, None),
+        optimizers=(optimizer, None), callbacks=progress_callbacks("eclip-finetune"),
     )
     train_result = trainer.train()
 

@@ -370,6 +370,7 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
     from transformers.trainer_utils import get_last_checkpoint
 
     from training.data import PretrainingCollator, load_product_dataset
+    from training.progress import is_terminal, progress_callbacks
     from training.towers import cache_dir
     from training.trainer import EclipTrainer, EclipTrainingArguments
 
@@ -381,6 +382,8 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
         if resume is None:
             raise FileNotFoundError(f"--resume: no checkpoint found in {checkpoint_dir!r}.")
     training_config.setdefault("report_to", "none")
+    # tqdm's redrawn bar garbles a redirected log; there the progress callback writes plain lines instead.
+    training_config.setdefault("disable_tqdm", not is_terminal())
     if _has_accelerator():
         for key, value in gpu_defaults().items():
             training_config.setdefault(key, value)
@@ -426,7 +429,7 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
         train_dataset=cache if cache is not None else train_dataset,
         data_collator=collator,
         processing_class=processor,
-        callbacks=callbacks,
+        callbacks=list(callbacks or []) + progress_callbacks("eclip-pretrain"),
     )
 
     result = trainer.train(resume_from_checkpoint=resume)
