@@ -101,6 +101,7 @@ def evaluate_model(
     num_examples: int = 4,
     update_card: bool = False,
     show_progress: bool = True,
+    repo_id: str | None = None,
 ) -> dict:
     """
     Run the ECLIP benchmarks on one model (and, given `baseline_model`, the CLIP baseline with the same code) and
@@ -116,7 +117,9 @@ def evaluate_model(
         templates: prompt templates with one `{}` (zero-shot and restricted prompts); text embeddings are
             averaged over them.
         compose_fn: scene compositor for `instance_retrieval` (default `training.compositor.compose_scene`).
-        update_card: also write the model card (README.md) into `model_path` (a local folder).
+        update_card: also write the model card (README.md) into `model_path` (a local folder), keeping the facts of
+            the card already there (the training run; see `model_cards.card.write_model_card`).
+        repo_id: the Hub repo the folder is published as: the card's title and loading snippet.
 
     Raises:
         ValueError: unknown task, missing data folder / file / split, bad template or limit -- before any
@@ -170,7 +173,7 @@ def evaluate_model(
     if update_card:
         from model_cards.card import write_model_card
 
-        results["model_card"] = write_model_card(model_path, results)
+        results["model_card"] = write_model_card(model_path, results, repo_id=repo_id)
     return results
 
 
