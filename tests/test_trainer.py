@@ -421,7 +421,11 @@ def test_cli_end_to_end(tmp_path):
     assert {"model.safetensors", "config.json", "README.md", "tokenizer.json"} <= set(os.listdir(out))
     _assert_no_pickles(out)
     assert not os.path.exists(f"{out}-checkpoints")  # save_strategy "no": no checkpoint folder
-    assert "eclip" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "eclip" in card
+    # titled and loaded by the final folder's name, never by the staging folder it was written in
+    assert "\n# tiny-model\n" in card and 'from_pretrained("tiny-model"' in card and "partial" not in card
+    assert "- optimizer steps: 3" in card and "- data: `synthetic:64`" in card
 
     model = AutoModel.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
