@@ -190,7 +190,8 @@ def build_finetune_card(
         f" (rows: {', '.join(f'{k} {v}' for k, v in rows.items())})." if rows else ".")
 
     load = f'"{repo_id}"' + (f', subfolder="{subfolder}"' if subfolder else "")
-    code = ["import modeling_eclip  # registers ECLIP with transformers' Auto classes (or pass trust_remote_code=True)"]
+    code = ["import modeling_eclip  # registers ECLIP with transformers' Auto classes"
+            + ("" if kind == "adapter" else " (or pass trust_remote_code=True)")]
     if task == "matching":
         code += ["from modeling_eclip import EclipForProductMatching", "",
                  f"matcher = EclipForProductMatching.from_pretrained({load}).eval()",
@@ -236,7 +237,7 @@ def build_finetune_card(
     ])
     return ModelCard.from_template(
         card_data, template_path=TEMPLATE_PATH, model_name=model_name,
-        summary=f"{TASKS[task]} with ECLIP ({how}).", facts=facts, description=description,
+        summary=f"{TASKS[task]} with ECLIP: {how}.", facts=facts, description=description,
         training_data=training_data, usage_code="\n".join(code), usage_notes=notes,
         results_section=_results_section(report), limitations=limitations,
     )

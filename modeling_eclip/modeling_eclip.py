@@ -525,7 +525,8 @@ class EclipPreTrainedModel(PreTrainedModel):
         if adapter is None or os.fspath(adapter) == path:
             adapter_config = _hub_json(path, ADAPTER_CONFIG_NAME, kwargs)
             base = (adapter_config or {}).get("base_model_name_or_path")
-            if not base or os.path.isfile(os.path.join(path, "model.safetensors")):
+            weights = ("model.safetensors", "model.safetensors.index.json")  # a full model with an adapter inside
+            if not base or any(os.path.isfile(os.path.join(path, name)) for name in weights):
                 return path
             adapter, path = path, base
             adapter_kwargs["_adapter_model_path"] = adapter
