@@ -207,7 +207,8 @@ def save_adapter(peft_model, directory: str, processor=None, card=None) -> None:
     default: the card of ``model_cards.finetune_card`` without results) in place of peft's blank template. The
     backbone is not written: ``adapter_config.json`` names it, by absolute path when it is a local folder, so the
     adapter loads from any working directory (a Hub push names the base's repo id instead, see ``training.hub``).
-    The folder is written atomically and readable under the user's umask.
+    The folder is written atomically (it becomes exactly the adapter: nothing of what it held before is kept, so no
+    stale ``merged/`` or README survives) and is readable under the user's umask.
     """
     from modeling_eclip.modeling_eclip import atomic_directory
 
