@@ -67,13 +67,13 @@ from benchmarks.eclip_vs_clip_report import (  # noqa: E402
     write_markdown,
 )
 from modeling_eclip.configuration_eclip import FIRST_DESIGN, EclipConfig  # noqa: E402
-from training.atomic import atomic_write_json  # noqa: E402
+from benchmarks.bench_io import cpu_name, write_json  # noqa: E402
 
 # name: (description, EclipConfig overrides, the baseline it is compared with). Overrides are stated against the
 # design as first written (`FIRST_DESIGN`, hard max over the queries), which every variant starts from whatever
 # EclipConfig's defaults are. The `_scene` set uses scene-aware targets (`scene_positives`), the fix for the query
 # collapse the first set shows (see the README's Results); `eclip_scene_matched` is EclipConfig's default recipe.
-FIRST = {**FIRST_DESIGN, "inter_temperature": None}
+FIRST = {**FIRST_DESIGN, "inter_temperature": None, "selection_target": "named"}
 # EclipConfig's defaults, the fix for the query collapse: scene_positives, one_to_one matching, residual instances.
 RECIPE = {name: EclipConfig.default_config_fields()[name] for name in FIRST_DESIGN}
 SCENE = {"scene_positives": True}
@@ -165,7 +165,7 @@ def worker_train(variant: str, settings: dict, run_dir: str) -> None:
         "probe": probe.history,
         "settings": _training_settings(settings),
     }
-    _write_json(os.path.join(folder, "train.json"), record)
+    write_json(os.path.join(folder, "train.json"), record)
 
 
 def worker_evaluate(variant: str, settings: dict, run_dir: str) -> None:
@@ -296,8 +296,6 @@ def significance(report: dict, run_dir: str, settings: dict) -> None:
         data["scene_retrieval_bootstrap"] = paired_bootstrap(ranks[name], ranks[baseline])
 
 
-def _write_json(path: str, data) -> None:
-    atomic_write_json(path, data, indent=2, sort_keys=False, default=float)
 
 
 def _run_parallel(stage: str, variants: list[str], settings: dict, run_dir: str, jobs: int) -> dict[str, float]:
@@ -355,7 +353,7 @@ def build_report(variants: list[str], run_dir: str, settings: dict, walls: dict,
         "command": "python benchmarks/eclip_vs_clip.py " + " ".join(settings.get("argv", [])),
         "hardware": {
             "machine": platform.machine(),
-            "processor": _cpu_name(),
+            "processor": cpu_name(),
             "cpu_count": os.cpu_count(),
             "jobs_in_parallel": settings["jobs"],
             "torch_threads_per_job": settings["threads"],
@@ -408,15 +406,6 @@ def build_report(variants: list[str], run_dir: str, settings: dict, walls: dict,
     return report
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ========================================================================================================= main
@@ -450,6 +439,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--towers" in argv:  # `--towers pretrained`: the comparison on DINOv2-S + MiniLM (its own script and options)
+        position = argv.index("--towers")
+        towers = argv[position + 1] if position + 1 < len(argv) else ""
+        if towers not in ("pretrained", "scratch"):
+            raise SystemExit("--towers must be 'pretrained' or 'scratch'.")
+        argv = argv[:position] + argv[position + 2:]
+        if towers == "pretrained":
+            from benchmarks import eclip_vs_clip_pretrained
+
+            return eclip_vs_clip_pretrained.main(argv)
     if argv and argv[0] in ("_train", "_evaluate"):
         _, variant, settings, run_dir = argv
         (worker_train if argv[0] == "_train" else worker_evaluate)(variant, json.loads(settings), run_dir)
@@ -497,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     significance(report, run_dir, settings)
     report["wall_time_s"] = time.time() - started
     os.makedirs(args.results_dir, exist_ok=True)
-    _write_json(f"{stem}.json", report)
+    write_json(f"{stem}.json", report)
     write_markdown(report, f"{stem}.md")
     plot_curves(report, f"{stem}_curves.png")
     plot_metrics(report, f"{stem}_metrics.png")

@@ -36,6 +36,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from benchmarks.bench_io import read_json, write_json  # noqa: E402  (needs REPO on sys.path)
+
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 FASHION_CONFIG = os.path.join(REPO, "training", "configs", "fashion.yaml")
 # What the README's table shows, in order: (flattened results key, label).
@@ -56,17 +58,8 @@ SCRATCH_SETTINGS = {"steps": 500, "batch_size": 64, "learning_rate": 5e-4, "imag
                     "scene_probability": 0.5, "logging_steps": 10}
 
 
-def _write_json(path: str, value) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2, default=float)
-        handle.write("\n")
-    os.replace(path + ".tmp", path)
 
 
-def _read_json(path: str):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 # ============================================================================================ validation probe
@@ -172,7 +165,7 @@ def _fashion_config(output_dir: str, overrides: dict | None = None) -> dict:
     return config
 
 
-def _validation_rows(data_dir: str, limit: int | None = None) -> list[dict]:
+def validation_rows(data_dir: str, limit: int | None = None) -> list[dict]:
     from training.evaluation import load_split_rows
 
     return load_split_rows(data_dir, ["validation"], limit, 0)["validation"]
@@ -212,7 +205,7 @@ def _train(config: dict, probe_rows: list[dict] | None, probe_every: int, folder
         "probe": probe.history if probe is not None else [],
         "config": config,
     }
-    _write_json(os.path.join(folder, "train.json"), record)
+    write_json(os.path.join(folder, "train.json"), record)
     return record
 
 
@@ -248,7 +241,7 @@ def _same_config(folder: str, config: dict) -> bool:
     path = os.path.join(folder, "train.json")
     if not os.path.isfile(path) or not os.path.isfile(os.path.join(folder, "model", "config.json")):
         return False
-    previous = _read_json(path)["config"]
+    previous = read_json(path)["config"]
     if previous != json.loads(json.dumps(config)):
         raise SystemExit(f"--reuse: {path} was trained with another config; remove {folder} or use the same settings.")
     return True
@@ -257,13 +250,13 @@ def _same_config(folder: str, config: dict) -> bool:
 def run_model(name: str, config: dict, folder: str, args, probe_rows) -> dict:
     if args.reuse and _same_config(folder, config):
         print(f"[{name}] reusing {folder}", flush=True)
-        train = _read_json(os.path.join(folder, "train.json"))
+        train = read_json(os.path.join(folder, "train.json"))
     else:
         train = _train(config, probe_rows, args.probe_every, folder)
     results_path = os.path.join(folder, "eval", "results.json")
     if args.reuse and os.path.isfile(results_path) and os.path.getmtime(results_path) > os.path.getmtime(
             os.path.join(folder, "train.json")):
-        results = _read_json(results_path)
+        results = read_json(results_path)
     else:
         results = _evaluate(os.path.join(folder, "model"), os.path.join(folder, "eval"), args.data)
     return {"train": train, "results": results}
@@ -279,7 +272,7 @@ def sweep(args) -> int:
     deepest = {}
     for size, unlocked, _ in grid:
         deepest[size] = max(deepest.get(size, 0), unlocked)
-    rows = _validation_rows(args.data, args.limit)
+    rows = validation_rows(args.data, args.limit)
     points = []
     for size, unlocked, lr in grid:
         name = f"{size}px_unlocked{unlocked}" + ("" if lr == recipe_lr else f"_lr{lr:g}")
@@ -296,7 +289,7 @@ def sweep(args) -> int:
             overrides["data.limit"] = args.limit
         config = _fashion_config(os.path.join(folder, "model"), overrides)
         if args.reuse and _same_config(folder, config):
-            train = _read_json(os.path.join(folder, "train.json"))
+            train = read_json(os.path.join(folder, "train.json"))
         else:
             train = _train(config, rows, args.sweep_steps, folder)
         final = train["probe"][-1]
@@ -314,7 +307,7 @@ def sweep(args) -> int:
         "points": points,
         "chosen": {k: best[k] for k in ("image_size", "unlocked_image_layers", "learning_rate")},
     }
-    _write_json(os.path.join(RESULTS, "fashion_sweep.json"), report)
+    write_json(os.path.join(RESULTS, "fashion_sweep.json"), report)
     print(json.dumps(report["chosen"]))
     return 0
 
@@ -327,7 +320,7 @@ def flat(results: dict) -> dict:
 
 
 def report(args) -> int:
-    rows = _validation_rows(args.data)
+    rows = validation_rows(args.data)
     fashion_folder = os.path.join(args.output_dir, "fashion")
     fashion = run_model("fashion", _fashion_config(os.path.join(fashion_folder, "model")), fashion_folder, args, rows)
     scratch_folder = os.path.join(args.output_dir, "scratch")
@@ -354,7 +347,7 @@ def report(args) -> int:
                       "scratch": metrics["scratch"].get(key)} for key, label in HEADLINE],
         "test_rows": fashion["results"]["data"]["fashion_products"].get("test"),
     }
-    _write_json(os.path.join(RESULTS, "fashion.json"), out)
+    write_json(os.path.join(RESULTS, "fashion.json"), out)
     lines = ["| metric (test split) | fashion ECLIP | from scratch |", "| --- | --- | --- |"]
     for row in out["headline"]:
         lines.append(f"| {row['label']} | {_fmt(row['fashion'])} | {_fmt(row['scratch'])} |")

@@ -13,6 +13,7 @@ VISION_POOLING = ("pooler", "cls", "mean", "cls_mean")
 LOSS_WEIGHT_FIELDS = ("itc_weight", "inter_weight", "intra_weight", "selection_weight")
 MODALITIES = ("image", "text", "both")
 INSTANCE_MATCHING = ("max", "one_to_one")
+SELECTION_TARGETS = ("named", "members")
 MATCHING_FEATURES = ("u", "v", "abs_diff", "product")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 # The objective options of the design as first written. EclipConfig's own defaults are the recommended recipe
@@ -20,6 +21,8 @@ PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "r
 # A saved config that lacks one of these fields was written before the field existed, when the first design was the
 # only behaviour, so it loads with this value (see `EclipConfig.from_dict`); the benchmarks pin it for their baselines.
 FIRST_DESIGN = {"scene_positives": False, "instance_matching": "max", "instance_residual": False}
+# What a saved config that lacks a field meant: it was written before the field existed.
+SAVED_BEFORE = {**FIRST_DESIGN, "selection_target": "named"}
 
 
 @strict
@@ -90,6 +93,12 @@ class EclipConfig(PreTrainedConfig):
             `q_k = normalize(W_v g + W_q h_k)`, instead of `normalize(W_q h_k)`: the decoder learns what each instance
             adds to (or removes from) the whole-image embedding, which the global ITC trains from the first step,
             instead of rebuilding a product embedding from scratch.
+        selection_target (`str`, *optional*, defaults to `"members"`):
+            What the selection head learns to find. `"named"`: the query the image's own text picks. `"members"`:
+            the queries the texts of every product the image shows pick (its own, and with scene-aware targets the
+            other products pasted into a scene), uniformly; for a plain photo the two agree. In a synthesised scene
+            nothing in the image says which pasted product the text names, so `"named"` can only learn which query
+            is picked most often (the prior); `"members"` learns where the products are.
         modality (`str`, *optional*, defaults to `"image"`):
             Task heads only: which tower(s) describe a product, `"image"`, `"text"` or `"both"` (the two normalised
             embeddings concatenated). Token classification always reads the text tower.
@@ -107,7 +116,7 @@ class EclipConfig(PreTrainedConfig):
     The defaults of `scene_positives`, `instance_matching` and `instance_residual` are the recommended recipe (the
     one that beats the CLIP baseline, README "Results"); `FIRST_DESIGN` holds the design as first written. A saved
     config keeps the values it was saved with, and one saved before these fields existed (it lacks them) loads as the
-    first design, which is what it meant.
+    first design, which is what it meant (and `selection_target="named"`, for the same reason).
 
     Example:
 
@@ -147,6 +156,7 @@ class EclipConfig(PreTrainedConfig):
     inter_temperature: float | int | None = None
     instance_matching: str = "one_to_one"
     instance_residual: bool = True
+    selection_target: str = "members"
     modality: str = "image"
     classifier_dropout: float | int = 0.0
     matching_features: list[str] | tuple[str, ...] = MATCHING_FEATURES
@@ -164,10 +174,11 @@ class EclipConfig(PreTrainedConfig):
     def from_dict(cls, config_dict, **kwargs):
         """
         `PreTrainedConfig.from_dict` (what `from_pretrained` and `AutoConfig` load a saved config with), where a
-        field of `FIRST_DESIGN` missing from `config_dict` takes its first-design value rather than today's default:
+        field of `SAVED_BEFORE` (`FIRST_DESIGN` and `selection_target="named"`) missing from `config_dict` takes
+        that value rather than today's default:
         the config was saved before the field existed. Every config saved since serialises the field.
         """
-        config_dict = {**{k: v for k, v in FIRST_DESIGN.items() if k not in config_dict}, **config_dict}
+        config_dict = {**{k: v for k, v in SAVED_BEFORE.items() if k not in config_dict}, **config_dict}
         # `from_pretrained(folder, num_labels=N)` re-labels a saved head: a stale saved `id2label` of another length
         # gives way to `num_labels` (transformers then sets N default labels, or the `id2label` passed with it).
         num_labels = kwargs.get("num_labels")
@@ -240,6 +251,10 @@ class EclipConfig(PreTrainedConfig):
         ):
             raise ValueError(
                 f"EclipConfig.inter_temperature must be a positive number or None, got {self.inter_temperature!r}."
+            )
+        if self.selection_target not in SELECTION_TARGETS:
+            raise ValueError(
+                f"EclipConfig.selection_target must be one of {SELECTION_TARGETS}, got {self.selection_target!r}."
             )
         if self.instance_matching not in INSTANCE_MATCHING:
             raise ValueError(

@@ -25,6 +25,7 @@ LOSS_NAMES = ("itc", "inter", "intra", "selection")
 
 __all__ = [
     "LOSS_NAMES",
+    "member_selection_targets",
     "member_targets",
     "scene_positive_targets",
     "multi_positive_targets",
@@ -474,14 +475,59 @@ def intra_product_loss(
     )
 
 
-def selection_loss(selection_logits: torch.Tensor, target_index: torch.Tensor) -> torch.Tensor:
+def member_selection_targets(
+    instance_embeds: torch.Tensor,
+    member_ids: torch.Tensor,
+    text_embeds: torch.Tensor,
+    text_ids: torch.Tensor,
+    one_to_one: bool = False,
+) -> torch.Tensor:
+    """What the selection head should find when an image shows several products: the queries of all of them.
+
+    Each product an image shows (its own first, then the scene's others, as in ``member_ids``) picks its query with
+    its text: ``argmax_k <q_k, t>``, or with ``one_to_one`` the one-to-one assignment of ``assign_member_queries``
+    (so that two products never share a query). The target spreads uniformly over the picked queries. A plain photo
+    (one product) gives the one-hot of its text's query, as ``select_instances`` does. In a synthesised scene
+    nothing but the text tells which pasted product is "the" product, so a head trained on the named product alone
+    can only learn which query is picked most often; the products' queries are what the image itself shows.
+
+    Args:
+        instance_embeds: [N, K, D].
+        member_ids: LongTensor [N, W], the products each image shows, its own first.
+        text_embeds: [M, D] and text_ids: LongTensor [M], the texts of the batch (every process's, when gathered).
+
+    Returns:
+        [N, K] target distributions (no gradient).
+    """
+    with torch.no_grad():
+        num_rows, num_queries, _ = instance_embeds.shape
+        if one_to_one:
+            queries = assign_member_queries(instance_embeds, member_ids, text_embeds, text_ids)
+        else:
+            is_text = member_ids[:, :, None] == text_ids[None, None, :]
+            repeated = (member_ids[:, :, None] == member_ids[:, None, :]).tril(diagonal=-1).any(dim=-1)
+            member_texts = text_embeds[is_text.float().argmax(dim=-1)]
+            queries = torch.einsum("nwd,nkd->nwk", member_texts.float(), instance_embeds.float()).argmax(dim=-1)
+            queries = queries.masked_fill(~is_text.any(dim=-1) | repeated, -1)
+        targets = torch.zeros(num_rows, num_queries, device=instance_embeds.device)
+        valid = queries >= 0
+        rows = torch.arange(num_rows, device=targets.device)[:, None].expand_as(queries)
+        targets.index_put_((rows[valid], queries[valid]), torch.ones_like(queries[valid], dtype=targets.dtype),
+                           accumulate=True)
+        return targets / targets.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
+
+def selection_loss(selection_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the query-selection head.
 
     Args:
         selection_logits: [N, K] predicted scores over instance queries.
-        target_index: LongTensor [N], the query to select (e.g. ``select_instances``).
+        target: LongTensor [N], the query to select (e.g. ``select_instances``), or [N, K] target distributions
+            (``member_selection_targets``).
 
     Returns:
         Scalar mean cross-entropy, computed in (at least) float32.
     """
-    return torch.nn.functional.cross_entropy(_upcast(selection_logits), target_index)
+    if target.dim() == 2:
+        return soft_cross_entropy(selection_logits, target)
+    return torch.nn.functional.cross_entropy(_upcast(selection_logits), target)

@@ -30,6 +30,7 @@ from .losses import (
     instance_text_scores,
     inter_product_loss,
     intra_product_loss,
+    member_selection_targets,
     select_instances,
     selection_loss,
 )
@@ -793,6 +794,8 @@ class EclipModel(EclipPreTrainedModel):
         image_hidden_states (`torch.Tensor` of shape `(batch_size, num_tokens, vision_hidden_size)`, *optional*):
             Instead of `pixel_values`: a ViT-like vision tower's hidden states after block `image_hidden_states_layer`
             (a locked tower's feature cache); the remaining blocks run here (see [`vision_tower_tail`]).
+        image_hidden_states_layer (`int`, *optional*):
+            The block `image_hidden_states` come after (0: the embedding output).
 
         Returns:
             [`BaseModelOutputWithPooling`] of the vision tower (with its `hidden_states` / `attentions` when asked
@@ -1057,7 +1060,14 @@ class EclipModel(EclipPreTrainedModel):
                 )
             selected, selected_index = select_instances(instance_embeds, text_embeds)
             if weights["selection"] > 0 and selection_logits is not None:
-                components["selection"] = selection_loss(selection_logits, selected_index)
+                target = selected_index
+                if config.selection_target == "members" and member_ids is not None:
+                    target = member_selection_targets(
+                        instance_embeds, member_ids, text_embeds if gather is None else everywhere(text_embeds),
+                        product_ids if gather is None else all_ids,
+                        one_to_one=config.instance_matching == "one_to_one",
+                    )
+                components["selection"] = selection_loss(selection_logits, target)
             if weights["intra"] > 0 and view_instance_embeds is not None:
                 view_selected, _ = select_instances(view_instance_embeds, text_embeds)
                 components["intra"] = intra_product_loss(

@@ -173,8 +173,9 @@ def test_every_plot_is_written(evaluated):
 
 def test_each_split_is_embedded_once(evaluated):
     results, _ = evaluated
-    # train + validation + test images once each, plus one scene per test product, for each model.
-    expected = 3 * LIMIT + LIMIT
+    # train + validation + test images once each, plus one scene per test product in the standard and in each of
+    # the two hard scene sets, for each model.
+    expected = 3 * LIMIT + 3 * LIMIT
     assert results["embedded"]["images"] == expected
     assert results["baseline"]["embedded"]["images"] == expected
 
@@ -380,3 +381,39 @@ def test_attention_grid_drops_cls():
     assert grid.shape == (4, 4) and grid[0, 0] == 1.0
     assert ev.attention_grid(np.arange(16, dtype=float)).shape == (4, 4)
     assert ev.attention_grid(np.arange(7, dtype=float)) is None
+
+
+def test_instance_retrieval_reports_text_free_hard_scenes_and_selection(evaluated):
+    results, _ = evaluated
+    for side in (results, results["baseline"]):
+        task = side["tasks"]["instance_retrieval"]
+        for kind in ("crowded", "small"):
+            for metric in ("text_to_image", "text_to_image_target_only", "text_free"):
+                assert 0.0 <= task[kind][metric]["recall@10"] <= 1.0
+        assert 0.0 <= task["text_free"]["mrr"] <= 1.0
+    assert results["data"]["hard_scenes"] == {"crowded": LIMIT, "small": LIMIT}
+    selection = results["tasks"]["instance_retrieval"]["selection"]
+    assert set(selection) == {"scenes", "photos"}
+    assert "selection" not in results["baseline"]["tasks"]["instance_retrieval"]  # no decoder, no selection head
+    # The CLIP baseline's text-free score is its only score.
+    baseline = results["baseline"]["tasks"]["instance_retrieval"]
+    assert baseline["text_free"] == baseline["text_to_image"]
+
+
+def test_selection_diagnostics_tell_a_head_that_reads_the_image_from_one_that_learnt_the_prior():
+    rng = np.random.default_rng(0)
+    n, k, d = 60, 4, 8
+    texts = ev.normalize(rng.normal(size=(n, d)))
+    instances = ev.normalize(rng.normal(size=(n, k, d)))
+    # Query (i % k) of image i is its product: the title picks it.
+    for i in range(n):
+        instances[i, i % k] = texts[i]
+    members = [[i] for i in range(n)]
+    reads = np.full((n, k), -5.0)
+    reads[np.arange(n), np.arange(n) % k] = 5.0
+    prior = np.zeros((n, k))
+    prior[:, 0] = 5.0
+    good = ev.selection_diagnostics({"instance_embeds": instances, "selection_logits": reads}, texts, members)
+    bad = ev.selection_diagnostics({"instance_embeds": instances, "selection_logits": prior}, texts, members)
+    assert good["agreement"] == 1.0 and good["top_query_share"] == pytest.approx(0.25)
+    assert bad["agreement"] == bad["top_query_share"] == pytest.approx(0.25)

@@ -3,6 +3,8 @@ Locked-image-tower training and its feature cache: the tower splits exactly, loc
 from the cache gives the losses of training from pixels, and a killed build resumes.
 """
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -218,3 +220,29 @@ def test_features_from_cached_hidden_states_equal_features_from_pixels():
         torch.testing.assert_close(from_cache.selection_logits, from_pixels.selection_logits)
     with pytest.raises(ValueError, match="needs image_hidden_states_layer"):
         model.get_image_features(image_hidden_states=hidden)
+
+
+def test_evaluation_from_cached_tower_features_equals_evaluation_from_pixels(tmp_path, data_dir):
+    """`evaluate_model(..., tower_features=...)` reads the locked blocks' hidden states (computed once, kept on disk)
+    and gives the metrics of the pixel path; a model whose locked blocks differ is refused."""
+    from training.evaluation import evaluate_model
+    from training.evaluation.tower_features import TowerFeatures
+
+    model = tiny_dinov2_eclip().eval()
+    processor = tiny_processor(IMAGE_SIZE)
+    kwargs = dict(data_dir=data_dir, tasks="zero_shot,retrieval,instance_retrieval", limit=12, show_progress=False)
+    pixels = evaluate_model(model, processor, output_dir=str(tmp_path / "pixels"), **kwargs)
+    features = TowerFeatures(model.vision_model, processor.image_processor, layer=2, folder=str(tmp_path / "feats"),
+                             show_progress=False)
+    cached = evaluate_model(model, processor, output_dir=str(tmp_path / "cached"), tower_features=features, **kwargs)
+    from training.evaluation import flatten_metrics
+
+    a, b = flatten_metrics(pixels["tasks"]), flatten_metrics(cached["tasks"])
+    assert a.keys() == b.keys()
+    for key in a:
+        if a[key] is not None:
+            assert b[key] == pytest.approx(a[key], abs=0.02), key  # float16 storage may flip a near-tie
+    assert len(os.listdir(tmp_path / "feats")) == 4  # test photos, standard, crowded and small scenes: once each
+    other = tiny_dinov2_eclip(seed=1)
+    with pytest.raises(ValueError, match="differs from the cached tower"):
+        evaluate_model(other, processor, output_dir=str(tmp_path / "other"), tower_features=features, **kwargs)

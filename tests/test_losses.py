@@ -519,3 +519,25 @@ def test_one_to_one_matching_errors():
     with pytest.raises(ValueError, match="alternatives"):
         L.inter_product_loss(b["inst"], b["txt"], b["scale"], b["ids"], member_ids=wide[:, :2], temperature=0.1,
                              one_to_one=True)
+
+
+def test_member_selection_targets_spread_over_the_products_an_image_shows():
+    """A scene's target covers the queries of every product it shows; a plain photo's is its text's query."""
+    d, k = 6, 5
+    texts = torch.eye(d)[:3]  # products 10, 11, 12
+    text_ids = torch.tensor([10, 11, 12])
+    instances = torch.zeros(2, k, d)
+    instances[0, 1], instances[0, 3], instances[0, 4] = texts[0], texts[1], texts[2]  # a scene of 10, 11, 12
+    instances[1, 2] = texts[1]  # a photo of 11
+    instances = torch.nn.functional.normalize(instances + 1e-3, dim=-1)
+    members = torch.tensor([[10, 11, 12, 10], [11, 11, 11, 11]])
+    for one_to_one in (False, True):
+        targets = L.member_selection_targets(instances, members, texts, text_ids, one_to_one=one_to_one)
+        expected = torch.zeros(2, k)
+        expected[0, [1, 3, 4]] = 1 / 3
+        expected[1, 2] = 1.0
+        torch.testing.assert_close(targets, expected)
+    # The soft target is what the selection loss trains towards; a one-hot target is the index form.
+    logits = torch.randn(2, k, requires_grad=True)
+    one_hot = torch.nn.functional.one_hot(torch.tensor([1, 2]), k).float()
+    torch.testing.assert_close(L.selection_loss(logits, one_hot), L.selection_loss(logits, torch.tensor([1, 2])))

@@ -97,6 +97,7 @@ def test_a_config_saved_before_keeps_its_meaning(tmp_path, dropped, changed, exp
     for loaded in (AutoConfig.from_pretrained(tmp_path), EclipConfig.from_pretrained(tmp_path),
                    EclipConfig.from_json_file(tmp_path / "config.json"), EclipConfig.from_dict(dict(saved))):
         assert _objectives(loaded) == expected
+        assert loaded.selection_target == "named"  # the fixture predates the field: its head learnt the named query
     model = EclipModel.from_pretrained(None, config=AutoConfig.from_pretrained(tmp_path),
                                        state_dict=EclipModel(tiny_config()).state_dict())
     assert _objectives(model.config) == expected

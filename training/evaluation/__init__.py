@@ -58,6 +58,7 @@ _EXPORTS = {
     "evaluate_model": "training.evaluation.runner",
     "prepare": "training.evaluation.runner",
     "attention_grid": "training.evaluation.scenes",
+    "build_hard_scenes": "training.evaluation.scenes",
     "build_scenes": "training.evaluation.scenes",
     "first_relevant_ranks": "training.evaluation.scenes",
     "processed_to_canvas": "training.evaluation.scenes",
@@ -71,6 +72,7 @@ _EXPORTS = {
     "TaskRun": "training.evaluation.tasks",
     "fit_logistic": "training.evaluation.tasks",
     "parse_tasks": "training.evaluation.task_names",
+    "selection_diagnostics": "training.evaluation.tasks",
     "FASHION_DIR": "training.fashion",
     "LABEL_FIELD": "training.fashion",
     "RESTRICTED_FIELD": "training.fashion",
@@ -96,6 +98,7 @@ def __dir__():
 
 
 __all__ = [
+    "build_hard_scenes", "selection_diagnostics",
     "BASELINE_SUBDIR", "DEFAULT_TEMPLATES", "DETAILS", "FASHION_DIR", "LABEL_FIELD", "LINEAR_PROBE_C", "MATCHING_DATASETS",
     "MATCHING_DIR", "MATCHING_SPLITS", "PLOT_FILES", "RESTRICTED_FIELD", "RESTRICTED_PROMPTS", "RESTRICTED_VALUE",
     "TARGET_PRECISION", "TASKS", "TASK_FUNCTIONS", "TASK_SPLITS", "TITLE_FIELD", "Embedder", "TaskRun",

@@ -41,7 +41,7 @@ class Embedder:
     """
 
     def __init__(self, model, processor, batch_size: int = 64, device=None, name: str = "model",
-                 show_progress: bool = True):
+                 show_progress: bool = True, tower_features=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.model = model
@@ -53,6 +53,10 @@ class Embedder:
         self.is_eclip = has_instance_decoder(model)
         self._texts: dict[str, np.ndarray] = {}
         self._images: dict[str, dict] = {}
+        # A locked tower's cached hidden states (`TowerFeatures`): images then skip the locked blocks.
+        self.tower_features = tower_features
+        if tower_features is not None:
+            tower_features.check(model)
         self.embedded_images = 0  # counters, so tests can check that nothing is embedded twice
         self.embedded_texts = 0
 
@@ -94,39 +98,51 @@ class Embedder:
     def images(self, key: str, sources: Sequence, with_attention: bool = False) -> dict:
         """
         Embed the images of set `key` once: returns `image_embeds` (N, D) (the text-free embedding), and for ECLIP
-        `instance_embeds` (N, K, D) and, with `with_attention`, `attention` (N, K, T): the last decoder layer's
-        cross-attention, averaged over heads.
+        `instance_embeds` (N, K, D), `selection_logits` (N, K) and, with `with_attention`, `attention` (N, K, T): the
+        last decoder layer's cross-attention, averaged over heads.
         """
         cached = self._images.get(key)
         if cached is not None and (cached["attention"] is not None or not with_attention or not self.is_eclip):
             return cached
         want_attention = with_attention and self.is_eclip
-        image_embeds, instance_embeds, attention = [], [], []
+        image_embeds, instance_embeds, selection_logits, attention = [], [], [], []
         starts = list(range(0, len(sources), self.batch_size))
+        hidden = None if self.tower_features is None else self.tower_features.hidden_states(sources, key)
+        model_dtype = next(self.model.parameters()).dtype
+
+        def batch_inputs(start):
+            if hidden is not None:
+                states = torch.from_numpy(np.asarray(hidden[start : start + self.batch_size]))
+                return {"image_hidden_states": states.to(self.device, model_dtype),
+                        "image_hidden_states_layer": self.tower_features.layer}
+            return {"pixel_values": pixel_future.result().to(self.device, model_dtype)}
+
         # Decode and preprocess the next batch in a thread while the model runs on this one.
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, self._bar(len(sources), f"embedding {key} images") as bar:
-            future = pool.submit(self._pixel_values, sources[0 : self.batch_size]) if starts else None
+            submit = (lambda start: None) if hidden is not None else (
+                lambda start: pool.submit(self._pixel_values, sources[start : start + self.batch_size]))
+            pixel_future = submit(0) if starts else None
             for i, start in enumerate(starts):
-                pixel_values = future.result().to(self.device)
+                inputs = batch_inputs(start)
                 if i + 1 < len(starts):
-                    nxt = starts[i + 1]
-                    future = pool.submit(self._pixel_values, sources[nxt : nxt + self.batch_size])
-                model_dtype = next(self.model.parameters()).dtype
-                pixel_values = pixel_values.to(model_dtype)
+                    pixel_future = submit(starts[i + 1])
+                rows = next(iter(v for v in inputs.values() if torch.is_tensor(v))).shape[0]
                 if self.is_eclip:
-                    out = self.model.get_instance_features(pixel_values, output_attentions=want_attention)
+                    out = self.model.get_instance_features(**inputs, output_attentions=want_attention)
                     image_embeds.append(out.image_embeds.float().cpu())
                     instance_embeds.append(out.instance_embeds.float().cpu())
+                    selection_logits.append(out.selection_logits.float().cpu())
                     if want_attention:
                         attention.append(out.cross_attentions[-1].float().mean(dim=1).cpu())
                 else:
-                    pooled = self.model.get_image_features(pixel_values).pooler_output.float()
+                    pooled = self.model.get_image_features(**inputs).pooler_output.float()
                     image_embeds.append(pooled.cpu())
-                bar.update(pixel_values.shape[0])
+                bar.update(rows)
         self.embedded_images += len(sources)
         result = {
             "image_embeds": normalize(torch.cat(image_embeds).numpy()),
             "instance_embeds": torch.cat(instance_embeds).numpy() if instance_embeds else None,
+            "selection_logits": torch.cat(selection_logits).numpy() if selection_logits else None,
             "attention": torch.cat(attention).numpy() if attention else None,
         }
         self._images[key] = result

@@ -15,7 +15,7 @@ from training.data import resolve_data_dir
 from training.evaluation.data import DEFAULT_TEMPLATES, check_templates, load_matching
 from training.evaluation.embedder import Embedder
 from training.evaluation.report import BASELINE_SUBDIR, compare, config_summary, versions, write_results
-from training.evaluation.scenes import build_scenes
+from training.evaluation.scenes import build_hard_scenes, build_scenes
 from training.evaluation.tasks import TASK_FUNCTIONS, TASK_SPLITS, TaskRun, parse_tasks
 from training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, load_split_rows, read_fashion_metadata
 
@@ -24,15 +24,15 @@ logger = logging.getLogger("training.evaluation")
 
 def _evaluate_one(model, processor, name, model_path, tasks, splits, matching, scenes, output_dir, templates,
                   seed, class_names, restricted_negatives, batch_size, device, confusion_classes, num_examples,
-                  show_progress) -> dict:
+                  show_progress, tower_features=None, hard_scenes=None) -> dict:
     os.makedirs(output_dir, exist_ok=True)
     model.eval()
     if device is not None:
         model.to(device)
     embedder = Embedder(model, processor, batch_size=batch_size, device=device, name=name,
-                        show_progress=show_progress)
+                        show_progress=show_progress, tower_features=tower_features)
     run = TaskRun(embedder, splits, matching, scenes, output_dir, templates, seed, class_names, restricted_negatives,
-                  confusion_classes, num_examples)
+                  confusion_classes, num_examples, hard_scenes=hard_scenes)
     results, timings = {}, {}
     start = time.perf_counter()
     for task in tasks:
@@ -101,6 +101,9 @@ def evaluate_model(
     num_examples: int = 4,
     update_card: bool = False,
     show_progress: bool = True,
+    tower_features=None,
+    scenes: list[dict] | None = None,
+    hard_scenes: dict[str, list[dict]] | None = None,
     repo_id: str | None = None,
 ) -> dict:
     """
@@ -119,6 +122,10 @@ def evaluate_model(
         compose_fn: scene compositor for `instance_retrieval` (default `training.compositor.compose_scene`).
         update_card: also write the model card (README.md) into `model_path` (a local folder), keeping the facts of
             the card already there (the training run; see `model_cards.card.write_model_card`).
+        tower_features: a [`TowerFeatures`] of the locked vision tower the model(s) were trained with: images are
+            embedded from its cached hidden states (computed once per image set, shared across models).
+        scenes, hard_scenes: the instance-retrieval scenes (`build_scenes`, `build_hard_scenes` of the test rows
+            with this seed), when the caller shares them between evaluations; built here otherwise.
         repo_id: the Hub repo the folder is published as: the card's title and loading snippet.
 
     Raises:
@@ -137,16 +144,22 @@ def evaluate_model(
         raise ValueError(f"update_card needs the model to be a local folder; {model_path!r} is not one.")
     os.makedirs(output_dir, exist_ok=True)
 
-    scenes = build_scenes(splits["test"], compose_fn, seed) if "instance_retrieval" in task_list else None
-    common = dict(tasks=task_list, splits=splits, matching=matching, scenes=scenes, templates=templates, seed=seed,
+    if "instance_retrieval" not in task_list:
+        scenes = hard_scenes = None
+    else:  # built here unless the caller built them (for these rows and seed) to share between evaluations
+        scenes = scenes if scenes is not None else build_scenes(splits["test"], compose_fn, seed)
+        hard_scenes = hard_scenes if hard_scenes is not None else build_hard_scenes(splits["test"], seed)
+    common = dict(tasks=task_list, splits=splits, matching=matching, scenes=scenes, hard_scenes=hard_scenes,
+                  templates=templates, seed=seed,
                   class_names=class_names, restricted_negatives=restricted_negatives, batch_size=batch_size,
                   device=device, confusion_classes=confusion_classes, num_examples=num_examples,
-                  show_progress=show_progress)
+                  show_progress=show_progress, tower_features=tower_features)
     results = _evaluate_one(model, processor, "model", model_path, output_dir=output_dir, **common)
     data = {
         "fashion_products": {s: len(rows) for s, rows in splits.items()},
         "matching": {name: {s: len(p) for s, p in sp.items()} for name, sp in (matching or {}).items()},
         "instance_scenes": len(scenes) if scenes is not None else 0,
+        "hard_scenes": {kind: len(v) for kind, v in (hard_scenes or {}).items()},
         "num_articletype_classes": len(class_names),
     }
     results = {

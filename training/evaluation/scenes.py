@@ -36,6 +36,36 @@ def build_scenes(rows: list[dict], compose_fn: Callable, seed: int) -> list[dict
     return scenes
 
 
+def build_hard_scenes(rows: list[dict], seed: int) -> dict[str, list[dict]]:
+    """
+    The harder scene sets (see `training.compositor.compose_hard_scene`), one scene per test product in each:
+    `"crowded"` (2-3 overlapping distractors of mixed scales on a shared busy background) and `"small"` (the named
+    product small among 2-3 larger distractors). The background is another test photo; seeded per set.
+    """
+    import random
+
+    from training.compositor import HARD_SCENE_KINDS, compose_hard_scene
+
+    out = {}
+    for kind in HARD_SCENE_KINDS:
+        rng = random.Random(f"eclip-hard-scenes:{kind}:{seed}")
+        scenes = []
+        for target in tqdm(range(len(rows)), desc=f"composing {kind} scenes", leave=False, disable=len(rows) < 50):
+            others = [i for i in range(len(rows)) if i != target]
+            count = min(rng.randint(2, 3), len(others))
+            distractors = rng.sample(others, count) if count else []
+            spare = [i for i in others if i not in distractors] or [target]
+            background = rng.choice(spare)
+            scene, box, visible = compose_hard_scene(
+                load_image(rows[target]["path"]), [load_image(rows[i]["path"]) for i in distractors],
+                load_image(rows[background]["path"]), rng, kind=kind, canvas_size=SCENE_CANVAS,
+            )
+            scenes.append({"image": scene, "box": tuple(float(v) for v in box), "target": target,
+                           "members": [target, *distractors], "visible": visible})
+        out[kind] = scenes
+    return out
+
+
 def scene_relevance(scenes: list[dict]) -> tuple[list[int], list[list[int]], list[list[int]]]:
     """
     The scene-retrieval queries (test rows that name a scene's product, sorted) and, per query, the scenes that show

@@ -40,6 +40,7 @@ class TaskRun:
     restricted_negatives: list[str]
     confusion_classes: int
     num_examples: int
+    hard_scenes: dict[str, list] | None = None  # `build_hard_scenes`: the harder scene sets, by kind
     plots: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -169,6 +170,29 @@ def task_retrieval(run: TaskRun) -> dict:
     return result
 
 
+def selection_diagnostics(images: dict, texts: np.ndarray, members: list[list[int]]) -> dict:
+    """
+    Does the selection head (text-free) pick the query the text would pick? Per image, the named product is
+    `members[i][0]`; `agreement` is how often the head's top query is its title's `argmax_k <q_k, t>`, and
+    `top_query_share` how often that is the single most picked query (what a head that learnt only the prior scores).
+    `member_agreement` / `member_top_query_share`: the same, counting a hit when the query belongs to any product
+    the image shows.
+    """
+    instances, logits = images["instance_embeds"], images["selection_logits"]
+    head = logits.argmax(axis=1)
+    chosen = [[int(np.argmax(instances[i] @ texts[m])) for m in shown] for i, shown in enumerate(members)]
+    named = np.array([c[0] for c in chosen])
+    k = instances.shape[1]
+    prior = np.bincount(named, minlength=k).argmax()
+    member_prior = max(np.mean([q in c for c in chosen]) for q in range(k))
+    return {
+        "agreement": float(np.mean(head == named)),
+        "top_query_share": float(np.mean(named == prior)),
+        "member_agreement": float(np.mean([h in c for h, c in zip(head, chosen)])),
+        "member_top_query_share": float(member_prior),
+    }
+
+
 def task_instance_retrieval(run: TaskRun) -> dict:
     rows = run.splits["test"]
     scenes = run.scenes
@@ -190,6 +214,29 @@ def task_instance_retrieval(run: TaskRun) -> dict:
         "scale_range": list(SCENE_SCALE_RANGE),
         "scoring": "max_k <q_k, t>" if embedder.is_eclip else "<g, t>",
     }
+    # Text-free: the scenes indexed by the image embedding alone (ECLIP: selection-weighted instances; CLIP: g).
+    result["text_free"] = _retrieval_metrics(image_text_scores(scene_images, texts, text_free=True).T[queries],
+                                             containing)
+    for kind, hard in (run.hard_scenes or {}).items():
+        hard_images = embedder.images(f"{kind} scenes", [s["image"] for s in hard])
+        hard_queries, hard_containing, hard_targets = scene_relevance(hard)
+        hard_scores = image_text_scores(hard_images, texts).T[hard_queries]
+        result[kind] = {
+            "text_to_image": _retrieval_metrics(hard_scores, hard_containing),
+            "text_to_image_target_only": _retrieval_metrics(hard_scores, hard_targets),
+            "text_free": _retrieval_metrics(
+                image_text_scores(hard_images, texts, text_free=True).T[hard_queries], hard_containing),
+        }
+        details[f"{kind}_mean_visible_fraction"] = float(np.mean([s["visible"] for s in hard]))
+    if embedder.is_eclip:
+        result["selection"] = {
+            "scenes": selection_diagnostics(scene_images, texts, [s["members"] for s in scenes]),
+            "photos": selection_diagnostics(run.split_images("test"), texts, [[i] for i in range(len(rows))]),
+        }
+        details["selection"] = (
+            "agreement: the selection head's top query is the one the named product's title picks "
+            "(argmax_k <q_k, t>); top_query_share: the agreement of always naming the most picked query (the prior); "
+            "member_*: the same where any product the image shows counts")
     box_area = [((s["box"][2] - s["box"][0]) * (s["box"][3] - s["box"][1])) / float(s["image"].size[0] * s["image"].size[1])
                 for s in scenes]
     details["attention_in_box_chance"] = float(np.mean(box_area)) if box_area else None

