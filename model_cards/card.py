@@ -7,7 +7,10 @@ results of `training.evaluation` (benchmarks as `model-index` metadata via huggi
     card = build_model_card("runs/eclip", results)          # -> huggingface_hub.ModelCard
     write_model_card("runs/eclip", results)                 # -> runs/eclip/README.md (atomic write)
 
-`eclip-evaluate --update-card` calls `write_model_card` with the results it has just computed.
+`eclip-pretrain` writes the first card with the run's facts (`training=`: data, steps, towers, final loss); they are
+kept in the card's metadata (`eclip:`), so `eclip-evaluate --update-card`, which calls `write_model_card` with the
+results it has just computed, rebuilds the card without losing them. Fine-tuned heads, adapters and merged models get
+their cards from `model_cards.finetune_card`.
 """
 
 from __future__ import annotations
@@ -200,6 +203,10 @@ def _results_section(results: Mapping | None) -> str:
         b = results["baseline"]
         lines.append(f"\nThe CLIP baseline (`use_instance_decoder=False`, `{b.get('model_path')}`) is evaluated with "
                      "the same code; ratio = ECLIP / baseline.")
+    zero_shot = results.get("tasks", {}).get("zero_shot") or {}
+    if _num(zero_shot.get("accuracy")) and _num(zero_shot.get("chance_accuracy")):
+        lines.append(f"\nZero-shot accuracy {zero_shot['accuracy']:.4f} against {zero_shot['chance_accuracy']:.4f} for a "
+                     f"uniform guess and {_fmt(zero_shot.get('majority_accuracy'))} for always the commonest test class.")
     lines.append("")
     lines.append(results_table(results))
     rate = (results.get("tasks", {}).get("instance_retrieval") or {}).get("attention_in_box_rate")
@@ -214,6 +221,44 @@ def _results_section(results: Mapping | None) -> str:
     return "\n".join(lines)
 
 
+_FACT_LABELS = (
+    ("dataset", "data", "`{}`"), ("num_rows", "training rows", "{}"), ("steps", "optimizer steps", "{}"),
+    ("final_loss", "final training loss", "{}"), ("objectives", "objectives trained", "{}"),
+    ("vision_model", "vision tower", "{}"), ("image_size", "image size", "{} px"), ("text_model", "text tower", "{}"),
+)
+
+
+def _training_facts_text(facts: Mapping) -> str:
+    command = facts.get("command", "eclip-pretrain")
+    lines = [f"This checkpoint was pretrained with `{command}`:", ""]
+    for key, label, form in _FACT_LABELS:
+        if facts.get(key) is not None:
+            lines.append(f"- {label}: {form.format(facts[key])}")
+    return "\n".join(lines)
+
+
+def previous_card_fields(folder: str) -> dict:
+    """
+    What a card already in `folder/README.md` knows that a rebuild must keep: the run's facts (`training`), the Hub
+    repo id it was written for, the towers' base models and the datasets. `{}` when there is no readable card.
+    """
+    path = os.path.join(folder, "README.md")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        data = ModelCard.load(path).data.to_dict()
+    except Exception:  # a hand-written README without metadata: nothing to keep
+        return {}
+    eclip = data.get("eclip") if isinstance(data.get("eclip"), Mapping) else {}
+    fields = {
+        "training": eclip.get("training") or None,
+        "repo_id": eclip.get("repo_id"),
+        "base_model": data.get("base_model"),
+        "datasets": data.get("datasets"),
+    }
+    return {key: value for key, value in fields.items() if value}
+
+
 # ================================================================================================== cards
 def build_model_card(
     folder_or_config,
@@ -226,6 +271,7 @@ def build_model_card(
     training_data: str | None = None,
     tags: Sequence[str] | None = None,
     template_path: str | None = None,
+    training: Mapping | None = None,
 ) -> ModelCard:
     """
     Build the model card of an ECLIP checkpoint.
@@ -239,14 +285,19 @@ def build_model_card(
         model_name: title of the card and name of the model-index (default: the folder name, else "eclip").
         repo_id: id used in the usage snippet (default: the model name).
         training_data: prose for the "Training data" section (default: a generic description plus `datasets`).
+        training: the facts of the pretraining run (`eclip-pretrain`: `dataset`, `num_rows`, `steps`, `final_loss`,
+            `vision_model`, `text_model`, `image_size`, `objectives`); listed in "Training data" and stored in the
+            card's metadata (`eclip.training`) so that a rebuilt card keeps them.
     """
     config, folder = _load_config(folder_or_config)
     vision, text = _sub(config, "vision_config"), _sub(config, "text_config")
     use_decoder = bool(config.get("use_instance_decoder", True))
     k = config.get("num_instance_queries", 8)
+    hub_id = repo_id  # stored in the metadata only when given: a folder name is not an id to keep
     if model_name is None:
-        model_name = os.path.basename(os.path.normpath(folder)) if folder else "eclip"
+        model_name = repo_id or (os.path.basename(os.path.normpath(folder)) if folder else "eclip")
     repo_id = repo_id or model_name
+    training_facts = {k: v for k, v in dict(training or {}).items() if v is not None}
     datasets_list = [datasets] if isinstance(datasets, str) else list(datasets or [])
     eval_results = eval_results_from(results)
 
@@ -260,6 +311,7 @@ def build_model_card(
         tags=list(tags) if tags is not None else list(DEFAULT_TAGS),
         metrics=sorted({r.metric_type for r in eval_results} & HUB_METRICS) or None,
         eval_results=eval_results or None,
+        eclip={key: value for key, value in (("repo_id", hub_id), ("training", training_facts)) if value} or None,
     )
 
     def tower(sub):
@@ -331,10 +383,12 @@ def build_model_card(
         "The baseline trains on the global ITC alone, with catalog-aware targets."
     )
     training = training_data or DEFAULT_TRAINING_DATA
+    if training_facts:
+        training += "\n\n" + _training_facts_text(training_facts)
     if datasets_list:
         training += "\n\nDatasets: " + ", ".join(f"`{d}`" for d in datasets_list) + "."
     trainer_state = os.path.join(folder, "trainer_state.json") if folder else None
-    if trainer_state and os.path.isfile(trainer_state):
+    if trainer_state and os.path.isfile(trainer_state) and "steps" not in training_facts:
         try:
             with open(trainer_state, encoding="utf-8") as f:
                 state = json.load(f)
@@ -415,13 +469,22 @@ def build_model_card(
 
 
 def write_model_card(folder: str, results: Mapping | None = None, **kwargs) -> str:
-    """Build the card of the model in `folder` and save it as `folder/README.md` (atomically). Returns the path."""
+    """
+    Build the card of the model in `folder` and save it as `folder/README.md` (atomically). Returns the path. The
+    facts of the card already there (`previous_card_fields`: the training run, the repo id, base models, datasets)
+    are kept unless `kwargs` give new ones; its results are replaced by `results`. The title is `model_name`, else the
+    repo id, else the folder's name.
+    """
     if not os.path.isdir(folder):
         raise ValueError(f"Model folder {folder} does not exist.")
+    for key, value in previous_card_fields(folder).items():
+        if kwargs.get(key) is None:
+            kwargs[key] = value
     card = build_model_card(folder, results, **kwargs)
     path = os.path.join(folder, "README.md")
     atomic_write_text(path, str(card))
     return path
 
 
-__all__ = ["build_model_card", "write_model_card", "eval_results_from", "results_table", "TEMPLATE_PATH"]
+__all__ = ["build_model_card", "write_model_card", "eval_results_from", "previous_card_fields", "results_table",
+           "TEMPLATE_PATH"]

@@ -29,7 +29,7 @@ from .modeling_eclip import (
     EclipProductMatchingOutput,
     EclipTokenClassificationOutput,
 )
-from .processing_eclip import DEFAULT_PRODUCT_TEXT_TEMPLATE, EclipProcessor, build_product_text
+from .processing_eclip import DEFAULT_PRODUCT_TEXT_TEMPLATE, EclipProcessor, build_product_text, open_image
 
 AutoConfig.register(EclipConfig.model_type, EclipConfig, exist_ok=True)
 AutoModel.register(EclipConfig, EclipModel, exist_ok=True)

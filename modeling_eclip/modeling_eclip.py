@@ -3,6 +3,7 @@
 
 import contextlib
 import inspect
+import json
 import math
 import os
 import shutil
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -37,6 +38,7 @@ from .losses import (
 logger = logging.get_logger(__name__)
 
 LOGIT_SCALE_MAX = math.log(100.0)
+ADAPTER_CONFIG_NAME = "adapter_config.json"  # peft's; the name is fixed by the Hub's LoRA repos
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth")
 
 
@@ -283,14 +285,31 @@ def _link_or_copy(source: str, destination: str) -> None:
         shutil.copy2(source, destination)
 
 
+def share_under_umask(folder: str) -> None:
+    """
+    Give `folder` and everything in it the mode a plain `mkdir` / `open` gives under the user's umask (0755 / 0644
+    for the usual 022). `tempfile.mkdtemp` makes staging folders 0700 and transformers writes weights 0600; a saved
+    model is meant to be read by others (a model server running as another user, shared storage, an image layer).
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, _, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~umask)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike) -> Iterator[str]:
+def atomic_directory(target: str | os.PathLike, keep_existing: bool = True) -> Iterator[str]:
     """
     Yield a staging folder next to `target`; on success it replaces `target`, on any error or kill it is discarded,
-    so `target` only ever holds a complete save. Files and sub-folders already in `target` that the writer does not
-    produce (a processor written earlier, Trainer checkpoints) are carried over, except weight files, which would
-    mix old shards with the new weights. The swap is two renames; a kill between them leaves the previous folder
-    whole under `.NAME.old-*`.
+    so `target` only ever holds a complete save. With `keep_existing`, files and sub-folders already in `target` that
+    the writer does not produce (a processor written earlier, Trainer checkpoints) are carried over, except weight
+    files, which would mix old shards with the new weights; without it `target` becomes exactly what was written.
+    The result is readable under the user's umask (`share_under_umask`). The swap is two renames; a kill between
+    them leaves the previous folder whole under `.NAME.old-*`.
     """
     target = os.path.abspath(os.fspath(target))
     parent, name = os.path.split(target)
@@ -299,7 +318,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[str]:
     try:
         yield staging
         if os.path.isdir(target):
-            for entry in os.listdir(target):
+            for entry in os.listdir(target) if keep_existing else ():
                 source, destination = os.path.join(target, entry), os.path.join(staging, entry)
                 if os.path.lexists(destination) or entry.endswith(WEIGHT_SUFFIXES):
                     continue
@@ -308,15 +327,33 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[str]:
                     shutil.copytree(source, destination, copy_function=_link_or_copy)
                 else:
                     _link_or_copy(source, destination)
+            share_under_umask(staging)
             backup = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
             os.rename(target, os.path.join(backup, name))
             os.rename(staging, target)
             shutil.rmtree(backup, ignore_errors=True)
         else:
+            share_under_umask(staging)
             os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _hub_json(path: str, name: str, kwargs: dict) -> dict | None:
+    """The JSON file `name` of a local folder or a Hub repo (cached or downloaded), or `None` when it has none."""
+    if os.path.isdir(path):
+        file = os.path.join(path, kwargs.get("subfolder") or "", name)
+    else:
+        from transformers.utils import cached_file
+
+        download = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
+        file = cached_file(path, name, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False, **download)
+    if not file or not os.path.isfile(file):
+        return None
+    with open(file, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def _tower_kwargs(config, pooling: str) -> dict:
@@ -453,6 +490,8 @@ class EclipPreTrainedModel(PreTrainedModel):
         kwargs["use_safetensors"] = True
         # `None`: the weights come as `state_dict=` with a `config=`, and there is no folder to check.
         path = None if pretrained_model_name_or_path is None else os.fspath(pretrained_model_name_or_path)
+        if path is not None:
+            path = pretrained_model_name_or_path = cls._base_of_adapter(path, kwargs)
         if path is not None and os.path.isdir(path):
             folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
             names = os.listdir(folder) if os.path.isdir(folder) else []
@@ -469,6 +508,40 @@ class EclipPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"The safetensors weights in {path} are truncated or corrupt ({error}); re-download or re-save them."
             ) from error
+
+    @classmethod
+    def _base_of_adapter(cls, path: str, kwargs: dict) -> str:
+        """
+        A LoRA adapter (a folder or repo with `adapter_config.json` and no model weights, as `eclip-finetune --lora`
+        writes) loads as its base model with the adapter on top (transformers' PEFT integration, `adapter_kwargs`),
+        and with the head config saved next to the adapter (labels, modality) rather than the base's, so that
+        `AutoModelFor*.from_pretrained(adapter)` and `pipeline(task, model=adapter)` give the fine-tuned head.
+        Returns the path to load weights from (the base for an adapter, else `path`); updates `kwargs`.
+        """
+        adapter_kwargs = dict(kwargs.get("adapter_kwargs") or {})
+        # Auto classes find the adapter first: they pass it here (with its own revision), with the base already
+        # swapped in for a Hub repo but not for a local folder that has a config.json (transformers then expects the
+        # weights beside it).
+        adapter = adapter_kwargs.get("_adapter_model_path")
+        if adapter is None or os.fspath(adapter) == path:
+            adapter_config = _hub_json(path, ADAPTER_CONFIG_NAME, kwargs)
+            base = (adapter_config or {}).get("base_model_name_or_path")
+            weights = ("model.safetensors", "model.safetensors.index.json")  # a full model with an adapter inside
+            if not base or any(os.path.isfile(os.path.join(path, name)) for name in weights):
+                return path
+            adapter, path = path, base
+            adapter_kwargs["_adapter_model_path"] = adapter
+            for key in ("revision", "subfolder"):  # they name the adapter's files; the base loads from its main
+                if key in kwargs:
+                    adapter_kwargs.setdefault(key, kwargs.pop(key))
+            kwargs["adapter_kwargs"] = adapter_kwargs
+        config = kwargs.get("config")
+        if not isinstance(config, PreTrainedConfig) or cls.__name__ not in (config.architectures or []):
+            download = {k: kwargs[k] for k in ("cache_dir", "token", "local_files_only") if k in kwargs}
+            download.update({k: adapter_kwargs[k] for k in ("revision", "subfolder") if adapter_kwargs.get(k)})
+            if _hub_json(adapter, "config.json", download) is not None:
+                kwargs["config"] = cls.config_class.from_pretrained(adapter, **download)
+        return path
 
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors), made atomic: a kill mid-save leaves the previous folder."""

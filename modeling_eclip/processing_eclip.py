@@ -55,8 +55,29 @@ def build_product_text(fields: Mapping, template: str = DEFAULT_PRODUCT_TEXT_TEM
     return " | ".join(segments)
 
 
-def _describe(index: int, source) -> str:
-    return f"image {index}" + (f" ({source})" if isinstance(source, (str, os.PathLike)) else "")
+def _describe(index: int | None, source) -> str:
+    name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "filename", None)  # PIL keeps the path
+    label = "image" if index is None else f"image {index}"
+    return label + (f" ({os.fspath(name)})" if name else "")
+
+
+def open_image(path: str | os.PathLike):
+    """
+    Open an image file completely (PIL decodes lazily, so a truncated file fails only when the pixels are first
+    used, deep in an image processor, with no file name), apply its EXIF orientation as `transformers.image_utils.
+    load_image` does, and return it as RGB. A file that cannot be read raises `ValueError` naming it. Use it to give
+    the pipelines, and any other consumer, images that are known to decode.
+    """
+    from PIL import Image, ImageOps
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{_describe(None, path)}: file not found.")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{_describe(None, path)} cannot be decoded: {error}") from error
 
 
 def to_rgb_image(image, index: int = 0):
@@ -77,6 +98,10 @@ def to_rgb_image(image, index: int = 0):
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
             raise ValueError(f"{_describe(index, source)} cannot be decoded: {error}") from error
     if isinstance(image, Image.Image):
+        try:
+            image.load()  # a lazily opened file decodes here, where the error can still name it
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ValueError(f"{_describe(index, image)} cannot be decoded: {error}") from error
         if image.width < 1 or image.height < 1:
             raise ValueError(f"{_describe(index, source)} is empty ({image.width}x{image.height}).")
         if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -110,6 +135,14 @@ def to_rgb_image(image, index: int = 0):
         f"{_describe(index, source)} has unsupported type {type(source).__name__}: pass a PIL image, a numpy array, "
         "a torch tensor or a file path."
     )
+
+
+def _as_list(images) -> list:
+    """One image, a list of images or a 4-D array / tensor (a batch) as a list."""
+    single = not isinstance(images, (list, tuple)) and not (
+        isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4
+    )
+    return [images] if single else list(images)
 
 
 class EclipProcessor(ProcessorMixin):
@@ -162,26 +195,64 @@ class EclipProcessor(ProcessorMixin):
         return build_product_text(fields, self.product_text_template)
 
     def __call__(self, images=None, text=None, **kwargs):
+        """
+        Images and/or texts to model inputs, as `CLIPProcessor` does. Each image is checked and converted first
+        (`to_rgb_image`: errors name the image and its file). An empty or blank text is an error: it carries nothing
+        to match, yet the model would score it like any title (alone among the candidates it gets probability 1).
+        Long lists: `iter_batches` processes them in chunks.
+        """
+        offset = kwargs.pop("_offset", 0)  # where this chunk starts in `iter_batches`' list (for error messages)
         if images is None and text is None:
             raise ValueError("EclipProcessor needs images, text or both.")
         if images is not None:
-            single = not isinstance(images, (list, tuple)) and not (
-                isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4
-            )
-            batch = [images] if single else list(images)
+            batch = _as_list(images)
             if not batch:
                 raise ValueError("EclipProcessor got an empty list of images.")
-            images = [to_rgb_image(image, index) for index, image in enumerate(batch)]
+            images = [to_rgb_image(image, offset + index) for index, image in enumerate(batch)]
         if text is not None:
             texts = [text] if isinstance(text, str) else text
             if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
                 raise TypeError("text must be a string or a list of strings.")
             if len(texts) == 0:
                 raise ValueError("EclipProcessor got an empty list of texts.")
+            blank = [offset + index for index, t in enumerate(texts) if not t.strip()]
+            if blank:
+                raise ValueError(
+                    f"text {blank[0]} is empty{f' (and {len(blank) - 1} more)' if len(blank) > 1 else ''}: an empty "
+                    "title carries nothing to match, yet it would be scored like any other; drop it or give a real text."
+                )
         kwargs.setdefault("truncation", True)
         if "max_length" not in kwargs and self.tokenizer.model_max_length > 100_000:
             kwargs["max_length"] = 512  # tokenizers saved without a limit report ~1e30
         return super().__call__(images=images, text=text, **kwargs)
 
+    def iter_batches(self, images=None, text=None, batch_size: int = 256, **kwargs):
+        """
+        Process a long list in chunks: yields one `BatchFeature` per `batch_size` items (the keys `__call__` gives),
+        so that memory holds one chunk's pixels, tokens and activations however long the list (image files are
+        opened chunk by chunk). Embed each chunk and keep only the embeddings:
 
-__all__ = ["EclipProcessor", "build_product_text", "DEFAULT_PRODUCT_TEXT_TEMPLATE"]
+            embeds = torch.cat([model.get_text_features(**batch).pooler_output
+                                for batch in processor.iter_batches(text=titles, batch_size=256)])
+
+        With both `images` and `text` they must be equally long (item i is an image and its text). Errors name the
+        item's position in the whole list.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        images = None if images is None else _as_list(images)
+        texts = None if text is None else ([text] if isinstance(text, str) else list(text))
+        if images is None and texts is None:
+            raise ValueError("EclipProcessor needs images, text or both.")
+        if images is not None and texts is not None and len(images) != len(texts):
+            raise ValueError(f"iter_batches pairs images with texts: got {len(images)} images and {len(texts)} texts.")
+        total = len(images if images is not None else texts)
+        for start in range(0, total, batch_size):
+            chunk = slice(start, start + batch_size)
+            yield self(
+                images=None if images is None else images[chunk], text=None if texts is None else texts[chunk],
+                _offset=start, **kwargs,
+            )
+
+
+__all__ = ["EclipProcessor", "build_product_text", "open_image", "DEFAULT_PRODUCT_TEXT_TEMPLATE"]

@@ -359,6 +359,18 @@ def test_undecodable_images_are_skipped_and_counted(processor, fashion_rows, tmp
     assert nothing["input_ids"].shape[0] == nothing["product_ids"].shape[0] == 0
 
 
+def test_a_row_without_product_text_is_skipped_not_scored(processor, fashion_rows, caplog):
+    """The processor refuses a blank text (it would be scored like a title): the collator drops such a row."""
+    good = fashion_rows[:2]
+    blank = {key: (None if isinstance(value, str) else value) for key, value in good[1].items()}
+    blank.update(id=904, image=good[1]["image"])
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        batch = PretrainingCollator(processor)([good[0], blank, good[1]])
+    assert batch["num_skipped_images"].item() == 1
+    assert batch["product_ids"].tolist() == [row["id"] for row in good]
+    assert any("id=904" in r.getMessage() and "no product text" in r.getMessage() for r in caplog.records)
+
+
 def test_csv_with_relative_paths_and_string_ids(processor, tmp_path, data_dir):
     (tmp_path / "photos").mkdir()
     names = ["10000.jpg", "10001.jpg", "10012.jpg"]

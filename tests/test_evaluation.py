@@ -199,6 +199,64 @@ def test_scores_are_the_models_logits(folders, data_dir, name):
     assert embedder.embedded_images == len(rows)
 
 
+def test_zero_shot_accuracy_comes_with_chance_and_majority_baselines(evaluated):
+    results, output = evaluated
+    zero_shot = results["tasks"]["zero_shot"]
+    details = zero_shot["details"]
+    assert zero_shot["chance_accuracy"] == pytest.approx(1.0 / details["num_classes"])
+    test_labels = [row[ev.LABEL_FIELD] for row in ev.load_split_rows(results["data_dir"], ["test"], LIMIT, 0)["test"]]
+    commonest = max(set(test_labels), key=test_labels.count)
+    assert zero_shot["majority_accuracy"] == pytest.approx(test_labels.count(commonest) / len(test_labels))
+    assert test_labels.count(details["majority_class"]) == test_labels.count(commonest)
+    # the most predicted class is a column of the confusion plot whatever its size in the test split
+    assert details["most_predicted"][0]["class"] in details["confusion_columns"]
+    text = open(os.path.join(output, "results.md")).read()
+    assert "| zero_shot | chance_accuracy |" in text and "| zero_shot | majority_accuracy |" in text
+
+
+def test_confusion_plot_shows_the_classes_the_model_predicts():
+    """The failure the plot exists to show: a rare class answered for 75 % of the photos gets its own column."""
+    from training.evaluation.tasks import confusion_table
+
+    rng = np.random.default_rng(0)
+    references = np.repeat(np.arange(20), np.arange(40, 0, -2))  # class 0 largest ... class 19 smallest
+    predictions = references.copy()
+    hijacked = rng.random(len(references)) < 0.75
+    predictions[hijacked] = np.where(rng.random(hijacked.sum()) < 0.5, 18, 19)  # the two smallest classes
+    rows, columns, matrix = confusion_table(references, predictions, num_classes=25, k=5)
+    assert rows[:5] == [0, 1, 2, 3, 4] and {18, 19} <= set(columns) and {18, 19} <= set(rows)
+    assert matrix.shape == (len(rows), len(columns) + 1)
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+    for r, c in enumerate(rows):
+        assert matrix[r, columns.index(18)] + matrix[r, columns.index(19)] == pytest.approx(
+            np.mean(np.isin(predictions[references == c], [18, 19])))
+    assert matrix[:, -1].max() < 0.2  # "(other)" no longer hides where the predictions went
+    # never a class without predictions or test rows
+    rows, columns, _ = confusion_table(np.array([0, 0, 1]), np.array([0, 0, 0]), num_classes=4, k=3)
+    assert rows == [0, 1] and columns == [0, 1]
+
+
+def test_texts_are_embedded_in_chunks_of_the_batch_size(folders):
+    """The embedder encodes through the processor's chunked helper: never more than a batch's texts in memory."""
+    model, processor = load(folders["clip"])
+    sizes = []
+    original = processor.iter_batches
+
+    def spy(*args, **kwargs):
+        for batch in original(*args, **kwargs):
+            sizes.append(len(batch["input_ids"]))
+            yield batch
+
+    processor.iter_batches = spy
+    embedder = ev.Embedder(model, processor, batch_size=16, show_progress=False)
+    titles = [f"title {i}" for i in range(70)]
+    chunked = embedder.texts(titles)
+    assert sizes == [16, 16, 16, 16, 6]
+    with torch.inference_mode():
+        whole = model.get_text_features(**processor(text=titles, return_tensors="pt")).pooler_output
+    np.testing.assert_allclose(chunked, torch.nn.functional.normalize(whole, dim=-1).numpy(), atol=1e-5)
+
+
 def test_cli_update_card_and_entry_point(folders, data_dir, tmp_path):
     output = tmp_path / "cli"
     code = ev.main(["--model", folders["eclip"], "--data", data_dir, "--tasks", "zero_shot,matching",

@@ -1,6 +1,7 @@
 """EclipProcessor and the product-text builder: every image mode, bad input, text edge cases, round trip."""
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -108,6 +109,61 @@ def test_image_files_and_bad_files(processor, tmp_path):
         processor(images=str(tmp_path / "missing.jpg"))
 
 
+def truncated_jpeg(path):
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    return path
+
+
+def test_an_image_opened_lazily_names_its_file_when_it_cannot_be_decoded(processor, tmp_path):
+    """The README's pattern, `Image.open(path)` handed to the processor: PIL decodes late; the error names the file."""
+    truncated = truncated_jpeg(tmp_path / "truncated.jpg")
+    good = Image.new("RGB", (30, 30), (255, 0, 0))
+    with pytest.raises(ValueError, match=rf"image 1 \({re.escape(str(truncated))}\) cannot be decoded"):
+        processor(images=[good, Image.open(truncated)], text=["a", "b"], return_tensors="pt")
+    chunks = processor.iter_batches(images=[good] * 3 + [Image.open(truncated)], batch_size=2)
+    next(chunks)
+    with pytest.raises(ValueError, match=r"image 3 \("):  # its position in the whole list
+        next(chunks)
+
+
+def test_open_image_loads_completely_and_names_a_bad_file(tmp_path, saved_folder):
+    from transformers import pipeline
+
+    from modeling_eclip import open_image
+
+    truncated = truncated_jpeg(tmp_path / "truncated.jpg")
+    with pytest.raises(ValueError, match=rf"image \({re.escape(str(truncated))}\) cannot be decoded"):
+        open_image(truncated)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        open_image(tmp_path / "missing.jpg")
+    good = tmp_path / "good.png"
+    Image.new("RGBA", (30, 20), (255, 0, 0, 255)).save(good)
+    image = open_image(good)
+    assert image.mode == "RGB" and image.size == (30, 20)
+    # the pipelines open paths with transformers' own loader; an image from open_image is already decoded
+    results = pipeline("zero-shot-image-classification", model=saved_folder)(image, candidate_labels=["a", "b"])
+    assert sorted(r["label"] for r in results) == ["a", "b"]
+
+
+def test_iter_batches_gives_the_whole_calls_inputs_in_chunks(processor):
+    texts = [f"product number {i} " + "word " * (i % 7) for i in range(23)]
+    images = [Image.new("RGB", (20 + i, 30), (i * 10, 0, 0)) for i in range(23)]
+    whole = processor(images=images, text=texts, return_tensors="pt", padding="max_length", max_length=16)
+    chunks = list(processor.iter_batches(images=images, text=texts, batch_size=5, return_tensors="pt",
+                                         padding="max_length", max_length=16))
+    assert [len(c["input_ids"]) for c in chunks] == [5, 5, 5, 5, 3]
+    for key in ("input_ids", "attention_mask", "pixel_values"):
+        torch.testing.assert_close(torch.cat([c[key] for c in chunks]), whole[key])
+    only_text = list(processor.iter_batches(text=texts, batch_size=10))
+    assert [len(c["input_ids"]) for c in only_text] == [10, 10, 3] and "pixel_values" not in only_text[0]
+    with pytest.raises(ValueError, match="got 23 images and 3 texts"):
+        next(processor.iter_batches(images=images, text=texts[:3]))
+    with pytest.raises(ValueError, match="batch_size"):
+        next(processor.iter_batches(text=texts, batch_size=0))
+
+
 @pytest.mark.parametrize(
     "image, error, message",
     [
@@ -137,8 +193,6 @@ def test_no_input_and_empty_lists(processor):
 # -------------------------------------------------------------------------------------------------------- text
 def test_text_edge_cases(processor):
     texts = [
-        "",
-        "   ",
         "나이키 남성 러닝화 블랙",
         "耐克男子跑鞋 黑色",
         "حذاء جري رجالي أسود",
@@ -150,6 +204,20 @@ def test_text_edge_cases(processor):
     assert batch["input_ids"].shape[0] == len(texts)
     assert batch["input_ids"].shape[1] <= 512  # truncated, never an overflow of the position table
     assert (batch["attention_mask"].sum(-1) >= 2).all()  # every text keeps at least [CLS] [SEP]
+
+
+def test_an_empty_title_is_an_error_not_a_score(processor):
+    # Scored, an empty title would win alone (probability 1) and rank like any other: refuse it, name its position.
+    for texts, position in ((["Nike Men Red Shoes", ""], "text 1 is empty"), (["  \t\n"], "text 0 is empty"),
+                            (["", "ok", " "], "text 0 is empty (and 1 more)")):
+        with pytest.raises(ValueError, match=re.escape(position)):
+            processor(text=texts, return_tensors="pt")
+    with pytest.raises(ValueError, match="text 0 is empty"):
+        processor(text="", images=Image.new("RGB", (8, 8)), return_tensors="pt")
+    chunks = processor.iter_batches(text=["a shirt"] * 5 + [""], batch_size=2)
+    assert len(next(chunks)["input_ids"]) == 2
+    with pytest.raises(ValueError, match="text 5 is empty"):  # the position in the whole list, not in the chunk
+        list(chunks)
 
 
 def test_long_text_runs_through_a_model_with_short_positions(processor):
@@ -203,7 +271,7 @@ def test_product_text_builder_never_fails(fields):
     width=st.integers(1, 300),
     height=st.integers(1, 300),
     mode=st.sampled_from(["RGB", "RGBA", "L", "LA", "P", "CMYK", "1", "I", "F", "I;16"]),
-    text=st.text(max_size=300),
+    text=st.text(max_size=300).filter(str.strip),  # a blank text is an error (test_an_empty_title_is_...)
 )
 def test_processor_handles_arbitrary_sizes_modes_and_strings(processor, width, height, mode, text):
     image = Image.new(mode, (width, height))

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, minilm_dir, tiny_config, tiny_processor
+from conftest import DATA_DIR, REPO_ROOT, minilm_dir, tiny_config, tiny_processor
 from transformers import TrainerCallback
 
 from modeling_eclip import EclipModel
@@ -414,11 +414,18 @@ def test_cli_end_to_end(tmp_path):
     assert "loss_itc" in output and "loss_intra" in output  # each objective is logged
     assert "ECLIP pretraining finished" in result.stdout and str(out) in result.stdout
     assert "steps:          3" in result.stdout
+    # stderr is a pipe, not a terminal: progress comes as plain lines with the rate and the ETA
+    assert "[eclip-pretrain] step 3/3 (100%)" in result.stderr and "steps/s" in result.stderr
+    assert "ETA " in result.stderr and "\r" not in result.stderr
 
     assert {"model.safetensors", "config.json", "README.md", "tokenizer.json"} <= set(os.listdir(out))
     _assert_no_pickles(out)
     assert not os.path.exists(f"{out}-checkpoints")  # save_strategy "no": no checkpoint folder
-    assert "eclip" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "eclip" in card
+    # titled and loaded by the final folder's name, never by the staging folder it was written in
+    assert "\n# tiny-model\n" in card and 'from_pretrained("tiny-model"' in card and "partial" not in card
+    assert "- optimizer steps: 3" in card and "- data: `synthetic:64`" in card
 
     model = AutoModel.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
@@ -433,22 +440,50 @@ def test_cli_end_to_end(tmp_path):
     assert logits.shape == (2, 2) and torch.isfinite(logits).all()
 
 
-def test_cli_rejects_a_bad_config(tmp_path):
+def test_cli_rejects_a_bad_config(tmp_path, capsys):
+    """Each mistake is one line on stderr (with the closest valid name), exit status 2, and nothing written."""
     from training.pretrain import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {}\noptimizer: {}\n")
-    with pytest.raises(ValueError, match="sections"):
-        main(["--config", str(bad)])
     tiny = os.path.join(REPO_ROOT, "training", "configs", "tiny.yaml")
-    with pytest.raises(ValueError, match="key=value"):
-        main(["--config", tiny, "--set", "oops"])
-    with pytest.raises(ValueError, match="num_instance_querys"):
-        main(["--config", tiny, "--set", "num_instance_querys=3"])
-    with pytest.raises(ValueError, match="must start at step 0"):
-        main(["--config", tiny, "--batch-schedule", "5:16"])
-    with pytest.raises(ValueError, match="num_instance_queries must be at least 4, got 2"):  # the default matching
-        main(["--config", tiny, "--set", "num_instance_queries=2", "--output-dir", str(tmp_path / "m")])
+    out = str(tmp_path / "m")
+    cases = [
+        (["--config", str(bad)], "sections"),
+        (["--config", tiny, "--set", "oops"], "key=value"),
+        (["--config", tiny, "--set", "num_instance_querys=3"], "'num_instance_querys' (did you mean 'num_instance_queries'?)"),
+        (["--config", tiny, "--set", "num_instance_queries=four"], "EclipConfig.num_instance_queries must be int, got 'four'"),
+        (["--config", tiny, "--set", "intra_weight=high"], "EclipConfig.intra_weight must be float | int, got 'high'"),
+        (["--config", tiny, "--batch-schedule", "5:16"], "must start at step 0"),
+        (["--config", tiny, "--set", "num_instance_queries=2"], "num_instance_queries must be at least 4, got 2"),
+        (["--config", tiny, "--dataset", f"imagefolder:{DATA_DIR}/fashion-product"], "(did you mean"),
+        (["--config", tiny, "--dataset", "imagefoldr:/data"], "unknown kind 'imagefoldr' (did you mean 'imagefolder'?)"),
+        (["--config", tiny, "--text-model", str(tmp_path / "minilm")], "no such folder"),
+        (["--config", tiny, "--hub-private"], "need --push-to-hub"),
+    ]
+    for argv, message in cases:
+        assert main([*argv, "--output-dir", out]) == 2, argv
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("eclip-pretrain: error: ")]
+        assert len(lines) == 1 and message in lines[0], (argv, err[-2000:])
+        assert "Traceback" not in err
+    assert not os.path.exists(out)
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own errors: one line, the closest option
+        main(["--config", tiny, "--lerning-rate", "3"])
+    assert exit_info.value.code == 2
+    assert "'--learning-rate'" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_replace_a_trained_folder(tmp_path, capsys):
+    from training.pretrain import main
+
+    out = tmp_path / "trained"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"weights")
+    tiny = os.path.join(REPO_ROOT, "training", "configs", "tiny.yaml")
+    assert main(["--config", tiny, "--output-dir", str(out)]) == 2
+    assert "already holds a trained model (model.safetensors): pass --overwrite" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == b"weights"
 
 
 # ----------------------------------------------------------------------------------------------- real data

@@ -13,6 +13,7 @@ import shutil
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from modeling_eclip.modeling_eclip import share_under_umask
 from training.trainer_internals import checkpoint_location, finish_checkpoint, write_checkpoint
 
 STAGING_PREFIX = "tmp-"
@@ -28,7 +29,9 @@ def remove_stale_staging(run_dir: str) -> None:
 
 
 def publish(staging: str, final_dir: str) -> None:
-    """Rename a complete staging folder to `final_dir`, replacing an existing one (a save at the same step)."""
+    """Rename a complete staging folder to `final_dir`, replacing an existing one (a save at the same step); its files
+    get the modes of the user's umask (transformers writes weights 0600)."""
+    share_under_umask(staging)
     if os.path.exists(final_dir):
         parent, name = os.path.split(final_dir)
         old = os.path.join(parent, f"{STAGING_PREFIX}old-{name}")

@@ -460,6 +460,11 @@ class PretrainingCollator:
         skipped = 0
         for row in rows:
             fields = self._fields(row)
+            text = self.processor.build_product_text(fields)
+            if not text.strip():  # nothing to match the photo with (the processor refuses a blank text)
+                skipped += 1
+                logger.warning("Skipping %s: it has no product text.", self._row_name(row, fields))
+                continue
             try:
                 image = decode_image(row.get("image"))
             # PIL raises OSError, SyntaxError, ValueError, struct.error, zlib.error, DecompressionBombError... by
@@ -476,7 +481,7 @@ class PretrainingCollator:
                     reference = hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()
                 product_id = reference
             images.append(image)
-            texts.append(self.processor.build_product_text(fields))
+            texts.append(text)
             ids.append(product_id_to_int(product_id))
         if not images:
             return self._empty_batch(skipped)

@@ -13,8 +13,12 @@ Tasks (data and label rules in :mod:`training.finetune_data`):
 
 The backbone starts from ``--model`` (an ``EclipModel`` folder, or a fine-tuned head). ``--lora`` trains LoRA adapters
 plus the head instead of every weight; ``--freeze-backbone`` trains the head alone. The output folder gets the model
-(or the adapter and the head config, see the README's "LoRA adapters"), the processor and ``test_metrics.json`` (the test metrics
-with a trivial baseline next to them: majority class, all-``O`` tags, or "always a match / always restricted").
+(or the adapter and the head config, see the README's "LoRA adapters"), the processor, a model card and
+``test_metrics.json`` (the test metrics with a trivial baseline next to them: majority class, all-``O`` tags, or
+"always a match / always restricted"). It is written atomically; one that already holds a model is replaced only with
+``--overwrite``, and ``--push-to-hub ORG/NAME`` publishes it in one commit. Arguments, paths, the label column and the
+LoRA spec are checked before torch, a model or the data load (one line, exit status 2); this module imports no torch
+at import time, so ``--help`` answers at once.
 
 Example::
 
@@ -25,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -32,9 +37,18 @@ import os
 import sys
 
 import numpy as np
-import torch
 
-from training.fashion import LABEL_FIELD
+from training.cli import (
+    ArgumentParser,
+    UsageError,
+    add_hub_arguments,
+    check_hub_arguments,
+    check_model_reference,
+    check_output_dir,
+    fail,
+    suggest,
+)
+from training.fashion import FASHION_DIR, LABEL_FIELD, METADATA_FILE
 
 logger = logging.getLogger("eclip-finetune")
 
@@ -48,10 +62,12 @@ TARGET_PRECISION = 0.95
 class ClassificationCollator:
     """Rows with ``image`` and/or ``productDisplayName`` and ``labels`` -> model inputs, processed on the fly."""
 
-    def __init__(self, processor, modality: str, max_length: int, label_dtype=torch.long):
+    def __init__(self, processor, modality: str, max_length: int, label_dtype=None):
         self.processor, self.modality, self.max_length, self.label_dtype = processor, modality, max_length, label_dtype
 
     def __call__(self, rows):
+        import torch
+
         batch = {}
         if self.modality in ("image", "both"):
             images = [row["image"].convert("RGB") if hasattr(row["image"], "convert") else row["image"] for row in rows]
@@ -63,7 +79,7 @@ class ClassificationCollator:
                     texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
                 )
             )
-        batch["labels"] = torch.tensor([row["labels"] for row in rows], dtype=self.label_dtype)
+        batch["labels"] = torch.tensor([row["labels"] for row in rows], dtype=self.label_dtype or torch.long)
         return batch
 
 
@@ -75,6 +91,8 @@ class TokenTagCollator:
         self.tokenizer, self.label2id, self.max_length = tokenizer, label2id, max_length
 
     def __call__(self, rows):
+        import torch
+
         batch = self.tokenizer(
             [row["words"] for row in rows], is_split_into_words=True, padding=True, truncation=True,
             max_length=self.max_length, return_tensors="pt",
@@ -97,6 +115,8 @@ class PairCollator:
         self.tokenizer, self.max_length = tokenizer, max_length
 
     def __call__(self, rows):
+        import torch
+
         batch = {}
         for key, suffix in (("text_a", ""), ("text_b", "_b")):
             encoded = self.tokenizer(
@@ -110,7 +130,7 @@ class PairCollator:
 
 # ----------------------------------------------------------------------------------------------------- helpers
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="eclip-finetune", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--task", required=True, choices=TASKS)
@@ -144,10 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--logging-steps", type=int, default=20)
+    parser.add_argument("--overwrite", action="store_true", help="replace an output folder that already holds a model.")
+    add_hub_arguments(parser, "the output folder (model or adapter, merged/, processor, card, test metrics)")
+    parser.add_argument("--base-model-id", default=None, metavar="REPO_ID",
+                        help="Hub id of --model when it is a local folder: the pushed adapter's base model (default: "
+                             "--model when it is a Hub id, else the repo id in --model's card).")
     return parser
 
 
 def _check_args(args, parser):
+    """Every argument, path and name, checked before torch, a model or the data load; raises `UsageError`."""
     if args.modality is None:
         args.modality = DEFAULT_MODALITY[args.task]
     if args.task == "attributes" and args.modality != "text":
@@ -156,14 +182,102 @@ def _check_args(args, parser):
         parser.error("--task matching uses the text pairs of the product-matching benchmarks: --modality must be text.")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be positive.")
+    for flag, value, low in (("--epochs", args.epochs, 0), ("--batch-size", args.batch_size, 0),
+                             ("--eval-batch-size", args.eval_batch_size, 0), ("--head-learning-rate", args.head_learning_rate, 0),
+                             ("--learning-rate", args.learning_rate, 0), ("--max-length", args.max_length, 0),
+                             ("--logging-steps", args.logging_steps, 0)):
+        if value is not None and not value > low:
+            parser.error(f"{flag} must be positive, got {value}.")
     if args.lora is not None and args.freeze_backbone:
         logger.info("--lora already freezes the backbone; --freeze-backbone is implied.")
     if args.merge_lora and args.lora is None:
         parser.error("--merge-lora needs --lora.")
+    if args.lora is not None:
+        from training.lora import parse_lora_spec
+
+        try:
+            parse_lora_spec(args.lora)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     args.max_length = args.max_length or DEFAULT_MAX_LENGTH[args.task]
     if args.learning_rate is None:
         args.learning_rate = 5e-4 if args.lora is not None else 5e-5
     args.output_dir = args.output_dir or os.path.join("runs", f"finetune-{args.task}")
+    check_output_dir(args.output_dir, args.overwrite)
+    check_hub_arguments(args)
+    _check_model(args)
+    _check_data(args)
+
+
+def _check_model(args) -> None:
+    """`--model` (and `--processor`) exist; a local model has a config and a processor; a pushed adapter has a base
+    model on the Hub (`--base-model-id`)."""
+    kind = check_model_reference(args.model)
+    if kind == "local":
+        if not os.path.isfile(os.path.join(args.model, "config.json")):
+            raise UsageError(f"--model {args.model!r} is not a model folder: it has no config.json.")
+        has_processor = any(os.path.isfile(os.path.join(args.model, name))
+                            for name in ("processor_config.json", "tokenizer_config.json"))
+        if not has_processor and args.processor is None:
+            raise UsageError(f"--model {args.model!r} has no processor (processor_config.json): pass --processor FOLDER.")
+    if args.processor is not None:
+        check_model_reference(args.processor, "--processor")
+    if args.base_model_id is not None:
+        from training.cli import looks_like_repo_id
+
+        if not looks_like_repo_id(args.base_model_id) or "/" not in args.base_model_id:
+            raise UsageError(f"--base-model-id {args.base_model_id!r} is not a Hub repo id (ORG/NAME).")
+    if args.push_to_hub and args.lora is not None and hub_base_model(args) is None:
+        raise UsageError(
+            f"--push-to-hub with --lora: the adapter's base model must be on the Hub, and --model {args.model!r} is a "
+            "local folder whose card names no repo id: push it first, or pass --base-model-id ORG/NAME."
+        )
+
+
+def hub_base_model(args) -> str | None:
+    """The Hub id of `--model`: `--base-model-id`, else `--model` itself when it is one, else the repo id its card
+    was written for (`eclip-pretrain --push-to-hub`, `eclip-evaluate --update-card --push-to-hub`)."""
+    if args.base_model_id:
+        return args.base_model_id
+    if not os.path.isdir(args.model):
+        return args.model
+    from model_cards.card import previous_card_fields
+
+    return previous_card_fields(args.model).get("repo_id")
+
+
+def _check_data(args) -> None:
+    """The task's data files exist under `--data`; the label column and the matching benchmarks are real names."""
+    import csv
+
+    from training.data import resolve_data_dir
+
+    data_dir = args.data or resolve_data_dir()
+    if not os.path.isdir(data_dir):
+        raise UsageError(f"--data {data_dir!r}: no such folder (set --data or ECLIP_DATA_DIR to the data root).")
+
+    def source(*parts) -> str:
+        path = os.path.join(data_dir, *parts)
+        if not os.path.exists(path):
+            here = os.path.dirname(path)
+            names = os.listdir(here) if os.path.isdir(here) else []
+            raise UsageError(f"{os.path.join(*parts)!r} not found under --data {data_dir!r}{suggest(parts[-1], names)}.")
+        return path
+
+    if args.task in ("category", "restricted"):
+        with open(source(FASHION_DIR, METADATA_FILE), encoding="utf-8", newline="") as handle:
+            columns = next(csv.reader(handle), [])
+        if args.task == "category" and args.label_column not in columns:
+            raise UsageError(f"--label-column {args.label_column!r} is not a fashion-products column"
+                             f"{suggest(args.label_column, columns)}; columns: {', '.join(columns)}.")
+    elif args.task == "attributes":
+        source("fashion-titles.csv")
+    else:
+        names = [name.strip() for name in args.matching_datasets.split(",") if name.strip()]
+        if not names:
+            raise UsageError("--matching-datasets names no benchmark.")
+        for name in names:
+            source("product-matching", name)
 
 
 def _is_head_parameter(name: str) -> bool:
@@ -172,6 +286,8 @@ def _is_head_parameter(name: str) -> bool:
 
 def build_optimizer(model, learning_rate: float, head_learning_rate: float, weight_decay: float):
     """AdamW with the head (any parameter outside the backbone ``eclip.*``) at its own, higher learning rate."""
+    import torch
+
     groups: dict[tuple[bool, bool], list] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
@@ -183,9 +299,15 @@ def build_optimizer(model, learning_rate: float, head_learning_rate: float, weig
     return torch.optim.AdamW(param_groups)
 
 
-@torch.inference_mode()
 def predict(model, dataset, collator, batch_size: int):
     """Logits and labels of every row, in order (token task: lists of per-row arrays at labelled positions)."""
+    import torch
+
+    with torch.inference_mode():
+        return _predict(model, dataset, collator, batch_size)
+
+
+def _predict(model, dataset, collator, batch_size: int):
     model.eval()
     device = next(model.parameters()).device
     all_logits, all_labels = [], []
@@ -288,11 +410,13 @@ def evaluate_task(task, model, splits, collator, batch_size, id2label=None, trai
 
 # ----------------------------------------------------------------------------------------------------- main
 def run(args) -> dict:
+    import torch
     from transformers import AutoProcessor, Trainer, TrainingArguments, set_seed
 
     import modeling_eclip
     from training import finetune_data as data
-    from training.lora import apply_lora, parse_lora_spec, save_adapter
+    from training.lora import apply_lora, parse_lora_spec
+    from training.progress import progress_callbacks
 
     set_seed(args.seed)
     try:
@@ -366,7 +490,7 @@ def run(args) -> dict:
     optimizer = build_optimizer(model, args.learning_rate, args.head_learning_rate, args.weight_decay)
     trainer = Trainer(
         model=model, args=training_args, train_dataset=splits["train"], data_collator=collator,
-        optimizers=(optimizer, None),
+        optimizers=(optimizer, None), callbacks=progress_callbacks("eclip-finetune"),
     )
     train_result = trainer.train()
 
@@ -388,19 +512,45 @@ def run(args) -> dict:
         "steps": int(train_result.global_step),
         **results,
     }
-    os.makedirs(args.output_dir, exist_ok=True)
-    if lora is not None:
-        save_adapter(model, args.output_dir, processor)
-        if args.merge_lora:
-            merged = model.merge_and_unload()
-            merged.save_pretrained(os.path.join(args.output_dir, "merged"))
-            processor.save_pretrained(os.path.join(args.output_dir, "merged"))
-    else:
-        model.save_pretrained(args.output_dir)
-        processor.save_pretrained(args.output_dir)
-    with open(os.path.join(args.output_dir, "test_metrics.json"), "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2, default=_json_default)
+    write_outputs(args, model, processor, report)
     return report
+
+
+def write_outputs(args, model, processor, report: dict) -> None:
+    """
+    The output folder, swapped in whole (`atomic_directory`; an old one was accepted by `--overwrite` at the start):
+    the model, or the adapter and the head config; the processor; a model card (title and snippets: the repo id
+    when pushed, else the folder's name); `test_metrics.json`; with `--merge-lora`, `merged/` with its own card.
+    """
+    from model_cards.finetune_card import build_finetune_card
+    from modeling_eclip.modeling_eclip import atomic_directory
+    from training.lora import save_adapter
+
+    name = args.push_to_hub or os.path.basename(os.path.abspath(args.output_dir))
+    base = hub_base_model(args) if args.push_to_hub else None
+    base = base or (os.path.abspath(args.model) if os.path.isdir(args.model) else args.model)
+    card = functools.partial(build_finetune_card, report, repo_id=args.push_to_hub, base_model=base)
+    with atomic_directory(args.output_dir, keep_existing=False) as staging:
+        if report["lora"] is not None:
+            config = model.get_base_model().config
+            save_adapter(model, staging, processor, card=card("adapter", config, model_name=name))
+            if args.merge_lora:
+                merged, folder = model.merge_and_unload(), os.path.join(staging, "merged")
+                merged.save_pretrained(folder)
+                processor.save_pretrained(folder)
+                if args.push_to_hub:
+                    merged_card = card("merged", merged.config, model_name=f"{name} (merged)", subfolder="merged")
+                else:
+                    merged_card = build_finetune_card(report, "merged", merged.config, model_name=f"{name}/merged",
+                                                      repo_id=os.path.join(args.output_dir, "merged"), base_model=base)
+                merged_card.save(os.path.join(folder, "README.md"))
+        else:
+            model.save_pretrained(staging)
+            processor.save_pretrained(staging)
+            card("head" if args.freeze_backbone else "full", model.config, model_name=name).save(
+                os.path.join(staging, "README.md"))
+        with open(os.path.join(staging, "test_metrics.json"), "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2, default=_json_default)
 
 
 def _json_default(value):
@@ -414,12 +564,25 @@ def _json_default(value):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _check_args(args, parser)
+    try:
+        _check_args(args, parser)
+    except UsageError as error:
+        return fail(parser.prog, error)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     report = run(args)
     print(json.dumps({"task": report["task"], "test": report["test"], "baseline": report["baseline"]}, indent=2,
                      default=_json_default))
-    print(f"wrote {os.path.join(args.output_dir, 'test_metrics.json')}")
+    print(f"wrote {os.path.join(args.output_dir, 'test_metrics.json')}", flush=True)
+    if args.push_to_hub:
+        from training.hub import PushError, adapter_config_for_hub, push_folder
+
+        replace = adapter_config_for_hub(args.output_dir, hub_base_model(args)) if report["lora"] is not None else None
+        try:
+            commit = push_folder(args.output_dir, args.push_to_hub, private=args.hub_private,
+                                 revision=args.hub_revision, replace=replace)
+        except PushError as error:
+            return fail(parser.prog, error, status=1)
+        print(f"pushed to {getattr(commit, 'commit_url', None) or args.push_to_hub}")
     return 0
 
 

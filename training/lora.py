@@ -25,11 +25,13 @@ the learnable instance queries, which are trained in full and saved with the ada
 
 from __future__ import annotations
 
-import json
+import difflib
 import logging
 import os
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch loads with the model, not with the command line's argument checks
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ TOWER_TARGETS: dict[str, tuple[str, ...]] = {
 GENERIC_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "o_proj", "query", "key", "value", "qkv")
 DECODER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 QUERY_EMBEDDING = "instance_decoder.queries.embedding"
+LORA_KEYS = ("r", "alpha", "dropout", "targets")
 HEAD_MODULES = ("classifier", "matcher")
 
 
@@ -79,6 +82,8 @@ def _used_parts(model: nn.Module, backbone: nn.Module) -> tuple[bool, bool]:
 
 
 def _matching_linears(module: nn.Module, prefix: str, suffixes: tuple[str, ...]) -> list[str]:
+    from torch import nn
+
     return [
         prefix + name
         for name, sub in module.named_modules()
@@ -123,6 +128,8 @@ def default_lora_targets(model: nn.Module) -> list[str]:
 def default_modules_to_save(model: nn.Module) -> list[str]:
     """The head (``classifier`` / ``matcher``) and, when images go through the instance decoder, the learnable
     instance queries (``eclip.instance_decoder.queries.embedding``): trained in full and saved with the adapter."""
+    from torch import nn
+
     backbone, prefix = _backbone(model)
     modules = [name for name in HEAD_MODULES if isinstance(getattr(model, name, None), nn.Module)]
     uses_image, _ = _used_parts(model, backbone)
@@ -143,21 +150,23 @@ def parse_lora_spec(spec: str | None) -> dict:
             continue
         if "=" not in piece:
             if last != "targets":
-                raise ValueError(f"--lora: {piece!r} is not key=value (keys: r, alpha, dropout, targets).")
+                raise ValueError(f"--lora: {piece!r} is not key=value (keys: {', '.join(LORA_KEYS)}).")
             out["targets"].append(piece)
             continue
         key, value = (part.strip() for part in piece.split("=", 1))
         last = key
-        if key == "r":
-            out["r"] = int(value)
-        elif key == "alpha":
-            out["alpha"] = float(value)
-        elif key == "dropout":
-            out["dropout"] = float(value)
+        number = {"r": int, "alpha": float, "dropout": float}.get(key)
+        if number is not None:
+            try:
+                out[key] = number(value)
+            except ValueError:
+                raise ValueError(f"--lora: {key}={value!r} is not {'an integer' if number is int else 'a number'}.") from None
         elif key == "targets":
             out["targets"] = [value] if value else []
         else:
-            raise ValueError(f"--lora: unknown key {key!r} (keys: r, alpha, dropout, targets).")
+            close = difflib.get_close_matches(key, LORA_KEYS, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"--lora: unknown key {key!r} ({hint}keys: {', '.join(LORA_KEYS)}).")
     if out["r"] < 1 or out["alpha"] <= 0 or not 0.0 <= out["dropout"] < 1.0:
         raise ValueError(f"--lora: need r >= 1, alpha > 0, 0 <= dropout < 1; got {out}.")
     if out["targets"] is not None and not out["targets"]:
@@ -191,21 +200,51 @@ def apply_lora(
     return get_peft_model(model, config)
 
 
-def save_adapter(peft_model, directory: str, processor=None) -> None:
-    """Save the adapter (LoRA + ``modules_to_save`` weights, ``adapter_config.json``) plus the head's config (labels,
-    modality: ``config.json``) and, given one, the processor. The backbone is not written."""
-    peft_model.save_pretrained(directory)
+def save_adapter(peft_model, directory: str, processor=None, card=None) -> None:
+    """
+    Save the adapter (LoRA + ``modules_to_save`` weights, ``adapter_config.json``) plus the head's config (labels,
+    modality: ``config.json``), given one the processor, and a model card (``card``, a huggingface_hub ``ModelCard``;
+    default: the card of ``model_cards.finetune_card`` without results) in place of peft's blank template. The
+    backbone is not written: ``adapter_config.json`` names it, by absolute path when it is a local folder, so the
+    adapter loads from any working directory (a Hub push names the base's repo id instead, see ``training.hub``).
+    The folder is written atomically (it becomes exactly the adapter: nothing of what it held before is kept, so no
+    stale ``merged/`` or README survives) and is readable under the user's umask.
+    """
+    from modeling_eclip.modeling_eclip import atomic_directory
+
     head = peft_model.get_base_model()
-    config = head.config
-    config.architectures = [type(head).__name__]
-    config.save_pretrained(directory)
-    if processor is not None:
-        processor.save_pretrained(directory)
+    for adapter_config in peft_model.peft_config.values():
+        base = adapter_config.base_model_name_or_path
+        if base and os.path.isdir(base):
+            adapter_config.base_model_name_or_path = os.path.abspath(base)
+    with atomic_directory(directory, keep_existing=False) as staging:
+        peft_model.save_pretrained(staging)
+        config = head.config
+        config.architectures = [type(head).__name__]
+        config.save_pretrained(staging)
+        if processor is not None:
+            processor.save_pretrained(staging)
+        if card is None:
+            from model_cards.finetune_card import build_finetune_card
+
+            base = next(iter(peft_model.peft_config.values())).base_model_name_or_path
+            card = build_finetune_card(None, "adapter", config, model_name=os.path.basename(os.path.abspath(directory)),
+                                       base_model=base)
+        card.save(os.path.join(staging, "README.md"))
+
+
+def adapter_base(directory: str, **download) -> str | None:
+    """The base model an adapter folder or Hub repo names (``base_model_name_or_path``), or ``None``."""
+    from peft import PeftConfig
+
+    return PeftConfig.from_pretrained(directory, **download).base_model_name_or_path
 
 
 def load_adapter(directory: str, base_model: str | None = None, is_trainable: bool = False):
     """Rebuild the head from ``base_model`` (default: the adapter's ``base_model_name_or_path``) with the config saved
-    next to the adapter, then attach the adapter: ``PeftModel.from_pretrained(base, directory)``."""
+    next to the adapter, then attach the adapter: ``PeftModel.from_pretrained(base, directory)``. ``directory`` is a
+    folder or a Hub repo id. (``AutoModelFor*.from_pretrained(directory)`` gives the same model without peft's
+    wrapper.)"""
     from peft import PeftModel
     from transformers import AutoConfig
 
@@ -213,10 +252,14 @@ def load_adapter(directory: str, base_model: str | None = None, is_trainable: bo
 
     config = AutoConfig.from_pretrained(directory)
     if base_model is None:
-        with open(os.path.join(directory, "adapter_config.json"), encoding="utf-8") as handle:
-            base_model = json.load(handle).get("base_model_name_or_path")
+        base_model = adapter_base(directory)
         if not base_model:
             raise ValueError(f"{directory}/adapter_config.json names no base model: pass base_model=.")
+        if os.path.isabs(base_model) and not os.path.isdir(base_model):
+            raise ValueError(
+                f"The base model of adapter {directory}, {base_model}, is not a folder on this machine (moved, or the "
+                "adapter came from elsewhere): pass base_model= (a folder or a Hub repo id)."
+            )
     architecture = (config.architectures or ["EclipForProductClassification"])[0]
     head_class = getattr(modeling_eclip, architecture, None)
     if head_class is None:

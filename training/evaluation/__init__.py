@@ -18,64 +18,84 @@ Outputs in `--output`: `results.json`, `results.md`, `zero_shot_confusion.png`, 
 Modules: `runner` (`evaluate_model`, `prepare`), `tasks` (the seven tasks), `embedder` (batched, cached embeddings and
 the model's image-text score), `scenes` (the instance-retrieval scenes), `data` (matching pairs, prompt templates),
 `plots`, `report` (results.json / results.md) and `cli` (`eclip-evaluate`); the fashion-products readers live in
-`training.fashion`. The names below are re-exported here, so `from training.evaluation import X` keeps working.
+`training.fashion`. The names below are re-exported here (loaded on first use), so `from training.evaluation import X`
+keeps working.
 """
 
-from training.evaluation.cli import build_parser, main
-from training.evaluation.data import (
-    DEFAULT_TEMPLATES,
-    MATCHING_DATASETS,
-    MATCHING_DIR,
-    MATCHING_SPLITS,
-    check_templates,
-    load_matching,
-    read_pairs,
-    serialized_to_text,
-)
-from training.evaluation.embedder import Embedder, has_instance_decoder, image_text_scores, load_image, normalize
-from training.evaluation.plots import PLOT_FILES, plot_confusion, plot_instance_attention, plot_retrieval_examples
-from training.evaluation.report import (
-    BASELINE_SUBDIR,
-    DETAILS,
-    compare,
-    config_summary,
-    flatten_metrics,
-    json_default,
-    results_markdown,
-    versions,
-    write_results,
-)
-from training.evaluation.runner import evaluate_model, prepare
-from training.evaluation.scenes import (
-    attention_grid,
-    build_hard_scenes,
-    build_scenes,
-    first_relevant_ranks,
-    processed_to_canvas,
-    scene_relevance,
-)
-from training.evaluation.tasks import (
-    LINEAR_PROBE_C,
-    RESTRICTED_PROMPTS,
-    TARGET_PRECISION,
-    TASK_FUNCTIONS,
-    TASK_SPLITS,
-    TASKS,
-    TaskRun,
-    fit_logistic,
-    parse_tasks,
-    selection_diagnostics,
-)
-from training.fashion import (
-    FASHION_DIR,
-    LABEL_FIELD,
-    RESTRICTED_FIELD,
-    RESTRICTED_VALUE,
-    TITLE_FIELD,
-    load_split_rows,
-    read_fashion_metadata,
-    stratified_subset,
-)
+import importlib
+
+# Each name and the module it comes from. They load on first use (PEP 562), so `eclip-evaluate --help` and its
+# argument checks run before torch is imported.
+_EXPORTS = {
+    "build_parser": "training.evaluation.cli",
+    "main": "training.evaluation.cli",
+    "DEFAULT_TEMPLATES": "training.evaluation.data",
+    "MATCHING_DATASETS": "training.evaluation.data",
+    "MATCHING_DIR": "training.evaluation.data",
+    "MATCHING_SPLITS": "training.evaluation.data",
+    "check_templates": "training.evaluation.data",
+    "load_matching": "training.evaluation.data",
+    "read_pairs": "training.evaluation.data",
+    "serialized_to_text": "training.evaluation.data",
+    "Embedder": "training.evaluation.embedder",
+    "has_instance_decoder": "training.evaluation.embedder",
+    "image_text_scores": "training.evaluation.embedder",
+    "load_image": "training.evaluation.embedder",
+    "normalize": "training.evaluation.embedder",
+    "PLOT_FILES": "training.evaluation.plots",
+    "plot_confusion": "training.evaluation.plots",
+    "plot_instance_attention": "training.evaluation.plots",
+    "plot_retrieval_examples": "training.evaluation.plots",
+    "BASELINE_SUBDIR": "training.evaluation.report",
+    "DETAILS": "training.evaluation.report",
+    "compare": "training.evaluation.report",
+    "config_summary": "training.evaluation.report",
+    "flatten_metrics": "training.evaluation.report",
+    "json_default": "training.evaluation.report",
+    "results_markdown": "training.evaluation.report",
+    "versions": "training.evaluation.report",
+    "write_results": "training.evaluation.report",
+    "evaluate_model": "training.evaluation.runner",
+    "prepare": "training.evaluation.runner",
+    "attention_grid": "training.evaluation.scenes",
+    "build_hard_scenes": "training.evaluation.scenes",
+    "build_scenes": "training.evaluation.scenes",
+    "first_relevant_ranks": "training.evaluation.scenes",
+    "processed_to_canvas": "training.evaluation.scenes",
+    "scene_relevance": "training.evaluation.scenes",
+    "LINEAR_PROBE_C": "training.evaluation.tasks",
+    "RESTRICTED_PROMPTS": "training.evaluation.tasks",
+    "TARGET_PRECISION": "training.evaluation.tasks",
+    "TASK_FUNCTIONS": "training.evaluation.tasks",
+    "TASK_SPLITS": "training.evaluation.task_names",
+    "TASKS": "training.evaluation.task_names",
+    "TaskRun": "training.evaluation.tasks",
+    "fit_logistic": "training.evaluation.tasks",
+    "parse_tasks": "training.evaluation.task_names",
+    "selection_diagnostics": "training.evaluation.tasks",
+    "FASHION_DIR": "training.fashion",
+    "LABEL_FIELD": "training.fashion",
+    "RESTRICTED_FIELD": "training.fashion",
+    "RESTRICTED_VALUE": "training.fashion",
+    "TITLE_FIELD": "training.fashion",
+    "load_split_rows": "training.fashion",
+    "read_fashion_metadata": "training.fashion",
+    "stratified_subset": "training.fashion",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "build_hard_scenes", "selection_diagnostics",

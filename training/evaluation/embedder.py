@@ -12,12 +12,16 @@ from tqdm.auto import tqdm
 
 
 def load_image(source):
+    """A PIL image, or an image file, as RGB; a file that cannot be decoded raises `ValueError` naming it."""
     from PIL import Image
 
     if isinstance(source, Image.Image):
         return source.convert("RGB")
-    with Image.open(source) as image:
-        return image.convert("RGB")
+    try:
+        with Image.open(source) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"image {source} cannot be decoded: {error}") from error
 
 
 def has_instance_decoder(model) -> bool:
@@ -64,10 +68,12 @@ class Embedder:
     def texts(self, texts: Sequence[str], desc: str = "texts") -> np.ndarray:
         todo = list(dict.fromkeys(t for t in texts if t not in self._texts))
         if todo:
+            # The processor's chunked encoding: memory holds one batch's tokens and activations, however many texts.
+            chunks = self.processor.iter_batches(text=todo, batch_size=self.batch_size, return_tensors="pt",
+                                                 padding=True, truncation=True)
             with self._bar(len(todo), f"embedding {desc}") as bar:
-                for start in range(0, len(todo), self.batch_size):
+                for start, inputs in zip(range(0, len(todo), self.batch_size), chunks):
                     chunk = todo[start : start + self.batch_size]
-                    inputs = self.processor(text=chunk, return_tensors="pt", padding=True, truncation=True)
                     inputs = {k: v.to(self.device) for k, v in inputs.items()
                               if k in ("input_ids", "attention_mask", "token_type_ids", "position_ids")}
                     features = self.model.get_text_features(**inputs).pooler_output.float()

@@ -38,7 +38,7 @@ def plot_confusion(matrix: np.ndarray, row_names, col_names, path: str, title: s
             ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=6,
                     color="white" if value > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.04, label="fraction of the true class")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

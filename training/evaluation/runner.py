@@ -104,6 +104,7 @@ def evaluate_model(
     tower_features=None,
     scenes: list[dict] | None = None,
     hard_scenes: dict[str, list[dict]] | None = None,
+    repo_id: str | None = None,
 ) -> dict:
     """
     Run the ECLIP benchmarks on one model (and, given `baseline_model`, the CLIP baseline with the same code) and
@@ -119,11 +120,13 @@ def evaluate_model(
         templates: prompt templates with one `{}` (zero-shot and restricted prompts); text embeddings are
             averaged over them.
         compose_fn: scene compositor for `instance_retrieval` (default `training.compositor.compose_scene`).
-        update_card: also write the model card (README.md) into `model_path` (a local folder).
+        update_card: also write the model card (README.md) into `model_path` (a local folder), keeping the facts of
+            the card already there (the training run; see `model_cards.card.write_model_card`).
         tower_features: a [`TowerFeatures`] of the locked vision tower the model(s) were trained with: images are
             embedded from its cached hidden states (computed once per image set, shared across models).
         scenes, hard_scenes: the instance-retrieval scenes (`build_scenes`, `build_hard_scenes` of the test rows
             with this seed), when the caller shares them between evaluations; built here otherwise.
+        repo_id: the Hub repo the folder is published as: the card's title and loading snippet.
 
     Raises:
         ValueError: unknown task, missing data folder / file / split, bad template or limit -- before any
@@ -183,7 +186,7 @@ def evaluate_model(
     if update_card:
         from model_cards.card import write_model_card
 
-        results["model_card"] = write_model_card(model_path, results)
+        results["model_card"] = write_model_card(model_path, results, repo_id=repo_id)
     return results
 
 

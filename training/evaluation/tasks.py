@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,38 +17,12 @@ from training.evaluation.embedder import Embedder, image_text_scores, load_image
 from training.evaluation.plots import PLOT_FILES, plot_confusion, plot_instance_attention, plot_retrieval_examples
 from training.evaluation.report import DETAILS
 from training.evaluation.scenes import attention_grid, processed_to_canvas, scene_relevance
+from training.evaluation.task_names import TASK_SPLITS, TASKS, parse_tasks  # re-exported: their home is light
 from training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, TITLE_FIELD
 
-TASKS = ("zero_shot", "retrieval", "instance_retrieval", "linear_probe", "clustering", "matching", "restricted")
-# Which fashion-products splits each task reads (matching reads the product-matching files instead).
-TASK_SPLITS = {
-    "zero_shot": ("test",),
-    "retrieval": ("test",),
-    "instance_retrieval": ("test",),
-    "linear_probe": ("train", "validation", "test"),
-    "clustering": ("test",),
-    "matching": (),
-    "restricted": ("train", "validation", "test"),
-}
 RESTRICTED_PROMPTS = ("innerwear", "underwear", "lingerie", "a bra", "briefs")
 TARGET_PRECISION = 0.95
 LINEAR_PROBE_C = (0.01, 0.1, 1.0, 10.0)
-
-
-def parse_tasks(tasks: str | Sequence[str] | None) -> list[str]:
-    """`"all"`, a comma-separated string or a list of task names -> the task list, in canonical order."""
-    if tasks is None:
-        tasks = "all"
-    names = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else [str(t).strip() for t in tasks]
-    names = [n for n in names if n]
-    if not names:
-        raise ValueError(f"No task given; valid tasks: all, {', '.join(TASKS)}.")
-    if "all" in names:
-        return list(TASKS)
-    unknown = [n for n in names if n not in TASKS]
-    if unknown:
-        raise ValueError(f"Unknown task(s) {', '.join(map(repr, unknown))}; valid tasks: all, {', '.join(TASKS)}.")
-    return [t for t in TASKS if t in names]
 
 
 @dataclass
@@ -97,20 +71,21 @@ def task_zero_shot(run: TaskRun) -> dict:
     metrics = _metric("classification").compute(
         predictions=predictions.tolist(), references=references.tolist(), labels=present
     )
-    # Confusion matrix of the most frequent test classes; the last column gathers predictions of any other class.
+    # What a model with no information scores: a uniform guess over the classes, and always the commonest test class.
     support = np.bincount(references, minlength=len(run.class_names))
-    top = [int(c) for c in np.argsort(-support, kind="stable")[: run.confusion_classes] if support[c] > 0]
-    matrix = np.zeros((len(top), len(top) + 1))
-    for r, c in enumerate(top):
-        rows = predictions[references == c]
-        for p in rows:
-            matrix[r, top.index(p) if p in top else len(top)] += 1
-        matrix[r] /= max(len(rows), 1)
+    shares = np.bincount(predictions, minlength=len(run.class_names)) / max(len(predictions), 1)
+    metrics["chance_accuracy"] = 1.0 / len(run.class_names)
+    metrics["majority_accuracy"] = float(support.max() / max(len(references), 1))
+    rows, columns, matrix = confusion_table(references, predictions, len(run.class_names), run.confusion_classes)
+    names = [run.class_names[c] for c in columns]
     path = os.path.join(run.output_dir, PLOT_FILES["zero_shot"])
-    plot_confusion(matrix, [run.class_names[c] for c in top], [run.class_names[c] for c in top] + ["(other)"], path,
-                   f"{run.embedder.name}: zero-shot articleType, top-{len(top)} test classes "
-                   f"(acc {metrics['accuracy']:.3f})")
+    plot_confusion(matrix, [run.class_names[c] for c in rows],
+                   [f"{name} ({shares[c]:.0%})" for name, c in zip(names, columns)] + ["(other)"], path,
+                   f"{run.embedder.name}: zero-shot articleType, the {len(rows)} largest test classes and the most "
+                   f"predicted (share of predictions in brackets); accuracy {metrics['accuracy']:.3f}, chance "
+                   f"{metrics['chance_accuracy']:.3f}, majority {metrics['majority_accuracy']:.3f}")
     run.plots["zero_shot"] = os.path.basename(path)
+    most_predicted = [int(c) for c in np.argsort(-shares, kind="stable")[:5] if shares[c] > 0]
     return {
         **metrics,
         DETAILS: {
@@ -119,8 +94,35 @@ def task_zero_shot(run: TaskRun) -> dict:
             "templates": list(run.templates),
             "scoring": "max_k <q_k, c>" if run.embedder.is_eclip else "<g, c>",
             "f1_averaged_over": "classes present in the test rows",
+            "chance": "a uniform guess over the classes: 1 / num_classes",
+            "majority_class": run.class_names[int(support.argmax())],
+            "most_predicted": [{"class": run.class_names[c], "share": float(shares[c])} for c in most_predicted],
+            "confusion_rows": [run.class_names[c] for c in rows],
+            "confusion_columns": names,
         },
     }
+
+
+def confusion_table(references: np.ndarray, predictions: np.ndarray, num_classes: int, k: int):
+    """
+    The confusion plot's layout: `(rows, columns, matrix)`. Rows are the `k` largest test classes plus the most
+    predicted classes that occur in the test rows; columns are those classes plus any other heavily predicted class
+    (the `max(3, k // 3)` most predicted), so a model that answers one class for most photos shows it even when
+    that class is rare; a last column gathers every other prediction. Each row is normalised by its class's size.
+    """
+    support = np.bincount(references, minlength=num_classes)
+    predicted = np.bincount(predictions, minlength=num_classes)
+    largest = [int(c) for c in np.argsort(-support, kind="stable")[:k] if support[c] > 0]
+    favourites = [int(c) for c in np.argsort(-predicted, kind="stable")[: max(3, k // 3)] if predicted[c] > 0]
+    columns = largest + [c for c in favourites if c not in largest]
+    rows = largest + [c for c in favourites if c not in largest and support[c] > 0]
+    index = {c: i for i, c in enumerate(columns)}
+    matrix = np.zeros((len(rows), len(columns) + 1))
+    for r, c in enumerate(rows):
+        for p in predictions[references == c]:
+            matrix[r, index.get(int(p), len(columns))] += 1
+        matrix[r] /= max(int(support[c]), 1)
+    return rows, columns, matrix
 
 
 def _retrieval_metrics(scores: np.ndarray, relevant: list[list[int]]) -> dict:
