@@ -367,7 +367,7 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", default="112:0,112:1,168:0",
                         help="Sweep points SIZE:UNLOCKED_BLOCKS[:LEARNING_RATE] (default rate: the recipe's).")
     parser.add_argument("--sweep-steps", type=int, default=120)
-    parser.add_argument("--probe-every", type=int, default=60)
+    parser.add_argument("--probe-every", type=int, default=100)
     parser.add_argument("--data", default=None, help="The shared data folder (default: $ECLIP_DATA_DIR).")
     parser.add_argument("--output-dir", default=os.path.join(REPO, "runs", "fashion"))
     parser.add_argument("--reuse", action="store_true", help="Keep trained models and evaluations with these settings.")
