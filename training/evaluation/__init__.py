@@ -29,8 +29,6 @@ from training.evaluation.data import (
     MATCHING_SPLITS,
     check_templates,
     load_matching,
-    read_pairs,
-    serialized_to_text,
 )
 from training.evaluation.embedder import Embedder, has_instance_decoder, image_text_scores, load_image, normalize
 from training.evaluation.plots import PLOT_FILES, plot_confusion, plot_instance_attention, plot_retrieval_examples
@@ -83,6 +81,6 @@ __all__ = [
     "evaluate_model", "first_relevant_ranks", "fit_logistic", "flatten_metrics", "has_instance_decoder",
     "image_text_scores", "json_default", "load_image", "load_matching", "load_split_rows", "main", "normalize",
     "parse_tasks", "plot_confusion", "plot_instance_attention", "plot_retrieval_examples", "prepare",
-    "processed_to_canvas", "read_fashion_metadata", "read_pairs", "results_markdown", "scene_relevance",
-    "serialized_to_text", "stratified_subset", "versions", "write_results",
+    "processed_to_canvas", "read_fashion_metadata", "results_markdown", "scene_relevance",
+    "stratified_subset", "versions", "write_results",
 ]
