@@ -13,10 +13,11 @@ bi-encoder starts from MiniLM's own sentence embedding; the vision tower is a ti
 never runs). The plan, in order; every choice is made on validation F1 (F1 at validation's own best threshold),
 never on a test split:
 
-1. the cross-encoder, seed 0, with each serialization (`ditto`, `compact`) on both benchmarks; the serialization
-   with the higher mean validation F1 is chosen;
-2. the bi-encoder, seed 0, with that serialization, on both benchmarks; the mode with the higher mean validation
-   F1 is the best mode;
+1. the bi-encoder, seed 0, with each serialization (`ditto`, `compact`) on both benchmarks; the serialization
+   with the higher mean validation F1 is chosen (the bi-encoder, because at this budget it is the mode that learns:
+   pilots of 100 steps reached validation F1 0.66 on Walmart-Amazon against the cross-encoder's 0.23, README);
+2. the cross-encoder, seed 0, with that serialization, on both benchmarks; the mode with the higher mean
+   validation F1 is the best mode;
 3. the best mode, seeds 1 and 2, on both benchmarks;
 4. zero-shot: the cosine of the backbone's text embeddings (the serialization of step 1), as `eclip-evaluate` does.
 
@@ -46,6 +47,7 @@ from training.matching_data import MATCHING_DATASETS, SERIALIZATIONS  # noqa: E4
 
 RESULTS = os.path.join(REPO, "benchmarks", "results", "matching.json")
 MODES = ("cross_encoder", "bi_encoder")
+SERIALIZATION_MODE = "bi_encoder"  # the mode whose validation F1 chooses the serialization
 # Ditto (Li et al., VLDB 2021), Table 5, the full Ditto on the structured Walmart-Amazon and Abt-Buy (RoBERTa-base).
 DITTO_F1 = {"walmart-amazon": 86.8, "abt-buy": 89.3}
 # The fine-tuning recipe of every run. Sized to the project's 2-core CPU (README, "Product matching"): one epoch,
@@ -272,11 +274,11 @@ def run_benchmark(args) -> dict:
         return key
 
     first = args.seeds[0]
-    # 1. the serialization, chosen on the cross-encoder's validation F1
-    by_serialization = {s: [ensure(d, "cross_encoder", s, first) for d in args.datasets] for s in SERIALIZATIONS}
+    # 1. the serialization, chosen on the bi-encoder's validation F1
+    by_serialization = {s: [ensure(d, SERIALIZATION_MODE, s, first) for d in args.datasets] for s in SERIALIZATIONS}
     scores = {s: mean_validation_f1(report["runs"], keys) for s, keys in by_serialization.items()}
     chosen = max(SERIALIZATIONS, key=lambda s: (scores[s], s == "ditto"))
-    report["choices"]["serialization"] = {"chosen": chosen, "mean_validation_f1": scores, "mode": "cross_encoder"}
+    report["choices"]["serialization"] = {"chosen": chosen, "mean_validation_f1": scores, "mode": SERIALIZATION_MODE}
     save()
     # 2. the best mode, chosen on validation F1 with that serialization
     by_mode = {m: [ensure(d, m, chosen, first) for d in args.datasets] for m in MODES}

@@ -52,10 +52,11 @@ class MatchingFormatError(ValueError):
 def parse_record(text: str) -> Record:
     """``"COL title VAL x y COL brand VAL "`` -> ``(("title", "x y"), ("brand", ""))`` (whitespace normalised).
 
-    Raises ``ValueError`` for text that is not a sequence of ``COL <name> VAL <value>`` or holds no value at all."""
+    Raises ``ValueError`` for text that is not a sequence of ``COL <name> VAL <value>`` or holds no value at all; the
+    message starts with the reason (``malformed record``, ``empty record``)."""
     matches = list(_FIELD.finditer(text))
     if not matches or text[: matches[0].start()].strip():
-        raise ValueError(f"not a 'COL <name> VAL <value> ...' record: {text.strip()[:80]!r}")
+        raise ValueError(f"malformed record: not 'COL <name> VAL <value> ...': {text.strip()[:80]!r}")
     fields = []
     for match, following in zip(matches, matches[1:] + [None]):
         value = text[match.end() : following.start() if following is not None else len(text)]
@@ -63,7 +64,7 @@ def parse_record(text: str) -> Record:
     names = [name for name, _ in fields]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise ValueError(f"field(s) {', '.join(repeated)} given twice")
+        raise ValueError(f"malformed record: field(s) {', '.join(repeated)} given twice")
     if not any(value for _, value in fields):
         raise ValueError(f"empty record: every field is empty ({', '.join(names)})")
     return tuple(fields)
@@ -99,14 +100,12 @@ def _check_fields(record: Record, expected: tuple[str, ...], side: str) -> None:
         return
     missing = [name for name in expected if name not in names]
     extra = [name for name in names if name not in expected]
+    schema = f"(this file's {side} records have {', '.join(expected)})"
     if missing:
-        raise ValueError(f"{side} record is missing field(s) {', '.join(missing)} (this file's {side} records have "
-                         f"{', '.join(expected)})")
+        raise ValueError(f"missing field: the {side} record lacks {', '.join(missing)} {schema}")
     if extra:
-        raise ValueError(f"{side} record has unexpected field(s) {', '.join(extra)} (this file's {side} records have "
-                         f"{', '.join(expected)})")
-    raise ValueError(f"{side} record has its fields in another order ({', '.join(names)}; expected "
-                     f"{', '.join(expected)})")
+        raise ValueError(f"unexpected field: the {side} record has {', '.join(extra)} {schema}")
+    raise ValueError(f"field order: the {side} record has {', '.join(names)} {schema}")
 
 
 def read_pairs(path: str, serialization: str = DEFAULT_SERIALIZATION, skip_invalid: bool = False) -> MatchingPairs:
@@ -135,13 +134,13 @@ def read_pairs(path: str, serialization: str = DEFAULT_SERIALIZATION, skip_inval
                     try:
                         record = parse_record(text)
                     except ValueError as error:
-                        raise ValueError(f"{side} side: {error}") from None
+                        raise ValueError(f"{error} ({side} side)") from None
                     _check_fields(record, schema.setdefault(side, tuple(name for name, _ in record)), side)
                     records.append(record)
             except ValueError as error:
                 if not skip_invalid:
                     raise MatchingFormatError(f"{path}:{number}: {error}") from None
-                reason = str(error).split(":")[0]
+                reason = str(error).split(":")[0]  # every message starts with its reason
                 pairs.skipped[reason] += 1
                 skipped_lines.setdefault(reason, []).append(number)
                 continue
