@@ -1362,9 +1362,7 @@ class EclipForProductMatching(EclipPreTrainedHead):
     - `"cross_encoder"` (`modality="text"`): the text tower reads both products as one sequence,
       `tokenizer(text_a, text_b)` = `[CLS] a [SEP] b [SEP]` (truncate with `truncation="longest_first"`, which cuts
       the longer side first), so every token of one product attends to every token of the other, as in Ditto; the
-      same MLP reads the tower's pooled state (`config.text_pooling`). More accurate, but every pair is a forward
-      pass. It also works with `pipeline("text-classification", model=matcher, tokenizer=tokenizer)` on
-      `{"text": a, "text_pair": b}` inputs (README, "Task heads").
+      same MLP reads the tower's pooled state (`config.text_pooling`). Every pair is a forward pass (no index).
 
     Not registered with an Auto task class: `AutoModelForSequenceClassification` is the classifier's. Load it with
     `EclipForProductMatching.from_pretrained(folder)`; without the package installed, the saved folder carries the
@@ -1384,12 +1382,11 @@ class EclipForProductMatching(EclipPreTrainedHead):
 
     def __init__(self, config: EclipConfig):
         super().__init__(config)
-        if config.matching_mode == "cross_encoder":
-            width = self.eclip.text_embed_dim
-        else:
-            width = len(config.matching_features) * self.feature_dim
-        hidden = config.matching_hidden_size or (self.eclip.text_embed_dim if config.matching_mode == "cross_encoder"
-                                                 else self.feature_dim)
+        if config.matching_mode == "cross_encoder":  # the pooled state of the joint sequence
+            width = hidden = self.eclip.text_embed_dim
+        else:  # matching_features of the two products' features
+            width, hidden = len(config.matching_features) * self.feature_dim, self.feature_dim
+        hidden = config.matching_hidden_size or hidden
         self.matcher = nn.Sequential(
             nn.Dropout(config.classifier_dropout),
             nn.Linear(width, hidden),
