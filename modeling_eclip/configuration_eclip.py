@@ -15,6 +15,7 @@ MODALITIES = ("image", "text", "both")
 INSTANCE_MATCHING = ("max", "one_to_one")
 SELECTION_TARGETS = ("named", "members")
 MATCHING_FEATURES = ("u", "v", "abs_diff", "product")
+MATCHING_MODES = ("bi_encoder", "cross_encoder")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 # The objective options of the design as first written. EclipConfig's own defaults are the recommended recipe
 # (README, "Results"): scene-aware targets, one-to-one query matching, instances residual to the global embedding.
@@ -108,7 +109,13 @@ class EclipConfig(PreTrainedConfig):
             [`EclipForProductMatching`] only: which of `u`, `v`, `|u - v|` (`"abs_diff"`) and `u * v`
             (`"product"`) of the two product embeddings are concatenated into the match MLP.
         matching_hidden_size (`int`, *optional*):
-            [`EclipForProductMatching`] only: width of the match MLP; defaults to the product embedding width.
+            [`EclipForProductMatching`] only: width of the match MLP; defaults to the width of its input (the product
+            embedding, or the text tower's pooled state for the cross-encoder).
+        matching_mode (`str`, *optional*, defaults to `"bi_encoder"`):
+            [`EclipForProductMatching`] only. `"bi_encoder"`: each product is embedded on its own and the MLP reads
+            `matching_features` of the two embeddings (what an embedding index needs). `"cross_encoder"`: the text
+            tower reads both products' texts as one sequence (`[CLS] a [SEP] b [SEP]`, as Ditto does) and the MLP
+            reads its pooled state (`text_pooling`); needs `modality="text"`.
 
         `num_labels`, `id2label`, `label2id` and `problem_type` (from [`PreTrainedConfig`]) configure the classification
         heads; a `num_labels` that disagrees with the length of `id2label` is an error.
@@ -161,6 +168,7 @@ class EclipConfig(PreTrainedConfig):
     classifier_dropout: float | int = 0.0
     matching_features: list[str] | tuple[str, ...] = MATCHING_FEATURES
     matching_hidden_size: int | None = None
+    matching_mode: str = "bi_encoder"
 
     def __post_init__(self, **kwargs):
         if self.decoder_intermediate_size is None:
@@ -296,6 +304,13 @@ class EclipConfig(PreTrainedConfig):
         hidden = self.matching_hidden_size
         if hidden is not None and (not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1):
             raise ValueError(f"EclipConfig.matching_hidden_size must be a positive integer or None, got {hidden!r}.")
+        if self.matching_mode not in MATCHING_MODES:
+            raise ValueError(f"EclipConfig.matching_mode must be one of {MATCHING_MODES}, got {self.matching_mode!r}.")
+        if self.matching_mode == "cross_encoder" and self.modality != "text":
+            raise ValueError(
+                "EclipConfig.matching_mode='cross_encoder' reads both products' texts as one sequence in the text "
+                f"tower: it needs modality='text', got modality={self.modality!r}."
+            )
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"EclipConfig.problem_type must be None or one of {PROBLEM_TYPES}, got {self.problem_type!r}.")
 

@@ -1201,11 +1201,11 @@ class EclipProductMatchingOutput(ModelOutput):
         Binary cross-entropy with logits against the 0/1 `labels`.
     logits (`torch.FloatTensor` of shape `(batch_size,)`):
         One match logit per pair (`sigmoid` gives the match probability).
-    embeds_a (`torch.FloatTensor` of shape `(batch_size, feature_dim)`):
-        Features `u` of the first product: per modality the normalised embedding scaled by `sqrt(projection_dim)`,
-        both modalities concatenated.
-    embeds_b (`torch.FloatTensor` of shape `(batch_size, feature_dim)`):
-        Features `v` of the second product, likewise.
+    embeds_a (`torch.FloatTensor` of shape `(batch_size, feature_dim)`, *optional*):
+        Bi-encoder: features `u` of the first product, per modality the normalised embedding scaled by
+        `sqrt(projection_dim)`, both modalities concatenated. `None` for the cross-encoder (no per-product embedding).
+    embeds_b (`torch.FloatTensor` of shape `(batch_size, feature_dim)`, *optional*):
+        Bi-encoder: features `v` of the second product, likewise.
     """
 
     loss: torch.FloatTensor | None = None
@@ -1436,12 +1436,18 @@ class EclipForTokenClassification(EclipPreTrainedHead):
 
 class EclipForProductMatching(EclipPreTrainedHead):
     r"""
-    ECLIP product matcher: each of two products is embedded (image, text or both, as in
-    [`EclipForProductClassification`]) into `u` and `v`; `config.matching_features` of `[u, v, |u - v|, u * v]` go
-    through a two-layer MLP to one match logit, trained with binary cross-entropy.
+    ECLIP product matcher, one match logit per pair of products, trained with binary cross-entropy. Two modes
+    (`config.matching_mode`):
 
-    Not registered with an Auto task class: no transformers Auto class or pipeline takes a pair of products, and
-    `AutoModelForSequenceClassification` is the classifier's. Load it with
+    - `"bi_encoder"` (default): each of the two products is embedded (image, text or both, as in
+      [`EclipForProductClassification`]) into `u` and `v`; `config.matching_features` of `[u, v, |u - v|, u * v]` go
+      through a two-layer MLP. The embeddings can be indexed, so it scales to matching against a catalogue.
+    - `"cross_encoder"` (`modality="text"`): the text tower reads both products as one sequence,
+      `tokenizer(text_a, text_b)` = `[CLS] a [SEP] b [SEP]` (truncate with `truncation="longest_first"`, which cuts
+      the longer side first), so every token of one product attends to every token of the other, as in Ditto; the
+      same MLP reads the tower's pooled state (`config.text_pooling`). Every pair is a forward pass (no index).
+
+    Not registered with an Auto task class: `AutoModelForSequenceClassification` is the classifier's. Load it with
     `EclipForProductMatching.from_pretrained(folder)`; without the package installed, the saved folder carries the
     code: `get_class_from_dynamic_module("modeling_eclip.EclipForProductMatching", folder).from_pretrained(folder)`.
 
@@ -1452,20 +1458,41 @@ class EclipForProductMatching(EclipPreTrainedHead):
     >>> out = model(input_ids=a.input_ids, attention_mask=a.attention_mask,
     ...             input_ids_b=b.input_ids, attention_mask_b=b.attention_mask)
     >>> match_probability = out.logits.sigmoid()  # (batch,)
+    >>> cross = EclipForProductMatching.from_pretrained("path/to/eclip", modality="text", matching_mode="cross_encoder")
+    >>> pairs = tokenizer(texts_a, texts_b, truncation="longest_first", max_length=128, padding=True, return_tensors="pt")
+    >>> match_probability = cross(**pairs).logits.sigmoid()  # (batch,)
     ```"""
 
     def __init__(self, config: EclipConfig):
         super().__init__(config)
-        width = self.feature_dim
-        hidden = config.matching_hidden_size or width
+        if config.matching_mode == "cross_encoder":  # the pooled state of the joint sequence
+            width = hidden = self.eclip.text_embed_dim
+        else:  # matching_features of the two products' features
+            width, hidden = len(config.matching_features) * self.feature_dim, self.feature_dim
+        hidden = config.matching_hidden_size or hidden
         self.matcher = nn.Sequential(
             nn.Dropout(config.classifier_dropout),
-            nn.Linear(len(config.matching_features) * width, hidden),
+            nn.Linear(width, hidden),
             nn.GELU(),
             nn.Dropout(config.classifier_dropout),
             nn.Linear(hidden, 1),
         )
         self.post_init()
+
+    def _cross_encoder_logits(self, input_ids, attention_mask, token_type_ids, **second) -> torch.Tensor:
+        given = sorted(name for name, value in second.items() if value is not None)
+        if given:
+            raise ValueError(
+                f"matching_mode='cross_encoder' reads both products in one sequence (input_ids = "
+                f"tokenizer(text_a, text_b)), so it takes no second-product inputs: got {', '.join(given)}."
+            )
+        if input_ids is None:
+            raise ValueError(
+                "matching_mode='cross_encoder' needs input_ids: both products' texts as one sequence, "
+                "tokenizer(text_a, text_b, truncation='longest_first')."
+            )
+        outputs, _ = self.eclip._embed_text(input_ids, attention_mask, token_type_ids=token_type_ids)
+        return self.matcher(self.eclip._pool_text(outputs, attention_mask)).squeeze(-1)
 
     @can_return_tuple
     def forward(
@@ -1483,18 +1510,30 @@ class EclipForProductMatching(EclipPreTrainedHead):
         r"""
         Args:
             pixel_values, input_ids, attention_mask, token_type_ids:
-                The first product of each pair (what `config.modality` needs).
+                Bi-encoder: the first product of each pair (what `config.modality` needs). Cross-encoder: `input_ids`
+                (with `attention_mask` and `token_type_ids`) hold both products, `tokenizer(text_a, text_b)`.
             pixel_values_b, input_ids_b, attention_mask_b, token_type_ids_b:
-                The second product of each pair.
+                Bi-encoder only: the second product of each pair.
             labels (`torch.Tensor` of shape `(batch_size,)`, *optional*):
                 1 for the same product, 0 otherwise.
         """
-        u, _, _ = self._product_features(pixel_values, input_ids, attention_mask, token_type_ids)
-        v, _, _ = self._product_features(pixel_values_b, input_ids_b, attention_mask_b, token_type_ids_b, suffix="_b")
-        if u.shape[0] != v.shape[0]:
-            raise ValueError(f"Product matching needs pairs: got {u.shape[0]} first and {v.shape[0]} second products.")
-        parts = {"u": u, "v": v, "abs_diff": (u - v).abs(), "product": u * v}
-        logits = self.matcher(torch.cat([parts[name] for name in self.config.matching_features], dim=-1)).squeeze(-1)
+        u = v = None
+        if self.config.matching_mode == "cross_encoder":
+            logits = self._cross_encoder_logits(
+                input_ids, attention_mask, token_type_ids, pixel_values_b=pixel_values_b, input_ids_b=input_ids_b,
+                attention_mask_b=attention_mask_b, token_type_ids_b=token_type_ids_b,
+            )
+        else:
+            u, _, _ = self._product_features(pixel_values, input_ids, attention_mask, token_type_ids)
+            v, _, _ = self._product_features(pixel_values_b, input_ids_b, attention_mask_b, token_type_ids_b,
+                                             suffix="_b")
+            if u.shape[0] != v.shape[0]:
+                raise ValueError(
+                    f"Product matching needs pairs: got {u.shape[0]} first and {v.shape[0]} second products."
+                )
+            parts = {"u": u, "v": v, "abs_diff": (u - v).abs(), "product": u * v}
+            features = torch.cat([parts[name] for name in self.config.matching_features], dim=-1)
+            logits = self.matcher(features).squeeze(-1)
         loss = None
         if labels is not None:
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype).view(-1))

@@ -370,12 +370,6 @@ def test_stratified_subset_is_deterministic_and_covers_groups():
     assert ev.stratified_subset(items, 20, seed=1, key=lambda x: x[0]) != first
 
 
-def test_serialized_pairs_become_readable_text():
-    record = "COL title VAL lenovo back pack COL category VAL  COL brand VAL lenovo COL price VAL 31.51 "
-    assert ev.serialized_to_text(record) == "lenovo back pack | brand: lenovo | price: 31.51"
-    assert ev.serialized_to_text("plain text") == "plain text"
-
-
 def test_attention_grid_drops_cls():
     grid = ev.attention_grid(np.arange(17, dtype=float))
     assert grid.shape == (4, 4) and grid[0, 0] == 1.0

@@ -274,13 +274,16 @@ REMOTE_SCRIPT = textwrap.dedent(
     classifier = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
     matcher_class = get_class_from_dynamic_module("modeling_eclip.EclipForProductMatching", sys.argv[2])
     matcher = matcher_class.from_pretrained(sys.argv[2]).eval()
+    cross = get_class_from_dynamic_module("modeling_eclip.EclipForProductMatching", sys.argv[3])
+    cross = cross.from_pretrained(sys.argv[3]).eval()
     torch.manual_seed(0)
     pixels = torch.randn(2, 3, 32, 32)
     ids = torch.randint(1000, 2000, (2, 5))
     with torch.no_grad():
-        print(json.dumps({"classes": [type(classifier).__module__, type(matcher).__module__],
+        print(json.dumps({"classes": [type(classifier).__module__, type(matcher).__module__, type(cross).__module__],
                           "logits": classifier(pixel_values=pixels).logits.tolist(),
-                          "match": matcher(input_ids=ids, input_ids_b=ids.flip(0)).logits.tolist()}))
+                          "match": matcher(input_ids=ids, input_ids_b=ids.flip(0)).logits.tolist(),
+                          "cross": [cross.config.matching_mode, cross(input_ids=ids).logits.tolist()]}))
     """
 )
 
@@ -290,12 +293,15 @@ def test_heads_load_with_trust_remote_code_without_the_package(tmp_path):
     torch.manual_seed(0)
     classifier = EclipForProductClassification(tiny_config(num_labels=3, modality="image")).eval()
     matcher = EclipForProductMatching(tiny_config(modality="text")).eval()
+    cross = EclipForProductMatching(tiny_config(modality="text", matching_mode="cross_encoder")).eval()
     classifier.save_pretrained(tmp_path / "classifier")
     matcher.save_pretrained(tmp_path / "matcher")
+    cross.save_pretrained(tmp_path / "cross")
     script = tmp_path / "remote.py"
     script.write_text(REMOTE_SCRIPT)
     env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, str(script), str(tmp_path / "classifier"), str(tmp_path / "matcher")],
+    folders = [str(tmp_path / name) for name in ("classifier", "matcher", "cross")]
+    result = subprocess.run([sys.executable, str(script), *folders],
                             capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -306,6 +312,8 @@ def test_heads_load_with_trust_remote_code_without_the_package(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(report["logits"]), classifier(pixel_values=pixels).logits)
         torch.testing.assert_close(torch.tensor(report["match"]), matcher(input_ids=ids, input_ids_b=ids.flip(0)).logits)
+        assert report["cross"][0] == "cross_encoder"
+        torch.testing.assert_close(torch.tensor(report["cross"][1]), cross(input_ids=ids).logits)
 
 
 def test_image_classification_pipeline(backbone, tmp_path):
@@ -380,11 +388,6 @@ def test_bio_tag_rule():
         "B-BRAND", "O", "O", "B-TYPE"]
     # the gender word first: no brand
     assert finetune_data.bio_tags("Men Black Watch", "Men", "Black", "Watches")[1] == ["B-GENDER", "B-COLOUR", "B-TYPE"]
-
-
-def test_matching_serialisation():
-    left = "COL title VAL elite screens 85 diagonal COL category VAL electronics COL brand VAL  COL price VAL 409.0 "
-    assert finetune_data.serialize_entity(left) == "elite screens 85 diagonal | electronics | 409.0"
 
 
 # ---------------------------------------------------------------------------------------------------- training

@@ -49,12 +49,15 @@ from training.cli import (
     suggest,
 )
 from training.fashion import FASHION_DIR, LABEL_FIELD, METADATA_FILE
+from training.matching_data import DEFAULT_SERIALIZATION, SERIALIZATIONS
 
 logger = logging.getLogger("eclip-finetune")
 
 TASKS = ("category", "attributes", "matching", "restricted")
 DEFAULT_MODALITY = {"category": "image", "restricted": "image", "attributes": "text", "matching": "text"}
-DEFAULT_MAX_LENGTH = {"category": 64, "restricted": 64, "attributes": 64, "matching": 128}
+DEFAULT_MAX_LENGTH = {"category": 64, "restricted": 64, "attributes": 64, "matching": None}  # None: measured
+# Matching's default max_length: this quantile of the training pairs' token counts (measured per run).
+MAX_LENGTH_QUANTILE = 0.95
 TARGET_PRECISION = 0.95
 
 
@@ -109,23 +112,46 @@ class TokenTagCollator:
 
 
 class PairCollator:
-    """Rows with ``text_a``, ``text_b`` and ``labels`` -> the two products' token inputs (``*_b`` for the second)."""
+    """
+    Rows with ``text_a``, ``text_b`` and ``labels`` -> matcher inputs, padded to the batch's longest row (dynamic
+    padding). Bi-encoder: the two products' token inputs (``*_b`` for the second), each cut at ``max_length``.
+    Cross-encoder: one sequence per pair, ``[CLS] a [SEP] b [SEP]`` cut at ``max_length`` with ``longest_first``
+    (tokens come off the longer side until the pair fits, so a long description cannot crowd out the other product).
+    """
 
-    def __init__(self, tokenizer, max_length: int):
-        self.tokenizer, self.max_length = tokenizer, max_length
+    def __init__(self, tokenizer, max_length: int, mode: str = "bi_encoder"):
+        self.tokenizer, self.max_length, self.mode = tokenizer, max_length, mode
 
     def __call__(self, rows):
         import torch
 
-        batch = {}
-        for key, suffix in (("text_a", ""), ("text_b", "_b")):
-            encoded = self.tokenizer(
-                [row[key] for row in rows], padding=True, truncation=True, max_length=self.max_length,
-                return_tensors="pt",
-            )
-            batch.update({name + suffix: value for name, value in encoded.items()})
+        texts_a, texts_b = [row["text_a"] for row in rows], [row["text_b"] for row in rows]
+        if self.mode == "cross_encoder":
+            batch = dict(self.tokenizer(texts_a, texts_b, padding=True, truncation="longest_first",
+                                        max_length=self.max_length, return_tensors="pt"))
+        else:
+            batch = {}
+            for texts, suffix in ((texts_a, ""), (texts_b, "_b")):
+                encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                         return_tensors="pt")
+                batch.update({name + suffix: value for name, value in encoded.items()})
         batch["labels"] = torch.tensor([row["labels"] for row in rows], dtype=torch.float)
         return batch
+
+
+def pair_lengths(tokenizer, split, mode: str) -> dict[str, list[int]]:
+    """Untruncated token counts of each pair: ``joint`` (the cross-encoder's sequence) or ``a`` and ``b`` (each
+    side, bi-encoder); the length grouping and the measured ``max_length`` read them."""
+    if mode == "cross_encoder":
+        return {"joint": [len(ids) for ids in tokenizer(list(split["text_a"]), list(split["text_b"]))["input_ids"]]}
+    return {side: [len(ids) for ids in tokenizer(list(split[f"text_{side}"]))["input_ids"]] for side in ("a", "b")}
+
+
+def measured_max_length(lengths: dict[str, list[int]], limit: int, quantile: float = MAX_LENGTH_QUANTILE) -> int:
+    """The ``quantile`` of the training lengths (every side pooled), rounded up to a multiple of 8, at most ``limit``
+    (the tower's position limit): the longest rows are cut, the bulk is not."""
+    values = np.concatenate([np.asarray(v) for v in lengths.values()])
+    return int(min(limit, 8 * math.ceil(np.quantile(values, quantile) / 8)))
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -142,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-column", default=LABEL_FIELD, help="category task: fashion-products column.")
     parser.add_argument("--matching-datasets", default="walmart-amazon,abt-buy",
                         help="matching task: comma-separated product-matching benchmarks.")
+    parser.add_argument("--matching-mode", choices=("bi_encoder", "cross_encoder"), default="bi_encoder",
+                        help="matching task: embed each product (bi_encoder) or read both as one sequence "
+                             "(cross_encoder).")
+    parser.add_argument("--serialization", choices=SERIALIZATIONS, default=DEFAULT_SERIALIZATION,
+                        help=f"matching task: record text (default {DEFAULT_SERIALIZATION}; README, 'Product matching').")
+    parser.add_argument("--skip-invalid-pairs", action="store_true",
+                        help="matching task: skip (and count) invalid lines instead of stopping at the first one.")
+    parser.add_argument("--bf16", action="store_true",
+                        help="train under bfloat16 autocast (GPU, or a CPU with bf16 instructions); evaluation stays "
+                             "float32.")
     parser.add_argument("--lora", nargs="?", const="", default=None, metavar="SPEC",
                         help="train LoRA adapters: r=16,alpha=32,dropout=0.05[,targets=name,name...]")
     parser.add_argument("--merge-lora", action="store_true", help="also write the merged model to OUTPUT/merged.")
@@ -160,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--warmup-steps", type=float, default=0.06, help="steps, or a fraction of them when < 1.")
     parser.add_argument("--classifier-dropout", type=float, default=0.1)
-    parser.add_argument("--max-length", type=int, default=None, help="token limit (default 64, 128 for matching).")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="token limit (default 64; matching: measured, the 95th percentile of the training "
+                             "pairs' token counts).")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--logging-steps", type=int, default=20)
@@ -192,6 +230,8 @@ def _check_args(args, parser):
         logger.info("--lora already freezes the backbone; --freeze-backbone is implied.")
     if args.merge_lora and args.lora is None:
         parser.error("--merge-lora needs --lora.")
+    if args.task != "matching" and args.matching_mode != "bi_encoder":
+        parser.error("--matching-mode is for --task matching.")
     if args.lora is not None:
         from training.lora import parse_lora_spec
 
@@ -280,6 +320,23 @@ def _check_data(args) -> None:
             source("product-matching", name)
 
 
+def _with_lengths(splits, tokenizer, args):
+    """Matching splits with a ``length`` column (token count after truncation: what a row costs, for the length
+    grouping and the evaluation order) and the ``max_length``: ``--max-length``, else measured on the training pairs."""
+    lengths = {name: pair_lengths(tokenizer, part, args.matching_mode) for name, part in splits.items()}
+    max_length = args.max_length
+    if max_length is None:
+        limit = tokenizer.model_max_length if tokenizer.model_max_length <= 100_000 else 512
+        max_length = measured_max_length(lengths["train"], limit)
+        logger.info("max_length %d: the %.0fth percentile of the %d training pairs' token counts (%s), rounded up to "
+                    "a multiple of 8", max_length, 100 * MAX_LENGTH_QUANTILE, len(splits["train"]),
+                    "joint sequence" if args.matching_mode == "cross_encoder" else "each side")
+    for name in splits:
+        cost = sum(np.minimum(np.asarray(v), max_length) for v in lengths[name].values())
+        splits[name] = splits[name].add_column("length", cost.tolist())
+    return splits, max_length
+
+
 def _is_head_parameter(name: str) -> bool:
     return "eclip." not in name
 
@@ -300,7 +357,10 @@ def build_optimizer(model, learning_rate: float, head_learning_rate: float, weig
 
 
 def predict(model, dataset, collator, batch_size: int):
-    """Logits and labels of every row, in order (token task: lists of per-row arrays at labelled positions)."""
+    """Logits and labels of every row, in order (token task: lists of per-row arrays at labelled positions).
+
+    Rows with a ``length`` column go through the model shortest first, so each batch pads to similar lengths; the
+    results come back in the dataset's order."""
     import torch
 
     with torch.inference_mode():
@@ -310,12 +370,16 @@ def predict(model, dataset, collator, batch_size: int):
 def _predict(model, dataset, collator, batch_size: int):
     model.eval()
     device = next(model.parameters()).device
-    all_logits, all_labels = [], []
+    order = np.arange(len(dataset))
+    if "length" in dataset.column_names:
+        order = np.argsort(np.asarray(dataset["length"]), kind="stable")
+    all_logits, all_labels, per_row = [], [], False
     for start in range(0, len(dataset), batch_size):
-        batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        batch = collator([dataset[int(i)] for i in order[start : start + batch_size]])
         labels = batch.pop("labels")
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
         if logits.dim() == 3:  # token classification: keep the first sub-word of each word
+            per_row = True
             for row_logits, row_labels in zip(logits, labels):
                 keep = row_labels != -100
                 all_logits.append(row_logits[keep].numpy())
@@ -323,7 +387,12 @@ def _predict(model, dataset, collator, batch_size: int):
         else:
             all_logits.append(logits.numpy())
             all_labels.append(labels.numpy())
-    return all_logits, all_labels
+    inverse = np.argsort(order, kind="stable")  # position of each dataset row in the processing order
+    if per_row:
+        return [all_logits[i] for i in inverse], [all_labels[i] for i in inverse]
+    if not all_logits:
+        return [], []
+    return [np.concatenate(all_logits)[inverse]], [np.concatenate(all_labels)[inverse]]
 
 
 def _concat(parts):
@@ -392,19 +461,24 @@ def evaluate_task(task, model, splits, collator, batch_size, id2label=None, trai
             baseline["rule"] = "always restricted (constant score)"
         return {"test": test, "baseline": baseline}
     if task == "matching":
+        from modeling_eclip.metrics import best_f1_threshold
+
         val_logits, val_labels = predict(model, splits["validation"], collator, batch_size)
         test_logits, test_labels = predict(model, splits["test"], collator, batch_size)
         val_scores, test_scores = _sigmoid(_concat(val_logits)), _sigmoid(_concat(test_logits))
         val_labels, test_labels = _concat(val_labels), _concat(test_labels)
         val_source, test_source = np.asarray(splits["validation"]["source"]), np.asarray(splits["test"]["source"])
-        test, baseline = {}, {}
+        test, baseline, validation = {}, {}, {}
         for name in list(dict.fromkeys(test_source.tolist())) + ["all"]:
             v = np.ones_like(val_source, dtype=bool) if name == "all" else val_source == name
             t = np.ones_like(test_source, dtype=bool) if name == "all" else test_source == name
             test[name] = _pair_metrics(val_scores[v], val_labels[v], test_scores[t], test_labels[t])
             baseline[name] = _always_positive(test_labels[t])
+            if np.any(val_labels[v] == 1):  # what model selection may read: F1 at validation's own best threshold
+                threshold, f1 = best_f1_threshold(val_scores[v], val_labels[v])
+                validation[name] = {"f1": f1, "threshold": threshold}
         baseline["rule"] = "always a match (constant score)"
-        return {"test": test, "baseline": baseline}
+        return {"test": test, "baseline": baseline, "validation": validation}
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -448,9 +522,12 @@ def run(args) -> dict:
         collator = TokenTagCollator(tokenizer, {v: k for k, v in id2label.items()}, args.max_length)
     else:
         names = [name.strip() for name in args.matching_datasets.split(",") if name.strip()]
-        splits = data.matching_dataset(args.data, names, args.limit, args.seed)
+        splits = data.matching_dataset(args.data, names, args.limit, args.seed, args.serialization,
+                                       args.skip_invalid_pairs)
         head_class = modeling_eclip.EclipForProductMatching
-        collator = PairCollator(tokenizer, args.max_length)
+        head_kwargs["matching_mode"] = args.matching_mode
+        splits, args.max_length = _with_lengths(splits, tokenizer, args)
+        collator = PairCollator(tokenizer, args.max_length, args.matching_mode)
     if id2label is not None:
         head_kwargs["label2id"] = {v: k for k, v in id2label.items()}
     rows = {name: len(part) for name, part in splits.items()}
@@ -470,8 +547,14 @@ def run(args) -> dict:
     total = sum(p.numel() for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100.0 * trainable / total)
 
+    matching = args.task == "matching"
     training_args = TrainingArguments(
         output_dir=args.output_dir,
+        # Matching: batches of similar lengths (sampled at random among groups), so dynamic padding pads little.
+        train_sampling_strategy="group_by_length" if matching else "random",
+        length_column_name="length",
+        bf16=args.bf16,
+        use_cpu=args.bf16 and not torch.cuda.is_available(),  # transformers asks for it to allow bf16 on a CPU
         per_device_train_batch_size=args.batch_size,
         num_train_epochs=args.epochs,
         max_steps=args.max_steps,
@@ -510,6 +593,9 @@ def run(args) -> dict:
         "rows": rows,
         "train_loss": float(train_result.training_loss),
         "steps": int(train_result.global_step),
+        "train_seconds": float(train_result.metrics.get("train_runtime", float("nan"))),
+        "max_length": args.max_length,
+        **({"matching_mode": args.matching_mode, "serialization": args.serialization} if matching else {}),
         **results,
     }
     write_outputs(args, model, processor, report)

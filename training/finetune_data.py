@@ -20,8 +20,8 @@ Every task keeps the data's own ``train`` / ``validation`` / ``test`` split (pro
 
   A value that does not occur in the title is simply not tagged (``Tshirts`` never matches ``T-shirt``): the labels
   are silver, not gold, and the rule is the definition the metric measures against.
-* ``matching``: ``product-matching/{walmart-amazon,abt-buy}`` text pairs. A Ditto serialisation
-  ``COL title VAL x COL brand VAL y ...`` becomes ``"x | y | ..."`` (values in column order, empty values dropped).
+* ``matching``: ``product-matching/{walmart-amazon,abt-buy}`` text pairs, read and serialized by
+  :mod:`training.matching_data` (the reader and serializer the zero-shot evaluation uses too).
 
 ``limit`` keeps at most that many rows of each split (matching: of each benchmark's split), drawn with a fixed seed,
 so the class balance stays representative.
@@ -30,22 +30,25 @@ so the class balance stays representative.
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 import datasets
 
 from training.data import limit_dataset, resolve_source, split_dataset
 from training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, SPLITS, TITLE_FIELD, load_products
+from training.matching_data import (
+    DEFAULT_SERIALIZATION,
+    MATCHING_DATASETS,
+    MATCHING_DIR,
+    SPLIT_FILES,
+    matching_file,
+    read_pairs,
+)
 
 logger = logging.getLogger(__name__)
 
-MATCHING_FILES = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}
-MATCHING_DATASETS = ("walmart-amazon", "abt-buy")
 ENTITY_TYPES = ("BRAND", "GENDER", "COLOUR", "TYPE")
 BIO_LABELS = ("O",) + tuple(f"{prefix}-{entity}" for entity in ENTITY_TYPES for prefix in ("B", "I"))
-
-_COL = re.compile(r"COL\s+(\S+)\s+VAL\s?")
 
 
 def category_dataset(
@@ -159,43 +162,21 @@ def attribute_dataset(data_dir: str | None, limit: int | None = None, seed: int 
 
 
 # ------------------------------------------------------------------------------------------------ product matching
-def serialize_entity(text: str) -> str:
-    """``"COL title VAL x COL brand VAL y COL price VAL "`` -> ``"x | y"`` (values in order, empty ones dropped)."""
-    text = text.strip()
-    if not text.startswith("COL "):
-        return " ".join(text.split())
-    values = [" ".join(value.split()) for value in _COL.split(text)[2::2]]
-    return " | ".join(value for value in values if value)
-
-
-def read_matching_file(path: str) -> dict[str, list]:
-    text_a, text_b, labels = [], [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != 3 or parts[2].strip() not in ("0", "1"):
-                raise ValueError(f"{path}:{number}: expected LEFT<TAB>RIGHT<TAB>0|1, got {line[:80]!r}")
-            text_a.append(serialize_entity(parts[0]))
-            text_b.append(serialize_entity(parts[1]))
-            labels.append(float(parts[2]))
-    return {"text_a": text_a, "text_b": text_b, "labels": labels}
-
-
 def matching_dataset(
-    data_dir: str | None, names=MATCHING_DATASETS, limit: int | None = None, seed: int = 0
+    data_dir: str | None, names=MATCHING_DATASETS, limit: int | None = None, seed: int = 0,
+    serialization: str = DEFAULT_SERIALIZATION, skip_invalid: bool = False,
 ) -> datasets.DatasetDict:
     """Text pairs of the named benchmarks, concatenated per split, with ``text_a``, ``text_b``, ``labels`` (0./1.)
-    and ``source`` (the benchmark name, for per-benchmark metrics)."""
-    root = resolve_source(data_dir, "product-matching")
+    and ``source`` (the benchmark name, for per-benchmark metrics); read and serialized by
+    :mod:`training.matching_data`, as the zero-shot evaluation reads them."""
+    root = resolve_source(data_dir, MATCHING_DIR)
     out = {}
-    for split, filename in MATCHING_FILES.items():
+    for split in SPLIT_FILES:
         parts = []
         for name in names:
-            rows = read_matching_file(os.path.join(root, name, filename))
-            rows["source"] = [name] * len(rows["labels"])
+            pairs = read_pairs(matching_file(root, name, split), serialization, skip_invalid)
+            rows = {"text_a": pairs.text_a, "text_b": pairs.text_b, "labels": [float(v) for v in pairs.labels],
+                    "source": [name] * len(pairs)}
             parts.append(limit_dataset(datasets.Dataset.from_dict(rows), limit, seed))
         out[split] = datasets.concatenate_datasets(parts)
     return datasets.DatasetDict(out)

@@ -35,8 +35,6 @@ _EXPORTS = {
     "MATCHING_SPLITS": "training.evaluation.data",
     "check_templates": "training.evaluation.data",
     "load_matching": "training.evaluation.data",
-    "read_pairs": "training.evaluation.data",
-    "serialized_to_text": "training.evaluation.data",
     "Embedder": "training.evaluation.embedder",
     "has_instance_decoder": "training.evaluation.embedder",
     "image_text_scores": "training.evaluation.embedder",
@@ -106,6 +104,6 @@ __all__ = [
     "evaluate_model", "first_relevant_ranks", "fit_logistic", "flatten_metrics", "has_instance_decoder",
     "image_text_scores", "json_default", "load_image", "load_matching", "load_split_rows", "main", "normalize",
     "parse_tasks", "plot_confusion", "plot_instance_attention", "plot_retrieval_examples", "prepare",
-    "processed_to_canvas", "read_fashion_metadata", "read_pairs", "results_markdown", "scene_relevance",
-    "serialized_to_text", "stratified_subset", "versions", "write_results",
+    "processed_to_canvas", "read_fashion_metadata", "results_markdown", "scene_relevance",
+    "stratified_subset", "versions", "write_results",
 ]

@@ -4,48 +4,20 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 
 from training.fashion import stratified_subset
+from training.matching_data import DEFAULT_SERIALIZATION, MATCHING_DATASETS, MATCHING_DIR, read_pairs
 
-MATCHING_DIR = "product-matching"
-MATCHING_DATASETS = ("walmart-amazon", "abt-buy")
 MATCHING_SPLITS = ("valid", "test")
 DEFAULT_TEMPLATES = ("a photo of {}.", "a product photo of {}.", "{}")
 
 
-def read_pairs(path: str) -> list[tuple[str, str, int]]:
-    """A Ditto-serialised matching file: `LEFT<TAB>RIGHT<TAB>LABEL` lines."""
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != 3 or parts[2].strip() not in ("0", "1"):
-                raise ValueError(f"{path}:{number} is not 'LEFT<TAB>RIGHT<TAB>LABEL' with a 0/1 label.")
-            pairs.append((parts[0], parts[1], int(parts[2])))
-    return pairs
-
-
-_COL = re.compile(r"COL\s+(\S+)\s+VAL\s?")
-
-
-def serialized_to_text(record: str) -> str:
-    """`"COL title VAL x COL brand VAL y"` -> `"x | brand: y"` (the first column bare, empty columns dropped)."""
-    parts = _COL.split(record)
-    if len(parts) < 3:
-        return " ".join(record.split())
-    fields = [(parts[i], " ".join(parts[i + 1].split())) for i in range(1, len(parts) - 1, 2)]
-    fields = [(name, value) for name, value in fields if value]
-    if not fields:
-        return ""
-    return " | ".join([fields[0][1]] + [f"{name}: {value}" for name, value in fields[1:]])
-
-
-def load_matching(data_dir: str, limit: int | None, seed: int) -> dict[str, dict[str, list]]:
+def load_matching(data_dir: str, limit: int | None, seed: int,
+                  serialization: str = DEFAULT_SERIALIZATION) -> dict[str, dict[str, list]]:
+    """`{benchmark: {"valid" | "test": [(text_a, text_b, label), ...]}}`, read and serialized by
+    `training.matching_data` exactly as `eclip-finetune --task matching` reads them; `limit` keeps a seeded sample of
+    each split, stratified by label."""
     out = {}
     for name in MATCHING_DATASETS:
         out[name] = {}
@@ -53,10 +25,11 @@ def load_matching(data_dir: str, limit: int | None, seed: int) -> dict[str, dict
             path = os.path.join(data_dir, MATCHING_DIR, name, f"{split}.txt")
             if not os.path.isfile(path):
                 raise ValueError(f"Missing data file {path} (product matching, {name}, split {split!r}).")
-            pairs = read_pairs(path)
-            if len({p[2] for p in pairs}) < 2:
+            pairs = read_pairs(path, serialization)
+            if len(set(pairs.labels)) < 2:
                 raise ValueError(f"{path} must hold both matching (1) and non-matching (0) pairs.")
-            out[name][split] = stratified_subset(pairs, limit, seed, key=lambda p: p[2])
+            rows = list(zip(pairs.text_a, pairs.text_b, pairs.labels))
+            out[name][split] = stratified_subset(rows, limit, seed, key=lambda p: p[2])
     return out
 
 
@@ -71,4 +44,4 @@ def check_templates(templates: Sequence[str]) -> list[str]:
 
 
 __all__ = ["DEFAULT_TEMPLATES", "MATCHING_DATASETS", "MATCHING_DIR", "MATCHING_SPLITS", "check_templates",
-           "load_matching", "read_pairs", "serialized_to_text"]
+           "load_matching"]

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from training.compositor import SCENE_DISTRACTORS, SCENE_SCALE_RANGE
-from training.evaluation.data import serialized_to_text
 from training.evaluation.embedder import Embedder, image_text_scores, load_image, normalize
 from training.evaluation.plots import PLOT_FILES, plot_confusion, plot_instance_attention, plot_retrieval_examples
 from training.evaluation.report import DETAILS
 from training.evaluation.scenes import attention_grid, processed_to_canvas, scene_relevance
 from training.evaluation.task_names import TASK_SPLITS, TASKS, parse_tasks  # re-exported: their home is light
 from training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, TITLE_FIELD
+from training.matching_data import DEFAULT_SERIALIZATION
 
 RESTRICTED_PROMPTS = ("innerwear", "underwear", "lingerie", "a bra", "briefs")
 TARGET_PRECISION = 0.95
@@ -351,27 +351,35 @@ def task_clustering(run: TaskRun) -> dict:
 
 
 def _pair_scores(embedder: Embedder, pairs, desc) -> tuple[np.ndarray, np.ndarray]:
-    left = embedder.texts([serialized_to_text(p[0]) for p in pairs], desc=f"{desc} left")
-    right = embedder.texts([serialized_to_text(p[1]) for p in pairs], desc=f"{desc} right")
+    """Cosine of the two records' text embeddings (texts already serialized by `training.matching_data`)."""
+    left = embedder.texts([p[0] for p in pairs], desc=f"{desc} left")
+    right = embedder.texts([p[1] for p in pairs], desc=f"{desc} right")
     return np.sum(left * right, axis=1), np.array([p[2] for p in pairs])
 
 
-def task_matching(run: TaskRun) -> dict:
+def zero_shot_matching(embedder: Embedder, matching: dict, serialization: str = DEFAULT_SERIALIZATION) -> dict:
+    """F1 (precision, recall, ROC-AUC) on each benchmark's test pairs of the rule cosine >= threshold, the threshold
+    tuned on its validation pairs; `matching` as `load_matching(..., serialization=serialization)` returns it."""
     from modeling_eclip.metrics import best_f1_threshold
 
     metric = _metric("pair_matching")
     result, details = {}, {}
-    for name, splits in run.matching.items():
-        valid_scores, valid_labels = _pair_scores(run.embedder, splits["valid"], f"{name} valid")
+    for name, splits in matching.items():
+        valid_scores, valid_labels = _pair_scores(embedder, splits["valid"], f"{name} valid")
         threshold, valid_f1 = best_f1_threshold(valid_scores, valid_labels)
-        test_scores, test_labels = _pair_scores(run.embedder, splits["test"], f"{name} test")
+        test_scores, test_labels = _pair_scores(embedder, splits["test"], f"{name} test")
         scores = metric.compute(scores=test_scores.tolist(), references=test_labels.tolist(), threshold=threshold)
         result[name] = {k: scores[k] for k in ("f1", "precision", "recall", "roc_auc")}
         details[name] = {"threshold": threshold, "valid_f1": valid_f1, "valid_pairs": len(splits["valid"]),
                          "test_pairs": len(splits["test"])}
     details["scoring"] = "cosine of the two offers' text embeddings; threshold = best F1 on valid"
+    details["serialization"] = serialization
     result[DETAILS] = details
     return result
+
+
+def task_matching(run: TaskRun) -> dict:
+    return zero_shot_matching(run.embedder, run.matching)
 
 
 def _binary_report(metric, val_scores, val_labels, test_scores, test_labels) -> dict:
@@ -448,4 +456,5 @@ TASK_FUNCTIONS = {
 }
 
 
-__all__ = ["LINEAR_PROBE_C", "TASKS", "TASK_FUNCTIONS", "TASK_SPLITS", "TaskRun", "fit_logistic", "parse_tasks"]
+__all__ = ["LINEAR_PROBE_C", "TASKS", "TASK_FUNCTIONS", "TASK_SPLITS", "TaskRun", "fit_logistic", "parse_tasks",
+           "zero_shot_matching"]
