@@ -93,17 +93,25 @@ def tower_fingerprint(vision_model, end_layer: int) -> str:
     return digest.hexdigest()
 
 
+def file_digest(path) -> str:
+    """SHA-256 of a file's bytes. Content, not path or mtime: a copied or restored data folder keeps its caches."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def dataset_fingerprint(dataset) -> str:
-    """Hash of every row: its fields and its image reference (path with size and mtime, or a hash of its bytes)."""
+    """Hash of every row: its fields and its image's content (the file's bytes, or the embedded bytes)."""
     digest = hashlib.sha256()
     for row in dataset:
         image = row.get("image")
         if isinstance(image, dict):
-            if image.get("path") and os.path.isfile(image["path"]):
-                stat = os.stat(image["path"])
-                image = (image["path"], stat.st_size, stat.st_mtime_ns)
-            elif image.get("bytes"):
+            if image.get("bytes"):
                 image = hashlib.sha256(image["bytes"]).hexdigest()
+            elif image.get("path") and os.path.isfile(image["path"]):
+                image = file_digest(image["path"])
         fields = sorted((k, repr(v)) for k, v in row.items() if k != "image")
         digest.update(repr((image, fields)).encode())
     return digest.hexdigest()
@@ -390,4 +398,5 @@ class CachedBatchSampler(Sampler[list[int]]):
             yield rows[self.rank * share : (self.rank + 1) * share]
 
 
-__all__ = ["CachedBatchSampler", "FeatureCache", "dataset_fingerprint", "lock_vision_tower", "tower_fingerprint"]
+__all__ = ["CachedBatchSampler", "FeatureCache", "dataset_fingerprint", "file_digest", "lock_vision_tower",
+           "tower_fingerprint"]

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from modeling_eclip.modeling_eclip import vision_tower_head
 
-from ..feature_cache import tower_fingerprint
+from ..feature_cache import file_digest, tower_fingerprint
 from .embedder import load_image
 
 
@@ -25,8 +25,7 @@ def _sources_digest(sources: Sequence) -> str:
     digest = hashlib.sha256()
     for source in sources:
         if isinstance(source, (str, os.PathLike)):
-            stat = os.stat(source)
-            digest.update(repr((os.fspath(source), stat.st_size, stat.st_mtime_ns)).encode())
+            digest.update(file_digest(source).encode())
         else:  # a PIL image (a composed scene): its pixels
             image = load_image(source)
             digest.update(repr(image.size).encode())
