@@ -1,6 +1,5 @@
 """The pretrained-tower comparison's statistics: which runs it trains, and the bootstrap pooled over seeds."""
 
-import os
 import sys
 
 import numpy as np
