@@ -20,8 +20,9 @@ every `--probe-every` steps, from the locked tower's cached validation features)
 `fashion.md`, the from-scratch model beside it (`training/configs/default.yaml`'s recipe on fashion-products: 64-px
 ViT from scratch, MiniLM text tower, 500 steps). That model's metrics come from the committed comparison
 (`--scratch-from`, default `benchmarks/results/eclip_vs_clip.json:eclip_scene_matched`, the same train and test
-splits); `--train-scratch` trains and evaluates it here instead (about half an hour more on 2 cores). `--reuse` keeps trained models and evaluations
-whose settings match; models and evaluation folders live under `--output-dir` (not committed).
+splits); `--train-scratch` trains and evaluates it here instead (about half an hour more on 2 cores). `--reuse`
+keeps trained models and evaluations whose settings match; models and evaluation folders live under `--output-dir`
+(not committed).
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ def _committed_scratch(reference: str) -> tuple[dict, dict]:
     """The from-scratch model of a committed comparison (`PATH:VARIANT`): its training record and test metrics.
 
     Training it again takes about half an hour on 2 cores (500 steps of a ViT and MiniLM at batch 64), time the
-    fashion run does not need to spend: the committed comparison trained the same recipe (`training/configs/default.yaml`'s
+    fashion run need not spend: the committed comparison trained the same recipe (`training/configs/default.yaml`'s
     options, 64 px, 500 steps, seed 0) on the same train split and evaluated it on the same test split."""
     path, _, variant = reference.rpartition(":")
     results = read_json(path if os.path.isabs(path) else os.path.join(REPO, path))
@@ -402,8 +403,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reuse", action="store_true", help="Keep trained models and evaluations with these settings.")
     parser.add_argument("--limit", type=int, help="Smoke runs: train on the first N rows, probe N validation rows.")
     parser.add_argument("--train-scratch", action="store_true",
-                        help="Train and evaluate the from-scratch model here (about half an hour on 2 cores) instead of "
-                             "reading it from --scratch-from.")
+                        help="Train and evaluate the from-scratch model here (about half an hour on 2 cores) "
+                             "instead of reading it from --scratch-from.")
     parser.add_argument("--scratch-from", default="benchmarks/results/eclip_vs_clip.json:eclip_scene_matched",
                         help="PATH:VARIANT of a committed comparison whose from-scratch model is the baseline column.")
     args = parser.parse_args(argv)
