@@ -372,7 +372,7 @@ def report_markdown(report: dict) -> str:
     for variant, comparison in report["comparisons"].items():
         seeds = comparison["seeds"]
         lines.append(f"### `{variant}` vs `clip` ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})\n")
-        header = "| measure | " + " | ".join(f"seed {s}" for s in seeds) + (" | pooled |" if len(seeds) > 1 else "")
+        header = "| measure | " + " | ".join(f"seed {s}" for s in seeds) + (" | pooled |" if len(seeds) > 1 else " |")
         lines += [header, "| --- |" + " ---: |" * (len(seeds) + (1 if len(seeds) > 1 else 0))]
         for key, label in ROWS:
             entry = comparison["measures"].get(key)

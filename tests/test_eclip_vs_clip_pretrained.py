@@ -49,3 +49,16 @@ def test_equal_models_give_an_interval_around_one_and_a_zero_baseline_an_open_en
     entry = bench.pooled_bootstrap(once, never, resamples=200)["measures"]["t2i_r1"]["pooled"]
     assert entry["ratio"] is None and entry["ratio_ci95"][1] is None
     assert "inf" in bench._cell({**entry, "ratio": 2.0})
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1, 2]])
+def test_markdown_tables_have_as_many_cells_as_columns(seeds):
+    entry = {"ratio": 1.25, "ratio_ci95": [1.05, None]}
+    measures = {key: {"per_seed": {str(s): entry for s in seeds}, "pooled": entry} for key, _ in bench.ROWS}
+    text = bench.report_markdown({"comparisons": {"eclip": {"seeds": seeds, "measures": measures}}})
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    columns = 1 + len(seeds) + (len(seeds) > 1)
+    assert len(rows) == 2 + len(bench.ROWS)
+    for row in rows:
+        assert row.endswith("|") and row.count("|") == columns + 1, row
+    assert "1.25x [1.05, inf]" in text
