@@ -24,7 +24,9 @@ states, computed once per image set), and, per seed, per-query outcomes give pai
 baseline: scene retrieval (standard and hard scenes; R@1, R@10, MRR), text-free scene retrieval (ECLIP's
 selection-weighted instance embedding against CLIP's global embedding), product retrieval (t2i and i2t R@1) and
 zero-shot articleType accuracy. The bootstrap resamples queries within each seed and pools the seeds. Writes
-`benchmarks/results/eclip_vs_clip_pretrained.{json,md}`. `--reuse` keeps trained models and evaluations.
+`benchmarks/results/eclip_vs_clip_pretrained.{json,md}`. `--reuse` keeps trained models and evaluations, and
+the committed per-run records under `benchmarks/results/eclip_vs_clip_pretrained_runs/` (training record,
+evaluation results, per-query outcomes), so runs made in several sessions add up to one report.
 """
 
 from __future__ import annotations
@@ -292,24 +294,17 @@ def main(argv: list[str] | None = None) -> int:
 
     for variant, seed in runs(variants, seeds):
         name = f"{variant}/seed{seed}"
-        folder = os.path.join(run_dir, variant, f"seed{seed}")
-        train_path, results_path = os.path.join(folder, "train.json"), os.path.join(folder, "eval", "results.json")
-        reuse = args.reuse and os.path.isfile(train_path) and os.path.isfile(os.path.join(folder, "model", "config.json"))
-        if reuse and read_json(train_path)["settings"] != comparable(settings):
-            raise SystemExit(f"--reuse: {train_path} was trained with other settings; remove it or match them.")
-        print(f"[{name}] {'reusing' if reuse else 'training'}", flush=True)
-        record = read_json(train_path) if reuse else train(variant, seed, settings, folder, probe_rows)
-        if args.reuse and os.path.isfile(results_path) and os.path.getmtime(results_path) > os.path.getmtime(train_path):
-            results = read_json(results_path)
+        kept = os.path.join(args.results_dir, RECORDS, variant, f"seed{seed}")
+        if args.reuse and has_record(kept):
+            print(f"[{name}] reusing the committed record", flush=True)
+            record, results, per_query[(variant, seed)] = load_record(kept)
+            if record["settings"] != comparable(settings):
+                raise SystemExit(f"--reuse: {kept} was trained with other settings; remove it or match them.")
         else:
-            print(f"[{name}] evaluating", flush=True)
-            results = evaluate(os.path.join(folder, "model"), folder, settings, seed, evaluation_data(seed))
-        outcomes_path = os.path.join(folder, "outcomes.npz")
-        if args.reuse and os.path.isfile(outcomes_path) and os.path.getmtime(outcomes_path) > os.path.getmtime(train_path):
-            per_query[(variant, seed)] = dict(np.load(outcomes_path))
-        else:
-            per_query[(variant, seed)] = outcomes(os.path.join(folder, "model"), settings, evaluation_data(seed))
-            np.savez(outcomes_path, **per_query[(variant, seed)])
+            record, results, per_query[(variant, seed)] = train_and_evaluate(
+                variant, seed, os.path.join(run_dir, variant, f"seed{seed}"), settings, probe_rows, args.reuse,
+                evaluation_data)
+            save_record(kept, record, results, per_query[(variant, seed)])
         from training.evaluation import flatten_metrics
 
         records[(variant, seed)] = {"train": record, "metrics": flatten_metrics(results["tasks"]),
@@ -324,6 +319,62 @@ def main(argv: list[str] | None = None) -> int:
         handle.write(report_markdown(report))
     print(report_markdown(report))
     return 0
+
+
+RECORDS = "eclip_vs_clip_pretrained_runs"
+RECORD_FILES = ("train.json", "results.json", "outcomes.npz")
+
+
+def train_and_evaluate(variant, seed, folder, settings, probe_rows, reuse, evaluation_data):
+    """One run's training record, evaluation results and per-query outcomes; with `reuse`, kept parts of `folder`."""
+    name = f"{variant}/seed{seed}"
+    train_path, results_path = os.path.join(folder, "train.json"), os.path.join(folder, "eval", "results.json")
+    model_dir = os.path.join(folder, "model")
+    reuse_model = reuse and os.path.isfile(train_path) and os.path.isfile(os.path.join(model_dir, "config.json"))
+    if reuse_model and read_json(train_path)["settings"] != comparable(settings):
+        raise SystemExit(f"--reuse: {train_path} was trained with other settings; remove it or match them.")
+    print(f"[{name}] {'reusing' if reuse_model else 'training'}", flush=True)
+    record = read_json(train_path) if reuse_model else train(variant, seed, settings, folder, probe_rows)
+
+    def fresh(path):  # written after the model it describes
+        return reuse and os.path.isfile(path) and os.path.getmtime(path) > os.path.getmtime(train_path)
+
+    if fresh(results_path):
+        results = read_json(results_path)
+    else:
+        print(f"[{name}] evaluating", flush=True)
+        results = evaluate(model_dir, folder, settings, seed, evaluation_data(seed))
+    outcomes_path = os.path.join(folder, "outcomes.npz")
+    if fresh(outcomes_path):
+        per_query = dict(np.load(outcomes_path))
+    else:
+        per_query = outcomes(model_dir, settings, evaluation_data(seed))
+        np.savez(outcomes_path, **per_query)
+    return record, results, per_query
+
+
+def has_record(folder: str) -> bool:
+    return all(os.path.isfile(os.path.join(folder, name)) for name in RECORD_FILES)
+
+
+def save_record(folder: str, record: dict, results: dict, per_query: dict) -> None:
+    """
+    What a finished run leaves under `benchmarks/results/` (committed, a few hundred kB): its training record,
+    evaluation results and per-query outcomes, enough to rebuild the report without the model, so that runs of
+    several sessions add up. `outcomes.npz` is written last, under a temporary name, so a record is whole or absent.
+    """
+    os.makedirs(folder, exist_ok=True)
+    write_json(os.path.join(folder, "train.json"), record)
+    write_json(os.path.join(folder, "results.json"), results)
+    partial = os.path.join(folder, "outcomes.partial.npz")
+    np.savez_compressed(partial, **per_query)
+    os.replace(partial, os.path.join(folder, "outcomes.npz"))
+
+
+def load_record(folder: str) -> tuple[dict, dict, dict]:
+    with np.load(os.path.join(folder, "outcomes.npz")) as outcomes_file:
+        per_query = dict(outcomes_file)
+    return read_json(os.path.join(folder, "train.json")), read_json(os.path.join(folder, "results.json")), per_query
 
 
 def build_report(records, per_query, variants, seeds, settings, argv) -> dict:

@@ -62,3 +62,18 @@ def test_markdown_tables_have_as_many_cells_as_columns(seeds):
     for row in rows:
         assert row.endswith("|") and row.count("|") == columns + 1, row
     assert "1.25x [1.05, inf]" in text
+
+
+def test_a_run_record_round_trips_and_a_partial_one_does_not_count(tmp_path):
+    rng = np.random.default_rng(2)
+    per_query = _outcomes(rng, 40, 0.5)
+    folder = str(tmp_path / "eclip" / "seed1")
+    record, results = {"variant": "eclip", "seed": 1, "settings": {"steps": 360}}, {"tasks": {"zero_shot": {"f1": 0.5}}}
+    bench.save_record(folder, record, results, per_query)
+    assert bench.has_record(folder)
+    loaded_record, loaded_results, loaded_outcomes = bench.load_record(folder)
+    assert loaded_record == record and loaded_results == results
+    assert sorted(loaded_outcomes) == sorted(per_query)
+    np.testing.assert_array_equal(loaded_outcomes["t2i_rank"], per_query["t2i_rank"])
+    (tmp_path / "eclip" / "seed1" / "outcomes.npz").unlink()
+    assert not bench.has_record(folder)
