@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = os.path.join(args.results_dir, "eclip_vs_clip_pretrained")
     write_json(f"{stem}.json", report)
     with open(f"{stem}.md", "w", encoding="utf-8") as handle:
-        handle.write(report_markdown(report))
+        handle.write(report_markdown(report) + "\n" + readme_markdown(report))
     print(report_markdown(report))
     return 0
 
@@ -444,6 +444,68 @@ def _cell(entry: dict) -> str:
     return f"{entry['ratio']:.2f}x [{low}, {high}]"
 
 
+
+
+# ====================================================================================================== README
+LEVEL_ROWS = ROWS[:5] + (("scene_standard_text_free_r1", "text-free scene retrieval R@1 (ECLIP: selection; CLIP: g)"),) + ROWS[7:]
+ABLATION_COLUMNS = (("scene_standard_r1", "scene R@1"), ("scene_standard_r10", "scene R@10"),
+                    ("scene_crowded_r1", "crowded R@1"), ("scene_small_r1", "small R@1"),
+                    ("scene_standard_text_free_r1", "text-free R@1"), ("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"),
+                    ("zero_shot_accuracy", "zero-shot acc."))
+SELECTION = "instance_retrieval/selection/scenes/"
+
+
+def readme_markdown(report: dict) -> str:
+    """The README's results tables, made from the report (tests check the README holds exactly these)."""
+    main = report["comparisons"]["eclip"]
+    seeds = main["seeds"]
+    pooled = len(seeds) > 1
+    lines = [f"Default ECLIP against the CLIP baseline, test split, {'pooled over seeds ' if pooled else 'seed '}"
+             f"{', '.join(map(str, seeds))} (the ratio's 95 % paired-bootstrap interval in brackets):", "",
+             "| measure | `clip` | `eclip` | ratio |", "| --- | ---: | ---: | ---: |"]
+    for key, label in LEVEL_ROWS:
+        entry = main["measures"].get(key)
+        if entry is not None:
+            level = entry["pooled"]
+            lines.append(f"| {label} | {level['baseline']:.3f} | {level['model']:.3f} | **{_cell(level)}** |")
+    lines += ["", "Per seed (ratio `eclip` / `clip` [95 % interval]):", "", report_markdown(
+        {"comparisons": {"eclip": main}}).split("\n", 2)[2].rstrip("\n"), ""]
+    ablations = [v for v in report["comparisons"] if v != "eclip"]
+    if ablations:
+        first = str(main["seeds"][0])
+        lines += [f"Ablations against the same baseline, seed {first}:", "",
+                  "| variant | " + " | ".join(label for _, label in ABLATION_COLUMNS) + " |",
+                  "| --- |" + " ---: |" * len(ABLATION_COLUMNS)]
+        for variant in ["eclip", *ablations]:
+            measures = report["comparisons"][variant]["measures"]
+            cells = [_cell(measures[key]["per_seed"][first]) if key in measures else "n/a"
+                     for key, _ in ABLATION_COLUMNS]
+            lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Selection head on the test scenes: how often its top query (no text) is the query a product's title "
+              "picks, against always naming the most picked query (the prior):", "",
+              "| model | seed | agreement, any product shown | prior | agreement, named product | prior |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for variant, per_seed in report["runs"].items():
+        for seed, run in per_seed.items():
+            m = run["metrics"]
+            if m.get(SELECTION + "member_agreement") is None:
+                continue
+            lines.append(f"| `{variant}` | {seed} | {m[SELECTION + 'member_agreement']:.3f} | "
+                         f"{m[SELECTION + 'member_top_query_share']:.3f} | {m[SELECTION + 'agreement']:.3f} | "
+                         f"{m[SELECTION + 'top_query_share']:.3f} |")
+    lines += ["", "Training budget and wall times (validation t2i R@1 at the last three probes, which show whether a run has "
+              "levelled off; "
+              "minutes on the 2-core CPU):", "",
+              "| model | seed | validation t2i R@1 (last three probes) | training min | evaluation min |",
+              "| --- | ---: | --- | ---: | ---: |"]
+    for variant, per_seed in report["runs"].items():
+        for seed, run in per_seed.items():
+            probes = ", ".join(f"{p['t2i_r1']:.3f} @{p['step']}" for p in run["probe"][-3:])
+            evaluation = run["eval_wall_time_s"]
+            lines.append(f"| `{variant}` | {seed} | {probes} | {run['train_wall_time_s'] / 60:.1f} | "
+                         f"{evaluation / 60 if evaluation else float('nan'):.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

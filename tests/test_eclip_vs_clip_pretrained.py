@@ -77,3 +77,37 @@ def test_a_run_record_round_trips_and_a_partial_one_does_not_count(tmp_path):
     np.testing.assert_array_equal(loaded_outcomes["t2i_rank"], per_query["t2i_rank"])
     (tmp_path / "eclip" / "seed1" / "outcomes.npz").unlink()
     assert not bench.has_record(folder)
+
+
+def _report(seeds=(0, 1), ablations=("eclip_no_intra",)):
+    rng = np.random.default_rng(3)
+    settings = {key: 1 for key in ("steps", "batch_size", "learning_rate", "image_size", "cache_passes",
+                                   "probe_every", "logging_steps", "train_limit")}
+    settings["eval_limit"] = None
+    records, per_query = {}, {}
+    for variant, seed in bench.runs(["clip", "eclip", *ablations], list(seeds)):
+        metrics = {"zero_shot/accuracy": 0.5}
+        if variant != "clip":
+            metrics.update({bench.SELECTION + "member_agreement": 0.6, bench.SELECTION + "member_top_query_share": 0.5,
+                            bench.SELECTION + "agreement": 0.3, bench.SELECTION + "top_query_share": 0.25})
+        train = {"wall_time_s": 600.0, "feature_cache_s": 10.0, "final_losses": {},
+                 "probe": [{"step": s, "t2i_r1": 0.3, "zero_shot_accuracy": 0.5} for s in (60, 120, 180)]}
+        records[(variant, seed)] = {"train": train, "metrics": metrics, "eval_wall_time_s": 120.0}
+        per_query[(variant, seed)] = _outcomes(rng, 200, 0.4 if variant == "clip" else 0.5)
+    return bench.build_report(records, per_query, ["clip", "eclip", *ablations], list(seeds), settings, [])
+
+
+def test_readme_tables_show_pooled_levels_per_seed_ratios_ablations_and_selection():
+    report = _report()
+    text = bench.readme_markdown(report)
+    pooled = report["comparisons"]["eclip"]["measures"]["scene_standard_r1"]["pooled"]
+    assert f"| scene retrieval R@1 | {pooled['baseline']:.3f} | {pooled['model']:.3f} | **{bench._cell(pooled)}** |" in text
+    assert "pooled over seeds 0, 1" in text and "| measure | seed 0 | seed 1 | pooled |" in text
+    assert text.count("| `eclip_no_intra` |") == 3  # its ablation, selection and wall-time rows
+    assert "| `eclip` | 1 | 0.600 | 0.500 | 0.300 | 0.250 |" in text
+    assert "| `clip` | 0 | 0.300 @60, 0.300 @120, 0.300 @180 | 10.0 | 2.0 |" in text
+    for line in text.splitlines():  # every table row has as many cells as its header
+        if line.startswith("|"):
+            assert line.endswith("|")
+    single = bench.readme_markdown(_report(seeds=(0,), ablations=()))
+    assert "seed 0 (" in single and "Ablations" not in single
