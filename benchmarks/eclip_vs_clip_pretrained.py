@@ -240,6 +240,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", default=os.path.join(REPO, "runs", "eclip_vs_clip_pretrained"))
     parser.add_argument("--results-dir", default=os.path.join(REPO, "benchmarks", "results"))
     parser.add_argument("--reuse", action="store_true")
+    parser.add_argument("--runs-only", action="store_true",
+                        help="Train, evaluate and record the listed runs, no report (the baseline need not be among "
+                             "them): runs of one seed can then go in parallel, and a later --reuse call reports.")
     return parser
 
 
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
-    if unknown or "clip" not in variants:
+    if unknown or ("clip" not in variants and not args.runs_only):
         raise SystemExit(f"Unknown variant(s) {unknown} (choose from {list(VARIANTS)}); 'clip' is the baseline.")
     seeds = [int(s) for s in args.seeds.split(",")]
 
@@ -311,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "eval_wall_time_s": results.get("eval_wall_time_s")}
         print(f"[{name}] done", flush=True)
 
+    if args.runs_only:
+        return 0
     report = build_report(records, per_query, variants, seeds, settings, argv)
     report["wall_time_s"] = time.time() - started
     stem = os.path.join(args.results_dir, "eclip_vs_clip_pretrained")

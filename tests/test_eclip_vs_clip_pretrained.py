@@ -111,3 +111,10 @@ def test_readme_tables_show_pooled_levels_per_seed_ratios_ablations_and_selectio
             assert line.endswith("|")
     single = bench.readme_markdown(_report(seeds=(0,), ablations=()))
     assert "seed 0 (" in single and "Ablations" not in single
+
+
+def test_a_report_needs_the_baseline_and_runs_only_does_not():
+    with pytest.raises(SystemExit, match="baseline"):
+        bench.main(["--variants", "eclip", "--output-dir", "/nonexistent/never-created"])
+    with pytest.raises(SystemExit, match="siglip"):
+        bench.main(["--variants", "eclip,siglip", "--runs-only", "--output-dir", "/nonexistent/never-created"])
