@@ -1,5 +1,7 @@
 """The pretrained-tower comparison's statistics: which runs it trains, and the bootstrap pooled over seeds."""
 
+import json
+import os
 import sys
 
 import numpy as np
@@ -118,3 +120,38 @@ def test_a_report_needs_the_baseline_and_runs_only_does_not():
         bench.main(["--variants", "eclip", "--output-dir", "/nonexistent/never-created"])
     with pytest.raises(SystemExit, match="siglip"):
         bench.main(["--variants", "eclip,siglip", "--runs-only", "--output-dir", "/nonexistent/never-created"])
+
+
+RESULTS = os.path.join(REPO_ROOT, "benchmarks", "results")
+
+
+def _committed_report() -> dict:
+    with open(os.path.join(RESULTS, "eclip_vs_clip_pretrained.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_the_readme_shows_the_committed_report():
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    assert bench.readme_markdown(_committed_report()) in readme, (
+        "README's pretrained-tower results differ from benchmarks/results/eclip_vs_clip_pretrained.json: paste "
+        "bench.readme_markdown(report) there")
+
+
+def test_the_committed_report_comes_from_the_committed_run_records():
+    """Each comparison is the pooled bootstrap of the committed per-query outcomes, every run at one budget."""
+    report = _committed_report()
+    per_query = {}
+    for variant, seeds in report["runs"].items():
+        for seed in seeds:
+            folder = os.path.join(RESULTS, bench.RECORDS, variant, f"seed{seed}")
+            record, _, per_query[(variant, int(seed))] = bench.load_record(folder)
+            assert record["settings"] == {k: report["settings"][k] for k in record["settings"]}
+            assert record["steps"] == report["settings"]["steps"]
+    baseline = {s: per_query[("clip", s)] for (v, s) in per_query if v == "clip"}
+    for variant, comparison in report["comparisons"].items():
+        model = {s: per_query[(variant, s)] for (v, s) in per_query if v == variant}
+        again = bench.pooled_bootstrap(model, baseline, resamples=comparison["resamples"])
+        for key, entry in comparison["measures"].items():
+            assert again["measures"][key]["pooled"]["ratio"] == pytest.approx(entry["pooled"]["ratio"])
+            assert again["measures"][key]["pooled"]["ratio_ci95"] == pytest.approx(entry["pooled"]["ratio_ci95"])
