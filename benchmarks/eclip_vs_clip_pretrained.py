@@ -458,6 +458,7 @@ ABLATION_COLUMNS = (("scene_standard_r1", "scene R@1"), ("scene_standard_r10", "
                     ("scene_standard_text_free_r1", "text-free R@1"), ("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"),
                     ("zero_shot_accuracy", "zero-shot acc."))
 SELECTION = "instance_retrieval/selection/scenes/"
+PHOTO_SELECTION = "instance_retrieval/selection/photos/"
 
 
 def readme_markdown(report: dict) -> str:
@@ -487,18 +488,21 @@ def readme_markdown(report: dict) -> str:
                      for key, _ in ABLATION_COLUMNS]
             lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["Selection head on the test scenes: how often its top query (no text) is the query a product's title "
-              "picks, against always naming the most picked query (the prior):", "",
-              "| model | seed | agreement, any product shown | prior | agreement, named product | prior |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["Selection head on the test images: how often its top query (no text) is the query a product's title "
+              "picks, against always naming the most picked query (the prior). Scenes count a hit on the query of "
+              "any product shown or of the named one; photos show one product:", "",
+              "| model | seed | scenes, any product shown | prior | scenes, named product | prior | photos | prior |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for variant, per_seed in report["runs"].items():
         for seed, run in per_seed.items():
             m = run["metrics"]
             if m.get(SELECTION + "member_agreement") is None:
                 continue
+            photos = [m.get(PHOTO_SELECTION + key) for key in ("agreement", "top_query_share")]
             lines.append(f"| `{variant}` | {seed} | {m[SELECTION + 'member_agreement']:.3f} | "
                          f"{m[SELECTION + 'member_top_query_share']:.3f} | {m[SELECTION + 'agreement']:.3f} | "
-                         f"{m[SELECTION + 'top_query_share']:.3f} |")
+                         f"{m[SELECTION + 'top_query_share']:.3f} | "
+                         + " | ".join("n/a" if v is None else f"{v:.3f}" for v in photos) + " |")
     lines += ["", "Training budget and wall times (validation t2i R@1 at the last three probes, which show whether a run has "
               "levelled off; "
               "minutes on the 2-core CPU):", "",

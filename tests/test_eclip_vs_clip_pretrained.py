@@ -91,7 +91,8 @@ def _report(seeds=(0, 1), ablations=("eclip_no_intra",)):
         metrics = {"zero_shot/accuracy": 0.5}
         if variant != "clip":
             metrics.update({bench.SELECTION + "member_agreement": 0.6, bench.SELECTION + "member_top_query_share": 0.5,
-                            bench.SELECTION + "agreement": 0.3, bench.SELECTION + "top_query_share": 0.25})
+                            bench.SELECTION + "agreement": 0.3, bench.SELECTION + "top_query_share": 0.25,
+                            bench.PHOTO_SELECTION + "agreement": 0.9, bench.PHOTO_SELECTION + "top_query_share": 0.5})
         train = {"wall_time_s": 600.0, "feature_cache_s": 10.0, "final_losses": {},
                  "probe": [{"step": s, "t2i_r1": 0.3, "zero_shot_accuracy": 0.5} for s in (60, 120, 180)]}
         records[(variant, seed)] = {"train": train, "metrics": metrics, "eval_wall_time_s": 120.0}
@@ -106,7 +107,7 @@ def test_readme_tables_show_pooled_levels_per_seed_ratios_ablations_and_selectio
     assert f"| scene retrieval R@1 | {pooled['baseline']:.3f} | {pooled['model']:.3f} | **{bench._cell(pooled)}** |" in text
     assert "pooled over seeds 0, 1" in text and "| measure | seed 0 | seed 1 | pooled |" in text
     assert text.count("| `eclip_no_intra` |") == 3  # its ablation, selection and wall-time rows
-    assert "| `eclip` | 1 | 0.600 | 0.500 | 0.300 | 0.250 |" in text
+    assert "| `eclip` | 1 | 0.600 | 0.500 | 0.300 | 0.250 | 0.900 | 0.500 |" in text
     assert "| `clip` | 0 | 0.300 @60, 0.300 @120, 0.300 @180 | 10.0 | 2.0 |" in text
     for line in text.splitlines():  # every table row has as many cells as its header
         if line.startswith("|"):
