@@ -156,3 +156,24 @@ def test_the_committed_report_comes_from_the_committed_run_records():
         for key, entry in comparison["measures"].items():
             assert again["measures"][key]["pooled"]["ratio"] == pytest.approx(entry["pooled"]["ratio"])
             assert again["measures"][key]["pooled"]["ratio_ci95"] == pytest.approx(entry["pooled"]["ratio_ci95"])
+
+
+def test_selection_profile_tells_a_prior_only_head_from_one_that_finds_the_products():
+    from benchmarks.selection_probe import selection_profile
+
+    rng = np.random.default_rng(4)
+    k, n = 4, 60
+    texts = np.eye(k)[rng.integers(0, k, n)]  # product i's title picks query argmax(texts[i])
+    instances = np.repeat(np.eye(k)[None], n, axis=0)  # every image: instance q_k = e_k
+    members = [[i, (i + 1) % n] for i in range(n)]
+    wanted = [sorted({int(texts[m].argmax()) for m in shown}) for shown in members]
+    finds = np.full((n, k), -5.0)
+    for i, picked in enumerate(wanted):
+        finds[i, picked] = 5.0
+    prior = np.tile([5.0, -5.0, -5.0, -5.0], (n, 1))
+    good = selection_profile({"instance_embeds": instances, "selection_logits": finds}, texts, members)
+    bad = selection_profile({"instance_embeds": instances, "selection_logits": prior}, texts, members)
+    assert good["mass_on_member_queries"] > 0.99 > bad["mass_on_member_queries"]
+    assert bad["head_query_histogram"] == [n, 0, 0, 0]
+    assert sum(good["member_query_histogram"]) == 2 * n
+    assert good["uniform_mass_on_member_queries"] == pytest.approx(np.mean([len(w) / k for w in wanted]))

@@ -1,0 +1,99 @@
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+"""
+Where an ECLIP model's selection head points, on the test split's scenes and product photos: which query it names
+(a histogram), how sure it is, which queries the products' titles pick, and how much of its softmax mass falls on
+the queries of the products an image shows (against a uniform head). A diagnostic for the selection objective
+(README "Results"), for a model trained by `benchmarks/eclip_vs_clip_pretrained.py` on the locked DINOv2 tower.
+
+```bash
+python benchmarks/selection_probe.py runs/eclip_vs_clip_pretrained/eclip/seed0/model --seed 0 \\
+    --output runs/selection_probe_seed0.json
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from benchmarks.bench_io import write_json  # noqa: E402  (needs REPO on sys.path)
+
+
+def selection_profile(images: dict, texts: np.ndarray, members: list[list[int]]) -> dict:
+    """The head's choices on `images` (`instance_embeds` [N, K, D], `selection_logits` [N, K]) against the queries
+    the titles `texts` of each image's products (`members`, the named one first) pick, `argmax_k <q_k, t>`."""
+    logits, instances = images["selection_logits"], images["instance_embeds"]
+    k = instances.shape[1]
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    chosen = [[int(np.argmax(instances[i] @ texts[m])) for m in shown] for i, shown in enumerate(members)]
+    picked = [sorted(set(c)) for c in chosen]
+    return {
+        "images": len(members),
+        "head_query_histogram": np.bincount(logits.argmax(axis=1), minlength=k).tolist(),
+        "named_query_histogram": np.bincount([c[0] for c in chosen], minlength=k).tolist(),
+        "member_query_histogram": np.bincount(np.concatenate(chosen), minlength=k).tolist(),
+        "mean_top_weight": float(weights.max(axis=1).mean()),
+        "mean_entropy": float((-(weights * np.log(weights + 1e-12)).sum(axis=1)).mean()),
+        "max_entropy": float(np.log(k)),
+        "mass_on_member_queries": float(np.mean([weights[i, p].sum() for i, p in enumerate(picked)])),
+        "uniform_mass_on_member_queries": float(np.mean([len(p) / k for p in picked])),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("--seed", type=int, default=0, help="The evaluation seed (which scenes), as in the runs.")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--limit", type=int, default=None, help="Test rows (default: all).")
+    parser.add_argument("--output", default=None, help="Also write the JSON here.")
+    args = parser.parse_args(argv)
+
+    from transformers import AutoModel, AutoProcessor
+
+    import modeling_eclip  # noqa: F401
+    from benchmarks.fashion import FASHION_CONFIG
+    from modeling_eclip.modeling_eclip import vision_layers
+    from training.compositor import compose_scene
+    from training.data import resolve_data_dir
+    from training.evaluation import TITLE_FIELD, Embedder, build_scenes, prepare
+    from training.evaluation.tower_features import TowerFeatures
+    from training.pretrain import load_config, resolve_vision_model
+
+    model = AutoModel.from_pretrained(args.model_dir).eval()
+    if not model.config.use_instance_decoder:
+        raise SystemExit(f"{args.model_dir} has no instance decoder (a CLIP baseline): it has no selection head.")
+    processor = AutoProcessor.from_pretrained(args.model_dir)
+    tower = AutoModel.from_pretrained(resolve_vision_model(load_config(FASHION_CONFIG)["model"]["vision_model"])).eval()
+    features = TowerFeatures(tower, processor.image_processor, len(vision_layers(tower)),
+                             folder=os.path.join(REPO, ".eclip-cache", "evaluation"), show_progress=False)
+    data_dir = os.path.abspath(args.data_dir or resolve_data_dir())
+    rows = prepare(data_dir, ["zero_shot", "instance_retrieval"], args.limit, args.seed)["splits"]["test"]
+    scenes = build_scenes(rows, compose_scene, args.seed)
+    embedder = Embedder(model, processor, show_progress=True, tower_features=features)
+    titles = embedder.texts([r[TITLE_FIELD] for r in rows])
+    report = {
+        "model": os.path.abspath(args.model_dir), "seed": args.seed,
+        "scenes": selection_profile(embedder.images("scenes", [s["image"] for s in scenes]), titles,
+                                    [s["members"] for s in scenes]),
+        "photos": selection_profile(embedder.images("test", [r["path"] for r in rows]), titles,
+                                    [[i] for i in range(len(rows))]),
+    }
+    if args.output:
+        write_json(args.output, report)
+    import json
+
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
