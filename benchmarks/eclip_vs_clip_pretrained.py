@@ -68,6 +68,24 @@ SCENE_SETS = ("standard", "crowded", "small")
 
 
 
+def locked_tower_features(recipe: dict, image_processor):
+    """
+    The recipe's locked image tower, the block after which its hidden states are cached, and the evaluation's
+    cache of those hidden states (one per image set, shared by every model and script that reads this tower).
+    """
+    from transformers import AutoModel
+
+    from modeling_eclip.modeling_eclip import vision_layers
+    from training.evaluation.tower_features import TowerFeatures
+    from training.pretrain import resolve_vision_model
+
+    tower = AutoModel.from_pretrained(resolve_vision_model(recipe["model"]["vision_model"])).eval()
+    layer = len(vision_layers(tower)) - int(recipe["training"].get("unlocked_image_layers", 0))
+    features = TowerFeatures(tower, image_processor, layer, folder=os.path.join(REPO, ".eclip-cache", "evaluation"),
+                             show_progress=False)
+    return tower, layer, features
+
+
 def runs(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
     """(variant, seed) pairs: every seed for the baseline and the default ECLIP, the first seed for ablations."""
     return [(v, s) for s in seeds for v in variants if v in MULTI_SEED or s == seeds[0]]
@@ -255,13 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"Unknown variant(s) {unknown} (choose from {list(VARIANTS)}); 'clip' is the baseline.")
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    from transformers import AutoModel
-
-    from modeling_eclip.modeling_eclip import vision_layers
     from training.compositor import compose_scene
     from training.data import resolve_data_dir
     from training.evaluation import build_hard_scenes, build_scenes, prepare
-    from training.evaluation.tower_features import TowerFeatures
     from training.pretrain import build_processor, default_text_model, load_config, resolve_vision_model
 
     data_dir = os.path.abspath(args.data_dir or resolve_data_dir())
@@ -269,8 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_config(FASHION_CONFIG)
     vision = resolve_vision_model(recipe["model"]["vision_model"])
     processor = build_processor(default_text_model(), args.image_size, vision)
-    tower = AutoModel.from_pretrained(vision).eval()
-    layer = len(vision_layers(tower)) - int(recipe["training"].get("unlocked_image_layers", 0))
+    tower, layer, features = locked_tower_features(recipe, processor.image_processor)
     run_dir = os.path.abspath(args.output_dir)
     settings = {
         "steps": args.steps, "batch_size": args.batch_size,
@@ -278,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         "cache_passes": args.cache_passes, "probe_every": args.probe_every, "logging_steps": args.logging_steps,
         "eval_limit": args.eval_limit, "train_limit": args.train_limit, "data_dir": data_dir, "cache_dir": os.path.join(REPO, ".eclip-cache", "features"),
         "tower": tower, "processor": processor, "layer": layer,
-        "features": TowerFeatures(tower, processor.image_processor, layer,
-                                  folder=os.path.join(REPO, ".eclip-cache", "evaluation"), show_progress=False),
+        "features": features,
     }
     probe_rows = validation_rows(data_dir, min(400, args.eval_limit or 400))
     started = time.time()
@@ -364,7 +376,7 @@ def has_record(folder: str) -> bool:
 
 def save_record(folder: str, record: dict, results: dict, per_query: dict) -> None:
     """
-    What a finished run leaves under `benchmarks/results/` (committed, a few hundred kB): its training record,
+    What a finished run leaves under `benchmarks/results/` (committed, about 30 kB): its training record,
     evaluation results and per-query outcomes, enough to rebuild the report without the model, so that runs of
     several sessions add up. `outcomes.npz` is written last, under a temporary name, so a record is whole or absent.
     """
@@ -427,18 +439,24 @@ def report_markdown(report: dict) -> str:
     lines = []
     for variant, comparison in report["comparisons"].items():
         seeds = comparison["seeds"]
-        lines.append(f"### `{variant}` vs `clip` ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})\n")
-        header = "| measure | " + " | ".join(f"seed {s}" for s in seeds) + (" | pooled |" if len(seeds) > 1 else " |")
-        lines += [header, "| --- |" + " ---: |" * (len(seeds) + (1 if len(seeds) > 1 else 0))]
-        for key, label in ROWS:
-            entry = comparison["measures"].get(key)
-            if entry is None:
-                continue
-            cells = [_cell(entry["per_seed"][str(s)]) for s in seeds]
-            if len(seeds) > 1:
-                cells.append("**" + _cell(entry["pooled"]) + "**")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [f"### `{variant}` vs `clip` ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})\n",
+                  comparison_table(comparison), ""]
+    return "\n".join(lines)
+
+
+def comparison_table(comparison: dict) -> str:
+    """One comparison's ratios per measure: a column per seed, and the pooled one when there are several seeds."""
+    seeds = comparison["seeds"]
+    header = "| measure | " + " | ".join(f"seed {s}" for s in seeds) + (" | pooled |" if len(seeds) > 1 else " |")
+    lines = [header, "| --- |" + " ---: |" * (len(seeds) + (1 if len(seeds) > 1 else 0))]
+    for key, label in ROWS:
+        entry = comparison["measures"].get(key)
+        if entry is None:
+            continue
+        cells = [_cell(entry["per_seed"][str(s)]) for s in seeds]
+        if len(seeds) > 1:
+            cells.append("**" + _cell(entry["pooled"]) + "**")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -474,8 +492,7 @@ def readme_markdown(report: dict) -> str:
         if entry is not None:
             level = entry["pooled"]
             lines.append(f"| {label} | {level['baseline']:.3f} | {level['model']:.3f} | **{_cell(level)}** |")
-    lines += ["", "Per seed (ratio `eclip` / `clip` [95 % interval]):", "", report_markdown(
-        {"comparisons": {"eclip": main}}).split("\n", 2)[2].rstrip("\n"), ""]
+    lines += ["", "Per seed (ratio `eclip` / `clip` [95 % interval]):", "", comparison_table(main), ""]
     ablations = [v for v in report["comparisons"] if v != "eclip"]
     if ablations:
         first = str(main["seeds"][0])
@@ -488,32 +505,29 @@ def readme_markdown(report: dict) -> str:
                      for key, _ in ABLATION_COLUMNS]
             lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
         lines.append("")
+    selection, budget = [], []
+    for variant, per_seed in report["runs"].items():
+        for seed, run in per_seed.items():
+            m = run["metrics"]
+            if m.get(SELECTION + "member_agreement") is not None:
+                photos = [m.get(PHOTO_SELECTION + key) for key in ("agreement", "top_query_share")]
+                selection.append(f"| `{variant}` | {seed} | {m[SELECTION + 'member_agreement']:.3f} | "
+                                 f"{m[SELECTION + 'member_top_query_share']:.3f} | {m[SELECTION + 'agreement']:.3f} | "
+                                 f"{m[SELECTION + 'top_query_share']:.3f} | "
+                                 + " | ".join("n/a" if v is None else f"{v:.3f}" for v in photos) + " |")
+            probes = ", ".join(f"{p['t2i_r1']:.3f} @{p['step']}" for p in run["probe"][-3:])
+            evaluation = run["eval_wall_time_s"]
+            budget.append(f"| `{variant}` | {seed} | {probes} | {run['train_wall_time_s'] / 60:.1f} | "
+                          f"{evaluation / 60 if evaluation else float('nan'):.1f} |")
     lines += ["Selection head on the test images: how often its top query (no text) is the query a product's title "
               "picks, against always naming the most picked query (the prior). Scenes count a hit on the query of "
               "any product shown or of the named one; photos show one product:", "",
               "| model | seed | scenes, any product shown | prior | scenes, named product | prior | photos | prior |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for variant, per_seed in report["runs"].items():
-        for seed, run in per_seed.items():
-            m = run["metrics"]
-            if m.get(SELECTION + "member_agreement") is None:
-                continue
-            photos = [m.get(PHOTO_SELECTION + key) for key in ("agreement", "top_query_share")]
-            lines.append(f"| `{variant}` | {seed} | {m[SELECTION + 'member_agreement']:.3f} | "
-                         f"{m[SELECTION + 'member_top_query_share']:.3f} | {m[SELECTION + 'agreement']:.3f} | "
-                         f"{m[SELECTION + 'top_query_share']:.3f} | "
-                         + " | ".join("n/a" if v is None else f"{v:.3f}" for v in photos) + " |")
-    lines += ["", "Training budget and wall times (validation t2i R@1 at the last three probes, which show whether a run has "
-              "levelled off; "
-              "minutes on the 2-core CPU):", "",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *selection]
+    lines += ["", "Training budget and wall times (validation t2i R@1 at the last three probes, which show whether a "
+              "run has levelled off; minutes on the 2-core CPU):", "",
               "| model | seed | validation t2i R@1 (last three probes) | training min | evaluation min |",
-              "| --- | ---: | --- | ---: | ---: |"]
-    for variant, per_seed in report["runs"].items():
-        for seed, run in per_seed.items():
-            probes = ", ".join(f"{p['t2i_r1']:.3f} @{p['step']}" for p in run["probe"][-3:])
-            evaluation = run["eval_wall_time_s"]
-            lines.append(f"| `{variant}` | {seed} | {probes} | {run['train_wall_time_s'] / 60:.1f} | "
-                         f"{evaluation / 60 if evaluation else float('nan'):.1f} |")
+              "| --- | ---: | --- | ---: | ---: |", *budget]
     return "\n".join(lines) + "\n"
 
 

@@ -29,11 +29,13 @@ from benchmarks.bench_io import write_json  # noqa: E402  (needs REPO on sys.pat
 def selection_profile(images: dict, texts: np.ndarray, members: list[list[int]]) -> dict:
     """The head's choices on `images` (`instance_embeds` [N, K, D], `selection_logits` [N, K]) against the queries
     the titles `texts` of each image's products (`members`, the named one first) pick, `argmax_k <q_k, t>`."""
+    from training.evaluation.tasks import member_queries
+
     logits, instances = images["selection_logits"], images["instance_embeds"]
     k = instances.shape[1]
     weights = np.exp(logits - logits.max(axis=1, keepdims=True))
     weights /= weights.sum(axis=1, keepdims=True)
-    chosen = [[int(np.argmax(instances[i] @ texts[m])) for m in shown] for i, shown in enumerate(members)]
+    chosen = member_queries(instances, texts, members)
     picked = [sorted(set(c)) for c in chosen]
     return {
         "images": len(members),
@@ -60,21 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401
+    from benchmarks.eclip_vs_clip_pretrained import locked_tower_features
     from benchmarks.fashion import FASHION_CONFIG
-    from modeling_eclip.modeling_eclip import vision_layers
     from training.compositor import compose_scene
     from training.data import resolve_data_dir
     from training.evaluation import TITLE_FIELD, Embedder, build_scenes, prepare
-    from training.evaluation.tower_features import TowerFeatures
-    from training.pretrain import load_config, resolve_vision_model
+    from training.pretrain import load_config
 
     model = AutoModel.from_pretrained(args.model_dir).eval()
     if not model.config.use_instance_decoder:
         raise SystemExit(f"{args.model_dir} has no instance decoder (a CLIP baseline): it has no selection head.")
     processor = AutoProcessor.from_pretrained(args.model_dir)
-    tower = AutoModel.from_pretrained(resolve_vision_model(load_config(FASHION_CONFIG)["model"]["vision_model"])).eval()
-    features = TowerFeatures(tower, processor.image_processor, len(vision_layers(tower)),
-                             folder=os.path.join(REPO, ".eclip-cache", "evaluation"), show_progress=False)
+    _, _, features = locked_tower_features(load_config(FASHION_CONFIG), processor.image_processor)
     data_dir = os.path.abspath(args.data_dir or resolve_data_dir())
     rows = prepare(data_dir, ["zero_shot", "instance_retrieval"], args.limit, args.seed)["splits"]["test"]
     scenes = build_scenes(rows, compose_scene, args.seed)

@@ -170,6 +170,12 @@ def task_retrieval(run: TaskRun) -> dict:
     return result
 
 
+def member_queries(instances: np.ndarray, texts: np.ndarray, members: list[list[int]]) -> list[list[int]]:
+    """Per image, the query each product it shows picks with its title, `argmax_k <q_k, t>` (`members[i]`, the named
+    product first; `instances` [N, K, D], `texts` [M, D])."""
+    return [[int(np.argmax(instances[i] @ texts[m])) for m in shown] for i, shown in enumerate(members)]
+
+
 def selection_diagnostics(images: dict, texts: np.ndarray, members: list[list[int]]) -> dict:
     """
     Does the selection head (text-free) pick the query the text would pick? Per image, the named product is
@@ -180,7 +186,7 @@ def selection_diagnostics(images: dict, texts: np.ndarray, members: list[list[in
     """
     instances, logits = images["instance_embeds"], images["selection_logits"]
     head = logits.argmax(axis=1)
-    chosen = [[int(np.argmax(instances[i] @ texts[m])) for m in shown] for i, shown in enumerate(members)]
+    chosen = member_queries(instances, texts, members)
     named = np.array([c[0] for c in chosen])
     k = instances.shape[1]
     prior = np.bincount(named, minlength=k).argmax()
