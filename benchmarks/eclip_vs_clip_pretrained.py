@@ -17,7 +17,8 @@ shared by every variant of that seed, second views included) and the evaluation'
 - `clip`: the CLIP baseline with the same (scene-aware) targets, `use_instance_decoder=False`;
 - `eclip`: EclipConfig's default recipe;
 - `eclip_no_intra`, `eclip_no_selection`, `eclip_no_matching` (`instance_matching="max"`), `eclip_no_residual`,
-  `eclip_named_selection` (the selection head trained on the named product's query only, as first designed).
+  `eclip_named_selection` (the selection head trained on the named product's query only, as first designed),
+  `eclip_retrieval_selection` (the selection head trained for text-free retrieval, `selection_target="retrieval"`).
 
 Each model is then run through the evaluation suite (test split; images from the locked tower's cached hidden
 states, computed once per image set), and, per seed, per-query outcomes give paired comparisons against the seed's
@@ -56,9 +57,11 @@ VARIANTS = {
     "eclip_no_residual": ("without residual instances", {"instance_residual": False}),
     "eclip_named_selection": ("selection trained on the named product's query only",
                               {"selection_target": "named"}),
+    "eclip_retrieval_selection": ("selection trained for text-free retrieval (the weighting, contrastively)",
+                                  {"selection_target": "retrieval"}),
 }
 DEFAULT_VARIANTS = ("clip", "eclip", "eclip_no_intra", "eclip_no_selection", "eclip_no_matching", "eclip_no_residual",
-                    "eclip_named_selection")
+                    "eclip_named_selection", "eclip_retrieval_selection")
 MULTI_SEED = ("clip", "eclip")
 EVAL_TASKS = "zero_shot,retrieval,instance_retrieval,linear_probe,clustering,restricted"
 SCENE_SETS = ("standard", "crowded", "small")

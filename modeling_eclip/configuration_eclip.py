@@ -13,7 +13,7 @@ VISION_POOLING = ("pooler", "cls", "mean", "cls_mean")
 LOSS_WEIGHT_FIELDS = ("itc_weight", "inter_weight", "intra_weight", "selection_weight")
 MODALITIES = ("image", "text", "both")
 INSTANCE_MATCHING = ("max", "one_to_one")
-SELECTION_TARGETS = ("named", "members")
+SELECTION_TARGETS = ("named", "members", "retrieval")
 MATCHING_FEATURES = ("u", "v", "abs_diff", "product")
 MATCHING_MODES = ("bi_encoder", "cross_encoder")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
@@ -99,7 +99,10 @@ class EclipConfig(PreTrainedConfig):
             the queries the texts of every product the image shows pick (its own, and with scene-aware targets the
             other products pasted into a scene), uniformly; for a plain photo the two agree. In a synthesised scene
             nothing in the image says which pasted product the text names, so `"named"` can only learn which query
-            is picked most often (the prior); `"members"` learns where the products are.
+            is picked most often (the prior); `"members"` learns where the products are. `"retrieval"`: no query
+            target; the head learns the weighting under which the text-free embedding (the selection-weighted
+            instances) retrieves the texts of the products the image shows, contrastively against the batch, with the
+            instances, texts and logit scale held fixed (`losses.selection_retrieval_loss`).
         modality (`str`, *optional*, defaults to `"image"`):
             Task heads only: which tower(s) describe a product, `"image"`, `"text"` or `"both"` (the two normalised
             embeddings concatenated). Token classification always reads the text tower.

@@ -39,6 +39,8 @@ __all__ = [
     "select_instances",
     "intra_product_loss",
     "selection_loss",
+    "selection_weighted_embeds",
+    "selection_retrieval_loss",
 ]
 
 
@@ -531,3 +533,59 @@ def selection_loss(selection_logits: torch.Tensor, target: torch.Tensor) -> torc
     if target.dim() == 2:
         return soft_cross_entropy(selection_logits, target)
     return torch.nn.functional.cross_entropy(_upcast(selection_logits), target)
+
+
+def selection_weighted_embeds(instance_embeds: torch.Tensor, selection_logits: torch.Tensor) -> torch.Tensor:
+    """The text-free image embedding: the instances weighted by the softmax of the selection scores, re-normalised.
+
+    Args:
+        instance_embeds: [N, K, D] normalised instance embeddings.
+        selection_logits: [N, K].
+
+    Returns:
+        [N, D], unit norm.
+    """
+    weights = selection_logits.softmax(dim=-1).unsqueeze(-1).to(instance_embeds.dtype)
+    return torch.nn.functional.normalize((weights * instance_embeds).sum(1), dim=-1)
+
+
+def selection_retrieval_loss(
+    instance_embeds: torch.Tensor,
+    selection_logits: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    product_ids: torch.Tensor | None = None,
+    all_instance_embeds: torch.Tensor | None = None,
+    all_selection_logits: torch.Tensor | None = None,
+    all_text_embeds: torch.Tensor | None = None,
+    all_product_ids: torch.Tensor | None = None,
+    member_ids: torch.Tensor | None = None,
+    all_member_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The selection objective that trains the head for what it is used for: text-free retrieval.
+
+    The catalog-aware (and, given ``member_ids``, scene-aware) contrastive loss of ``catalog_contrastive_loss`` on
+    the text-free embedding ``selection_weighted_embeds`` against the texts, with the instances detached: the only
+    thing it can change is the weighting, so it learns which instances to keep when no text says which product is
+    meant, and leaves what the instances are to the other objectives. A head that mixes in an instance that shows no
+    product blurs the embedding and loses the shown products' texts to other images'.
+
+    Args:
+        instance_embeds: [N, K, D]; selection_logits: [N, K]; text_embeds: [N, D], the local rows.
+        all_instance_embeds: [M, K, D], all_selection_logits: [M, K], all_text_embeds: [M, D]: the global columns
+            (default: the local tensors).
+        product_ids, all_product_ids, member_ids, all_member_ids: as in ``catalog_contrastive_loss``.
+
+    Returns:
+        Scalar.
+    """
+    embeds = selection_weighted_embeds(instance_embeds.detach(), selection_logits)
+    all_embeds = None
+    if all_instance_embeds is not None or all_selection_logits is not None:
+        if all_instance_embeds is None or all_selection_logits is None:
+            raise ValueError("all_instance_embeds and all_selection_logits go together.")
+        all_embeds = selection_weighted_embeds(all_instance_embeds.detach(), all_selection_logits)
+    return catalog_contrastive_loss(
+        embeds, text_embeds.detach(), logit_scale.detach(), product_ids, all_embeds,
+        None if all_text_embeds is None else all_text_embeds.detach(), all_product_ids, member_ids, all_member_ids,
+    )

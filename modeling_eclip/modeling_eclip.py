@@ -33,6 +33,8 @@ from .losses import (
     member_selection_targets,
     select_instances,
     selection_loss,
+    selection_retrieval_loss,
+    selection_weighted_embeds,
 )
 
 logger = logging.get_logger(__name__)
@@ -743,10 +745,9 @@ class EclipModel(EclipPreTrainedModel):
         if self.config.instance_residual:
             projected = projected + global_embeds.unsqueeze(1)
         instance_embeds = nn.functional.normalize(projected, dim=-1)
-        weights = selection_logits.softmax(dim=-1).unsqueeze(-1)
         return EclipInstanceOutput(
             instance_embeds=instance_embeds,
-            image_embeds=nn.functional.normalize((weights * instance_embeds).sum(1), dim=-1),
+            image_embeds=selection_weighted_embeds(instance_embeds, selection_logits),
             selection_logits=selection_logits,
             last_hidden_state=states,
         )
@@ -1059,7 +1060,13 @@ class EclipModel(EclipPreTrainedModel):
                     temperature=config.inter_temperature, one_to_one=config.instance_matching == "one_to_one",
                 )
             selected, selected_index = select_instances(instance_embeds, text_embeds)
-            if weights["selection"] > 0 and selection_logits is not None:
+            if weights["selection"] > 0 and selection_logits is not None and config.selection_target == "retrieval":
+                components["selection"] = selection_retrieval_loss(
+                    instance_embeds, selection_logits, text_embeds, scale, product_ids,
+                    everywhere(instance_embeds), everywhere(selection_logits), everywhere(text_embeds), all_ids,
+                    member_ids, all_members,
+                )
+            elif weights["selection"] > 0 and selection_logits is not None:
                 target = selected_index
                 if config.selection_target == "members" and member_ids is not None:
                     target = member_selection_targets(

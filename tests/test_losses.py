@@ -541,3 +541,46 @@ def test_member_selection_targets_spread_over_the_products_an_image_shows():
     logits = torch.randn(2, k, requires_grad=True)
     one_hot = torch.nn.functional.one_hot(torch.tensor([1, 2]), k).float()
     torch.testing.assert_close(L.selection_loss(logits, one_hot), L.selection_loss(logits, torch.tensor([1, 2])))
+
+
+def test_selection_weighted_embeds_is_the_normalised_softmax_mix_of_the_instances():
+    gen = torch.Generator().manual_seed(0)
+    instances, logits = _unit(4, K, D, gen=gen), torch.randn(4, K, generator=gen)
+    for i in range(4):
+        weights = [math.exp(v) for v in logits[i].tolist()]
+        mixed = sum(w / sum(weights) * instances[i, k] for k, w in enumerate(weights))
+        torch.testing.assert_close(L.selection_weighted_embeds(instances, logits)[i], mixed / mixed.norm())
+
+
+def test_selection_retrieval_loss_trains_the_weighting_towards_the_shown_products():
+    """It is the scene-aware contrastive loss of the text-free embedding, its gradient reaches the selection scores
+    only, and a head that weights the instances holding the products beats one that weights an empty instance."""
+    d, k = 8, 4
+    texts = torch.eye(d)[:4]  # products 0..3
+    ids = torch.arange(4)
+    instances = torch.nn.functional.normalize(torch.eye(d)[4:8].expand(4, k, d).clone(), dim=-1)  # k "empty" slots
+    instances[0, 1], instances[0, 2] = texts[0], texts[1]  # image 0: a scene of products 0 and 1
+    for i in (1, 2, 3):
+        instances[i, 3] = texts[i]  # images 1-3: photos of 1, 2, 3
+    members = torch.tensor([[0, 1], [1, 1], [2, 2], [3, 3]])
+    scale = torch.tensor(10.0)
+    on_products = torch.full((4, k), -5.0)
+    on_products[0, [1, 2]] = 5.0
+    on_products[1:, 3] = 5.0
+    on_empty = torch.full((4, k), -5.0)
+    on_empty[:, 0] = 5.0
+    good = L.selection_retrieval_loss(instances, on_products, texts, scale, ids, member_ids=members)
+    bad = L.selection_retrieval_loss(instances, on_empty, texts, scale, ids, member_ids=members)
+    assert good < bad
+    torch.testing.assert_close(good, L.catalog_contrastive_loss(
+        L.selection_weighted_embeds(instances, on_products), texts, scale, ids, member_ids=members))
+    # Global columns equal to the local rows give the one-process loss.
+    torch.testing.assert_close(good, L.selection_retrieval_loss(
+        instances, on_products, texts, scale, ids, instances, on_products, texts, ids, members, members))
+    with pytest.raises(ValueError, match="go together"):
+        L.selection_retrieval_loss(instances, on_products, texts, scale, ids, all_instance_embeds=instances)
+
+    leaves = [t.clone().requires_grad_(True) for t in (instances, on_empty, texts, scale)]
+    L.selection_retrieval_loss(*leaves, ids, member_ids=members).backward()
+    assert leaves[1].grad.abs().sum() > 0
+    assert all(t.grad is None for t in (leaves[0], leaves[2], leaves[3]))  # instances, texts, scale held fixed

@@ -53,6 +53,7 @@ def model(request):
         ("decoder_dropout", 1.0),
         ("logit_scale_init_value", 10.0),
         ("instance_matching", "hungarian"),
+        ("selection_target", "best"),
     ],
 )
 def test_invalid_config_value_names_the_field(field, value):
@@ -402,6 +403,22 @@ def test_every_parameter_gets_a_gradient(use_decoder):
     outputs.loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
+
+
+def test_the_retrieval_selection_target_trains_the_head_and_leaves_the_instances_alone():
+    """`selection_target="retrieval"`: with every other objective off, the selection loss moves the selection head
+    (and the decoder under it) but not the instance projection nor the towers' projections."""
+    torch.manual_seed(0)
+    model = EclipModel(tiny_config(selection_target="retrieval", itc_weight=0.0, inter_weight=0.0,
+                                   intra_weight=0.0, selection_weight=1.0)).train()
+    inputs = make_inputs(batch_images=4, batch_texts=4)
+    outputs = model(**inputs, return_loss=True, product_ids=torch.arange(4))
+    assert set(outputs.loss_components) == {"selection"}
+    outputs.loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["instance_decoder.selection_head.weight"].abs().sum() > 0
+    for name in ("instance_projection.weight", "visual_projection.weight", "text_projection.weight", "logit_scale"):
+        assert grads[name] is None or not grads[name].abs().sum() > 0, name
 
 
 def test_duplicates_of_a_product_are_not_negatives():
