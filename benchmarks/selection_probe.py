@@ -1,8 +1,10 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
 Where an ECLIP model's selection head points, on the test split's scenes and product photos: which query it names
-(a histogram), how sure it is, which queries the products' titles pick, and how much of its softmax mass falls on
-the queries of the products an image shows (against a uniform head). A diagnostic for the selection objective
+(a histogram), how sure it is, which queries the products' titles pick, how much of its softmax mass falls on
+the queries of the products an image shows (against a uniform head), and text-free scene retrieval with the
+instances mixed by the head, uniformly and by an oracle that knows the shown products (the most a better head can
+win). A diagnostic for the selection objective
 (README "Results"), for a model trained by `benchmarks/eclip_vs_clip_pretrained.py` on the locked DINOv2 tower.
 
 ```bash
@@ -18,6 +20,7 @@ import os
 import sys
 
 import numpy as np
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -50,6 +53,32 @@ def selection_profile(images: dict, texts: np.ndarray, members: list[list[int]])
     }
 
 
+def text_free_by_weighting(images: dict, texts: np.ndarray, members: list[list[int]]) -> dict:
+    """
+    Text-free scene retrieval (every scene that shows a product is relevant to its title) with the instances mixed
+    three ways: by the head's softmax (the embedding the model indexes), uniformly, and by an oracle that spreads the
+    weight over the queries the shown products' titles pick (what a head that always found the products would
+    index). The gap from `head` to `oracle_members` is all that a better selection head can win on this model.
+    """
+    from modeling_eclip.losses import selection_weighted_embeds
+    from training.evaluation.scenes import scene_relevance
+    from training.evaluation.tasks import _retrieval_metrics, member_queries
+
+    instances, logits = images["instance_embeds"], images["selection_logits"]
+    oracle = np.full(logits.shape, -np.inf, dtype=np.float32)
+    for i, picked in enumerate(member_queries(instances, texts, members)):
+        oracle[i, picked] = 0.0
+    scenes = [{"target": shown[0], "members": shown} for shown in members]
+    queries, containing, _ = scene_relevance(scenes)
+    out = {}
+    for name, weights in (("head", logits), ("uniform", np.zeros_like(logits)), ("oracle_members", oracle)):
+        embeds = selection_weighted_embeds(torch.from_numpy(np.asarray(instances, dtype=np.float32)),
+                                           torch.from_numpy(np.asarray(weights, dtype=np.float32))).numpy()
+        metrics = _retrieval_metrics((embeds @ texts.T).T[queries], containing)
+        out[name] = {"recall@1": metrics["recall@1"], "recall@10": metrics["recall@10"], "mrr": metrics["mrr"]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
@@ -79,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     scenes = build_scenes(rows, compose_scene, args.seed)
     embedder = Embedder(model, processor, show_progress=True, tower_features=features)
     titles = embedder.texts([r[TITLE_FIELD] for r in rows])
+    scene_images = embedder.images("scenes", [s["image"] for s in scenes])
+    scene_members = [s["members"] for s in scenes]
     report = {
         "model": os.path.abspath(args.model_dir), "seed": args.seed,
-        "scenes": selection_profile(embedder.images("scenes", [s["image"] for s in scenes]), titles,
-                                    [s["members"] for s in scenes]),
+        "scenes": selection_profile(scene_images, titles, scene_members),
+        "scenes_text_free_by_weighting": text_free_by_weighting(scene_images, titles, scene_members),
         "photos": selection_profile(embedder.images("test", [r["path"] for r in rows]), titles,
                                     [[i] for i in range(len(rows))]),
     }

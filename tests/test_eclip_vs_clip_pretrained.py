@@ -177,3 +177,23 @@ def test_selection_profile_tells_a_prior_only_head_from_one_that_finds_the_produ
     assert bad["head_query_histogram"] == [n, 0, 0, 0]
     assert sum(good["member_query_histogram"]) == 2 * n
     assert good["uniform_mass_on_member_queries"] == pytest.approx(np.mean([len(w) / k for w in wanted]))
+
+
+def test_text_free_by_weighting_bounds_what_a_better_selection_head_can_win():
+    """The oracle mix (the shown products' queries) finds every product's scenes first; a head stuck on a query
+    that holds something else (here a product the scene does not show) finds none."""
+    from benchmarks.selection_probe import text_free_by_weighting
+
+    k, n = 4, 12
+    texts = np.eye(n + 1)[:n]  # title i along axis i; axis n is empty background
+    members = [[i, (i + 5) % n] for i in range(n)]
+    instances = np.zeros((n, k, n + 1), dtype=np.float32)
+    for i, shown in enumerate(members):
+        instances[i, 0] = texts[(i + 2) % n]  # the query the head is stuck on holds a product not in the scene
+        instances[i, 1], instances[i, 2] = texts[shown[0]], texts[shown[1]]
+        instances[i, 3, n] = 1.0
+    stuck = np.tile([5.0, -5.0, -5.0, -5.0], (n, 1)).astype(np.float32)
+    out = text_free_by_weighting({"instance_embeds": instances, "selection_logits": stuck}, texts, members)
+    assert out["oracle_members"]["recall@1"] == 1.0
+    assert out["head"]["recall@1"] == 0.0
+    assert 0.0 <= out["uniform"]["recall@1"] <= 1.0 and out["uniform"]["mrr"] > out["head"]["mrr"]
