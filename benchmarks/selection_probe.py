@@ -4,12 +4,13 @@ Where an ECLIP model's selection head points, on the test split's scenes and pro
 (a histogram), how sure it is, which queries the products' titles pick, how much of its softmax mass falls on
 the queries of the products an image shows (against a uniform head), and text-free scene retrieval with the
 instances mixed by the head, uniformly and by an oracle that knows the shown products (the most a better head can
-win). A diagnostic for the selection objective
-(README "Results"), for a model trained by `benchmarks/eclip_vs_clip_pretrained.py` on the locked DINOv2 tower.
+win). A diagnostic for the selection objective (README "Results"), for a model trained by
+`benchmarks/eclip_vs_clip_pretrained.py` on the locked DINOv2 tower.
 
 ```bash
 python benchmarks/selection_probe.py runs/eclip_vs_clip_pretrained/eclip/seed0/model --seed 0 \\
-    --output runs/selection_probe_seed0.json
+    --output benchmarks/results/selection_probe/eclip_seed0.json
+python benchmarks/selection_probe.py --table   # the README's table of the committed probes
 ```
 """
 
@@ -79,14 +80,57 @@ def text_free_by_weighting(images: dict, texts: np.ndarray, members: list[list[i
     return out
 
 
+RESULTS = os.path.join(REPO, "benchmarks", "results", "selection_probe")
+
+
+def load_probes(folder: str = RESULTS) -> list[tuple[str, dict]]:
+    """The committed probes, `<variant>_seed<N>.json`, as (variant, report), by variant then seed."""
+    import json
+
+    probes = []
+    for name in os.listdir(folder):
+        if name.endswith(".json") and "_seed" in name:
+            with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                probes.append((name.rsplit("_seed", 1)[0], json.load(handle)))
+    return sorted(probes, key=lambda probe: (probe[0] != "eclip", probe[0], probe[1]["seed"]))
+
+
+def readme_table(probes: list[tuple[str, dict]]) -> str:
+    """The README's table of the probes: where the head points on the test scenes, and what text-free retrieval
+    gives with the instances mixed by it, uniformly, and by the oracle (`text_free_by_weighting`)."""
+    lines = [
+        "| model | seed | scenes where the head names its most named query | softmax mass on the shown products' "
+        "queries | uniform head | text-free R@1: head | uniform | oracle |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for variant, probe in probes:
+        scenes, mixed = probe["scenes"], probe.get("scenes_text_free_by_weighting")
+        if mixed is None:
+            continue
+        lines.append(
+            f"| `{variant}` | {probe['seed']} | {max(scenes['head_query_histogram']) / scenes['images']:.3f} "
+            f"| {scenes['mass_on_member_queries']:.3f} | {scenes['uniform_mass_on_member_queries']:.3f} "
+            f"| {mixed['head']['recall@1']:.3f} | {mixed['uniform']['recall@1']:.3f} "
+            f"| {mixed['oracle_members']['recall@1']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dir", nargs="?", help="A trained ECLIP folder (omit with --table).")
+    parser.add_argument("--table", action="store_true",
+                        help=f"Print the README's table of the committed probes ({os.path.relpath(RESULTS, REPO)}).")
     parser.add_argument("--seed", type=int, default=0, help="The evaluation seed (which scenes), as in the runs.")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--limit", type=int, default=None, help="Test rows (default: all).")
     parser.add_argument("--output", default=None, help="Also write the JSON here.")
     args = parser.parse_args(argv)
+    if args.table:
+        print(readme_table(load_probes()), end="")
+        return 0
+    if args.model_dir is None:
+        parser.error("model_dir is required (or --table)")
 
     from transformers import AutoModel, AutoProcessor
 

@@ -197,3 +197,14 @@ def test_text_free_by_weighting_bounds_what_a_better_selection_head_can_win():
     assert out["oracle_members"]["recall@1"] == 1.0
     assert out["head"]["recall@1"] == 0.0
     assert 0.0 <= out["uniform"]["recall@1"] <= 1.0 and out["uniform"]["mrr"] > out["head"]["mrr"]
+
+
+def test_the_readme_shows_the_committed_selection_probes():
+    from benchmarks.selection_probe import load_probes, readme_table
+
+    probes = load_probes()
+    assert {variant for variant, _ in probes} >= {"eclip"}
+    table = readme_table(probes)
+    assert table.count("\n") == 2 + sum("scenes_text_free_by_weighting" in probe for _, probe in probes)
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as handle:
+        assert table in handle.read(), "paste `python benchmarks/selection_probe.py --table` into the README"
