@@ -4,7 +4,7 @@ ECLIP against its CLIP baseline on pretrained towers (DINOv2-S locked, MiniLM-L6
 ablations, from the locked tower's feature cache; also `python benchmarks/eclip_vs_clip.py --towers pretrained`.
 
 ```bash
-python benchmarks/eclip_vs_clip_pretrained.py --reuse         # 3 seeds of clip + eclip, 1 of each ablation
+python benchmarks/eclip_vs_clip_pretrained.py --reuse         # 5 seeds of clip + eclip, 1 of each ablation
 python benchmarks/eclip_vs_clip_pretrained.py --steps 4 --seeds 0 --variants clip,eclip --eval-limit 60 \\
     --output-dir /tmp/evc --results-dir /tmp/evc-results   # a smoke run
 ```
@@ -251,7 +251,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=None, help="Default: the fashion recipe's.")
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--cache-passes", type=int, default=1)
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
     parser.add_argument("--probe-every", type=int, default=60)
     parser.add_argument("--logging-steps", type=int, default=20)
