@@ -1060,21 +1060,22 @@ class EclipModel(EclipPreTrainedModel):
                     temperature=config.inter_temperature, one_to_one=config.instance_matching == "one_to_one",
                 )
             selected, selected_index = select_instances(instance_embeds, text_embeds)
-            if weights["selection"] > 0 and selection_logits is not None and config.selection_target == "retrieval":
-                components["selection"] = selection_retrieval_loss(
-                    instance_embeds, selection_logits, text_embeds, scale, product_ids,
-                    everywhere(instance_embeds), everywhere(selection_logits), everywhere(text_embeds), all_ids,
-                    member_ids, all_members,
-                )
-            elif weights["selection"] > 0 and selection_logits is not None:
-                target = selected_index
-                if config.selection_target == "members" and member_ids is not None:
-                    target = member_selection_targets(
-                        instance_embeds, member_ids, text_embeds if gather is None else everywhere(text_embeds),
-                        product_ids if gather is None else all_ids,
-                        one_to_one=config.instance_matching == "one_to_one",
+            if weights["selection"] > 0 and selection_logits is not None:
+                if config.selection_target == "retrieval":
+                    components["selection"] = selection_retrieval_loss(
+                        instance_embeds, selection_logits, text_embeds, scale, product_ids,
+                        everywhere(instance_embeds), everywhere(selection_logits), everywhere(text_embeds), all_ids,
+                        member_ids, all_members,
                     )
-                components["selection"] = selection_loss(selection_logits, target)
+                else:
+                    target = selected_index
+                    if config.selection_target == "members" and member_ids is not None:
+                        target = member_selection_targets(
+                            instance_embeds, member_ids, text_embeds if gather is None else everywhere(text_embeds),
+                            product_ids if gather is None else all_ids,
+                            one_to_one=config.instance_matching == "one_to_one",
+                        )
+                    components["selection"] = selection_loss(selection_logits, target)
             if weights["intra"] > 0 and view_instance_embeds is not None:
                 view_selected, _ = select_instances(view_instance_embeds, text_embeds)
                 components["intra"] = intra_product_loss(
