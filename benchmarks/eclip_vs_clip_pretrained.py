@@ -275,9 +275,26 @@ def pooled_bootstrap(model: dict[int, dict], baseline: dict[int, dict], resample
             draws_m, draws_b = draws_m + sum_m, draws_b + sum_b
             total_m, total_b, count = total_m + m.sum(), total_b + b.sum(), count + len(m)
         entry["pooled"] = {**_ratio_entry(total_m / count, total_b / count, draws_m / count, draws_b / count),
-                           "queries": int(count)}
+                           "queries": int(count),
+                           "seed_ci95": seed_level_interval([entry["per_seed"][str(s)]["ratio"] for s in seeds])}
         out[name] = entry
     return {"seeds": seeds, "resamples": resamples, "measures": out}
+
+
+def seed_level_interval(ratios: list, confidence: float = 0.95) -> list[float] | None:
+    """
+    Across training runs: a t interval on the per-seed log ratios (n - 1 degrees of freedom). The query bootstrap
+    holds each seed's models fixed, so it leaves out how much a ratio moves from one training run to the next; this
+    interval counts that (and, with five seeds, is wide). None with fewer than two seeds or a ratio that is not
+    positive.
+    """
+    from scipy import stats
+
+    if len(ratios) < 2 or any(r is None or not r > 0 for r in ratios):
+        return None
+    logs = np.log(np.asarray(ratios, dtype=float))
+    half = stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+    return [float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))]
 
 
 def _ratio_entry(model_mean, base_mean, model_draws, base_draws) -> dict:
@@ -458,7 +475,7 @@ def has_record(folder: str) -> bool:
 
 def save_record(folder: str, record: dict, results: dict, per_query: dict) -> None:
     """
-    What a finished run leaves under `benchmarks/results/` (committed, about 30 kB): its training record,
+    What a finished run leaves under `benchmarks/results/` (committed, about 70 kB): its training record,
     evaluation results and per-query outcomes, enough to rebuild the report without the model, so that runs of
     several sessions add up. `outcomes.npz` is written last, under a temporary name, so a record is whole or absent.
     """
@@ -543,6 +560,10 @@ def comparison_table(comparison: dict) -> str:
     return "\n".join(lines)
 
 
+def _interval(interval) -> str:
+    return "n/a" if interval is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
 def _cell(entry: dict) -> str:
     if entry["ratio"] is None:
         return "n/a"
@@ -568,13 +589,16 @@ def readme_markdown(report: dict) -> str:
     seeds = main["seeds"]
     pooled = len(seeds) > 1
     lines = [f"Default ECLIP against the CLIP baseline, test split, {'pooled over seeds ' if pooled else 'seed '}"
-             f"{', '.join(map(str, seeds))} (the ratio's 95 % paired-bootstrap interval in brackets):", "",
-             "| measure | `clip` | `eclip` | ratio |", "| --- | ---: | ---: | ---: |"]
+             f"{', '.join(map(str, seeds))} (the ratio's 95 % paired-bootstrap interval over queries in brackets; "
+             "across seeds: the 95 % t interval of the per-seed ratios, which also counts how much a ratio moves "
+             "between training runs):", "",
+             "| measure | `clip` | `eclip` | ratio | across seeds |", "| --- | ---: | ---: | ---: | ---: |"]
     for key, label in LEVEL_ROWS:
         entry = main["measures"].get(key)
         if entry is not None:
             level = entry["pooled"]
-            lines.append(f"| {label} | {level['baseline']:.3f} | {level['model']:.3f} | **{_cell(level)}** |")
+            lines.append(f"| {label} | {level['baseline']:.3f} | {level['model']:.3f} | **{_cell(level)}** | "
+                         f"{_interval(level.get('seed_ci95'))} |")
     lines += ["", "Per seed (ratio `eclip` / `clip` [95 % interval]):", "", comparison_table(main), ""]
     ablations = [v for v in report["comparisons"] if v != "eclip"]
     if ablations:

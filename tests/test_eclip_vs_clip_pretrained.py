@@ -61,6 +61,18 @@ def test_scene_sets_average_per_product_and_resample_with_it():
         bench.pooled_bootstrap(model, one_set, resamples=10)
 
 
+def test_the_seed_level_interval_widens_with_the_spread_between_seeds():
+    steady, spread = bench.seed_level_interval([1.1, 1.1, 1.1]), bench.seed_level_interval([0.8, 1.1, 1.5])
+    assert steady == pytest.approx([1.1, 1.1])
+    assert spread[0] < 1.0 < 1.1 < spread[1]
+    # exp(mean log -+ t_{0.975, 2} * sd / sqrt(3)), worked by hand for ratios e^0, e^0.2, e^0.4
+    t = 4.302652729911275
+    expected = np.exp(0.2 + np.array([-t, t]) * 0.2 / np.sqrt(3))
+    assert bench.seed_level_interval(list(np.exp([0.0, 0.2, 0.4]))) == pytest.approx(expected.tolist())
+    assert bench.seed_level_interval([1.2]) is None and bench.seed_level_interval([1.2, None]) is None
+    assert bench.seed_level_interval([1.2, 0.0]) is None
+
+
 def test_records_from_before_scene_sets_read_as_one_set_and_reports_use_the_first_sets():
     old = {"t2i_rank": np.array([1, 2]), "scene_standard_rank": np.array([3, 1])}
     assert bench.scene_set_count(old) == 1
@@ -141,7 +153,9 @@ def test_readme_tables_show_pooled_levels_per_seed_ratios_ablations_and_selectio
     report = _report()
     text = bench.readme_markdown(report)
     pooled = report["comparisons"]["eclip"]["measures"]["scene_standard_r1"]["pooled"]
-    assert f"| scene retrieval R@1 | {pooled['baseline']:.3f} | {pooled['model']:.3f} | **{bench._cell(pooled)}** |" in text
+    across = pooled["seed_ci95"]
+    assert (f"| scene retrieval R@1 | {pooled['baseline']:.3f} | {pooled['model']:.3f} | **{bench._cell(pooled)}** | "
+            f"[{across[0]:.2f}, {across[1]:.2f}] |") in text
     assert "pooled over seeds 0, 1" in text and "| measure | seed 0 | seed 1 | pooled |" in text
     assert text.count("| `eclip_no_intra` |") == 3  # its ablation, selection and wall-time rows
     assert "| `eclip` | 1 | 0.600 | 0.500 | 0.300 | 0.250 | 0.900 | 0.500 |" in text
