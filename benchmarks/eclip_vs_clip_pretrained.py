@@ -414,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(f"{stem}.json", report)
     with open(f"{stem}.md", "w", encoding="utf-8") as handle:
         handle.write(report_markdown(report) + "\n" + readme_markdown(report))
+    plot_report(report, f"{stem}.png")
     print(report_markdown(report))
     return 0
 
@@ -571,6 +572,59 @@ def _cell(entry: dict) -> str:
     return f"{entry['ratio']:.2f}x [{low}, {high}]"
 
 
+
+
+def plot_report(report: dict, path: str) -> None:
+    """
+    A forest plot of the default ECLIP against its baseline: per measure, each seed's ratio with its query-bootstrap
+    interval, the pooled ratio with its interval (a bar) and the across-seeds interval (a thin line beneath it), on a
+    log axis with 1 (no difference) marked. Written whole, then renamed.
+    """
+    from training.evaluation.plots import _pyplot
+
+    plt = _pyplot()
+    main_comparison = report["comparisons"]["eclip"]
+    seeds = main_comparison["seeds"]
+    rows = [(key, label) for key, label in ROWS if key in main_comparison["measures"]]
+    fig, ax = plt.subplots(figsize=(8.5, 0.62 * len(rows) + 1.6))
+    colours = plt.get_cmap("tab10")
+    for y, (key, _) in enumerate(rows):
+        entry = main_comparison["measures"][key]
+        for i, seed in enumerate(seeds):
+            cell = entry["per_seed"][str(seed)]
+            if cell["ratio"] is None:
+                continue
+            offset = y - 0.32 + 0.5 * i / max(1, len(seeds) - 1) * (len(seeds) > 1)
+            low, high = (v if v is not None else np.nan for v in cell["ratio_ci95"])
+            ax.errorbar(cell["ratio"], offset, xerr=[[cell["ratio"] - low], [high - cell["ratio"]]], fmt="o",
+                        ms=3, lw=0.8, color=colours(i), alpha=0.8, label=f"seed {seed}" if y == 0 else None)
+        pooled = entry["pooled"]
+        if len(seeds) > 1 and pooled["ratio"] is not None:
+            low, high = pooled["ratio_ci95"]
+            ax.plot([low, high], [y + 0.3, y + 0.3], color="black", lw=4, solid_capstyle="butt",
+                    label="pooled, query bootstrap" if y == 0 else None)
+            ax.plot(pooled["ratio"], y + 0.3, "D", color="white", mec="black", ms=6)
+            if pooled.get("seed_ci95"):
+                ax.plot(pooled["seed_ci95"], [y + 0.42, y + 0.42], color="grey", lw=1.5,
+                        label="pooled, across seeds" if y == 0 else None)
+    ax.axvline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ticks = [t for t in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0) if low <= t <= high]
+    ax.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+    ax.minorticks_off()
+    ax.set_yticks(range(len(rows)), [label for _, label in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ECLIP / CLIP (log scale; 95 % intervals)")
+    sets = report["settings"].get("scene_sets", 1)
+    ax.set_title(f"Default ECLIP vs its CLIP baseline, pretrained towers, test split ({sets} scene set"
+                 f"{'s' if sets != 1 else ''} per seed)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    partial = f"{path}.partial.png"
+    fig.savefig(partial, dpi=110)
+    plt.close(fig)
+    os.replace(partial, path)
 
 
 # ====================================================================================================== README

@@ -167,6 +167,35 @@ def test_readme_tables_show_pooled_levels_per_seed_ratios_ablations_and_selectio
     assert "seed 0 (" in single and "Ablations" not in single
 
 
+def test_the_forest_plot_is_written_whole_with_a_row_per_measure(tmp_path, monkeypatch):
+    report = _report(seeds=(0, 1, 2))
+    drawn = []
+    from training.evaluation import plots
+
+    real = plots._pyplot
+
+    def recording_pyplot():
+        plt = real()
+        original = plt.subplots
+
+        def subplots(*args, **kwargs):
+            fig, ax = original(*args, **kwargs)
+            drawn.append(ax)
+            return fig, ax
+
+        monkeypatch.setattr(plt, "subplots", subplots)
+        return plt
+
+    monkeypatch.setattr(plots, "_pyplot", recording_pyplot)
+    path = tmp_path / "forest.png"
+    bench.plot_report(report, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob("*.partial*"))
+    labels = [tick.get_text() for tick in drawn[0].get_yticklabels()]
+    measured = [label for key, label in bench.ROWS if key in report["comparisons"]["eclip"]["measures"]]
+    assert labels == measured and "scene retrieval R@1" in labels
+    assert "1x" in [tick.get_text() for tick in drawn[0].get_xticklabels()]
+
+
 def test_a_report_needs_the_baseline_and_runs_only_does_not():
     with pytest.raises(SystemExit, match="baseline"):
         bench.main(["--variants", "eclip", "--output-dir", "/nonexistent/never-created"])
