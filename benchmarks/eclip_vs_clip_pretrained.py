@@ -191,7 +191,7 @@ def outcomes(model_dir: str, settings: dict, data: dict) -> dict[str, np.ndarray
             ranks.append(first_relevant_ranks(image_text_scores(images, titles).T[queries], containing))
             text_free.append(first_relevant_ranks(image_text_scores(images, titles, text_free=True).T[queries],
                                                   containing))
-            embedder._images.pop(f"{name} scenes {index}")  # one set's embeddings in memory at a time
+            embedder.forget_images(f"{name} scenes {index}")  # one set's embeddings in memory at a time
         out[f"scene_{name}_rank"], out[f"scene_{name}_text_free_rank"] = np.stack(ranks), np.stack(text_free)
     photos = embedder.images("test", [r["path"] for r in rows])
     scores = image_text_scores(photos, titles)  # images x titles
@@ -600,7 +600,7 @@ def plot_report(report: dict, path: str) -> None:
                         ms=3, lw=0.8, color=colours(i), alpha=0.8, label=f"seed {seed}" if y == 0 else None)
         pooled = entry["pooled"]
         if len(seeds) > 1 and pooled["ratio"] is not None:
-            low, high = pooled["ratio_ci95"]
+            low, high = (v if v is not None else np.nan for v in pooled["ratio_ci95"])
             ax.plot([low, high], [y + 0.3, y + 0.3], color="black", lw=4, solid_capstyle="butt",
                     label="pooled, query bootstrap" if y == 0 else None)
             ax.plot(pooled["ratio"], y + 0.3, "D", color="white", mec="black", ms=6)

@@ -197,6 +197,11 @@ def test_scores_are_the_models_logits(folders, data_dir, name):
     # Asking again hits the cache.
     embedder.images("rows", [r["path"] for r in rows])
     assert embedder.embedded_images == len(rows)
+    # A forgotten set is embedded again, to the same vectors.
+    embedder.forget_images("rows")
+    again = embedder.images("rows", [r["path"] for r in rows])
+    assert embedder.embedded_images == 2 * len(rows)
+    np.testing.assert_allclose(again["image_embeds"], images["image_embeds"], atol=1e-6)
 
 
 def test_zero_shot_accuracy_comes_with_chance_and_majority_baselines(evaluated):

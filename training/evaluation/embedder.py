@@ -94,6 +94,10 @@ class Embedder:
         images = [load_image(s) for s in sources]
         return self.processor(images=images, return_tensors="pt")["pixel_values"]
 
+    def forget_images(self, key: str) -> None:
+        """Drop image set `key`'s cached embeddings (a caller that walks through many sets keeps one in memory)."""
+        self._images.pop(key, None)
+
     @torch.inference_mode()
     def images(self, key: str, sources: Sequence, with_attention: bool = False) -> dict:
         """
