@@ -18,6 +18,17 @@ def test_every_seed_for_the_baseline_and_the_default_one_for_ablations():
                                     ("clip", 2), ("eclip", 2)])
 
 
+def test_a_derived_variant_runs_every_seed_and_needs_its_base_model(tmp_path):
+    assert ("eclip_refit_selection", 2) in bench.runs(["clip", "eclip", "eclip_refit_selection"], [0, 1, 2])
+    listed = list(bench.DEFAULT_VARIANTS)
+    assert listed.index(bench.DERIVED["eclip_refit_selection"]) < listed.index("eclip_refit_selection")
+    folder = tmp_path / "runs" / "eclip_refit_selection" / "seed3"
+    with pytest.raises(SystemExit, match="run eclip for seed 3 first"):
+        bench.refit("eclip_refit_selection", 3, {"data_dir": "/nonexistent", "train_limit": None, "features": None},
+                    str(folder))
+    assert not folder.exists()
+
+
 def _outcomes(rng, n, hit_rate):
     ranks = np.where(rng.random(n) < hit_rate, 1, rng.integers(2, 50, n))
     return {"t2i_rank": ranks, "scene_standard_rank": ranks, "zero_shot_correct": (ranks == 1).astype(float)}
