@@ -219,9 +219,11 @@ def outcomes(model_dir: str, settings: dict, data: dict) -> dict[str, np.ndarray
                         tower_features=settings["features"])
     rows = data["rows"]
     titles = embedder.texts([r[TITLE_FIELD] for r in rows])
+    from training.evaluation.tasks import member_queries
+
     out = {}
     for name in SCENE_SETS:
-        ranks, text_free = [], []
+        ranks, text_free, picked, head = [], [], [], []
         for index, scene_set in enumerate(data["scene_sets"]):
             scenes = scene_set[name]
             images = embedder.images(f"{name} scenes {index}", [s["image"] for s in scenes])
@@ -231,8 +233,17 @@ def outcomes(model_dir: str, settings: dict, data: dict) -> dict[str, np.ndarray
             ranks.append(first_relevant_ranks(image_text_scores(images, titles).T[queries], containing))
             text_free.append(first_relevant_ranks(image_text_scores(images, titles, text_free=True).T[queries],
                                                   containing))
+            if name == "standard" and images["selection_logits"] is not None:
+                # Per scene (scene i is built around product i): which queries the shown products' titles pick,
+                # and the head's own choice; the agreement and its prior are worked out from these.
+                chosen = member_queries(images["instance_embeds"], titles, [s["members"] for s in scenes])
+                k = images["instance_embeds"].shape[1]
+                picked.append(np.array([[q in c for q in range(k)] for c in chosen]))
+                head.append(images["selection_logits"].argmax(axis=1))
             embedder.forget_images(f"{name} scenes {index}")  # one set's embeddings in memory at a time
         out[f"scene_{name}_rank"], out[f"scene_{name}_text_free_rank"] = np.stack(ranks), np.stack(text_free)
+        if picked:
+            out["selection_picked"], out["selection_head"] = np.stack(picked), np.stack(head)
     photos = embedder.images("test", [r["path"] for r in rows])
     scores = image_text_scores(photos, titles)  # images x titles
     same = [[j for j, t in enumerate(rows) if t[TITLE_FIELD] == r[TITLE_FIELD]] for r in rows]
@@ -274,6 +285,8 @@ def first_scene_sets(per_query: dict, count: int) -> dict:
         value = np.asarray(value)
         if key.startswith("scene_"):
             value = (value[None] if value.ndim == 1 else value)[:count]
+        elif key.startswith("selection_"):
+            value = value[:count]
         out[key] = value
     return out
 
@@ -319,6 +332,45 @@ def pooled_bootstrap(model: dict[int, dict], baseline: dict[int, dict], resample
                            "seed_ci95": seed_level_interval([entry["per_seed"][str(s)]["ratio"] for s in seeds])}
         out[name] = entry
     return {"seeds": seeds, "resamples": resamples, "measures": out}
+
+
+def selection_hits(per_query: dict) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Per standard scene `(sets, queries)`: whether the selection head's top query is one a shown product's title picks,
+    and whether the prior's is: the single query that is picked in most of the seed's scenes (the best a head that
+    ignores the image can do, chosen with hindsight over all the sets).
+    """
+    picked, head = np.asarray(per_query["selection_picked"]), np.asarray(per_query["selection_head"])
+    prior = picked.reshape(-1, picked.shape[-1]).mean(axis=0).argmax()
+    head_hit = np.take_along_axis(picked, head[..., None], axis=-1)[..., 0]
+    return head_hit.astype(float), picked[..., prior].astype(float)
+
+
+def selection_against_prior(per_query: dict[int, dict], resamples: int = 2000, seed: int = 0) -> dict | None:
+    """
+    The selection head's agreement on standard scenes (a hit: its top query is one a shown product's title picks)
+    against the prior's, as a ratio per seed and pooled, with the paired bootstrap of `pooled_bootstrap`: each
+    resample draws each seed's products (each with its scenes in every set), the same draw for the head and the
+    prior. None when no run holds the selection outcomes.
+    """
+    seeds = sorted(s for s, outcome in per_query.items() if "selection_picked" in outcome)
+    if not seeds:
+        return None
+    rng = np.random.default_rng(seed)
+    entry, totals = {"per_seed": {}}, [0.0, 0.0, 0.0, 0.0, 0]
+    for s in seeds:
+        head, prior = (hits.mean(axis=0) for hits in selection_hits(per_query[s]))
+        index = rng.integers(0, len(head), size=(resamples, len(head)))
+        sum_head, sum_prior = head[index].sum(axis=1), prior[index].sum(axis=1)
+        entry["per_seed"][str(s)] = _ratio_entry(head.mean(), prior.mean(), sum_head / len(head),
+                                                 sum_prior / len(head))
+        totals = [totals[0] + sum_head, totals[1] + sum_prior, totals[2] + head.sum(), totals[3] + prior.sum(),
+                  totals[4] + len(head)]
+    count = totals[4]
+    entry["pooled"] = {**_ratio_entry(totals[2] / count, totals[3] / count, totals[0] / count, totals[1] / count),
+                       "queries": int(count),
+                       "seed_ci95": seed_level_interval([entry["per_seed"][str(s)]["ratio"] for s in seeds])}
+    return {"seeds": seeds, "resamples": resamples, "agreement": entry}
 
 
 def seed_level_interval(ratios: list, confidence: float = 0.95) -> list[float] | None:
@@ -431,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
             record, results, per_query[(variant, seed)] = load_record(kept)
             if record["settings"] != comparable(settings):
                 raise SystemExit(f"--reuse: {kept} was trained with other settings; remove it or match them.")
-            if scene_set_count(per_query[(variant, seed)]) < args.scene_sets:
+            lacks_selection = VARIANTS[variant][1].get("use_instance_decoder", True) and (
+                "selection_picked" not in per_query[(variant, seed)])
+            if scene_set_count(per_query[(variant, seed)]) < args.scene_sets or lacks_selection:
                 per_query[(variant, seed)] = rescore(kept, os.path.join(run_dir, variant, f"seed{seed}", "model"),
                                                      per_query[(variant, seed)], settings, evaluation_data(seed))
         else:
@@ -563,6 +617,9 @@ def build_report(records, per_query, variants, seeds, settings, argv) -> dict:
             continue
         model = {s: per_query[(variant, s)] for s in seeds if (variant, s) in per_query}
         report["comparisons"][variant] = pooled_bootstrap(model, baseline)
+        selection = selection_against_prior(model)
+        if selection is not None:
+            report.setdefault("selection_against_prior", {})[variant] = selection
     report["compute_time_s"] = sum(r["train"]["wall_time_s"] + (r["eval_wall_time_s"] or 0) for r in records.values())
     return report
 
@@ -750,6 +807,21 @@ def readme_markdown(report: dict) -> str:
               "any product shown or of the named one; photos show one product:", "",
               "| model | seed | scenes, any product shown | prior | scenes, named product | prior | photos | prior |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *selection]
+    against = report.get("selection_against_prior") or {}
+    if against:
+        seeds = sorted({s for entry in against.values() for s in entry["seeds"]})
+        lines += ["", "The same agreement on every standard scene set (a hit: the head's top query is one that a shown "
+                  "product's title picks), head / prior per seed, and the ratio of the two pooled over the seeds with "
+                  "its 95 % paired-bootstrap interval and its interval across seeds:", "",
+                  "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled ratio | across seeds |",
+                  "| --- |" + " ---: |" * (len(seeds) + 2)]
+        for variant, entry in against.items():
+            agreement = entry["agreement"]
+            cells = [f"{agreement['per_seed'][str(s)]['model']:.3f} / {agreement['per_seed'][str(s)]['baseline']:.3f}"
+                     if str(s) in agreement["per_seed"] else "n/a" for s in seeds]
+            pooled = agreement["pooled"]
+            lines.append(f"| `{variant}` | " + " | ".join(cells) + f" | **{_cell(pooled)}** | "
+                         f"{_interval(pooled.get('seed_ci95'))} |")
     lines += ["", "Training budget and wall times (validation t2i R@1 at the last three probes, which show whether a "
               "run has levelled off; minutes on the 2-core CPU):", "",
               "| model | seed | validation t2i R@1 (last three probes) | training min | evaluation min |",

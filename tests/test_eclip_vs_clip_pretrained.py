@@ -84,6 +84,33 @@ def test_the_seed_level_interval_widens_with_the_spread_between_seeds():
     assert bench.seed_level_interval([1.2, 0.0]) is None
 
 
+def test_selection_hits_count_the_heads_query_against_the_most_picked_one():
+    picked = np.zeros((2, 3, 4), dtype=bool)  # 2 sets x 3 scenes x 4 queries
+    picked[:, :, 1] = True  # query 1 is picked in every scene: the prior
+    picked[0, 0, 3] = picked[1, 2, 0] = True
+    head = np.array([[3, 2, 1], [0, 0, 0]])
+    head_hit, prior_hit = bench.selection_hits({"selection_picked": picked, "selection_head": head})
+    np.testing.assert_array_equal(head_hit, [[1, 0, 1], [0, 0, 1]])
+    np.testing.assert_array_equal(prior_hit, np.ones((2, 3)))
+    result = bench.selection_against_prior({0: {"selection_picked": picked, "selection_head": head}}, resamples=100)
+    pooled = result["agreement"]["pooled"]
+    assert pooled["model"] == pytest.approx(0.5) and pooled["baseline"] == 1.0 and pooled["ratio"] == 0.5
+    assert bench.selection_against_prior({0: {"t2i_rank": np.ones(3)}}) is None
+
+
+def test_the_readme_shows_the_selection_against_its_prior_when_the_report_has_it():
+    report = _report(seeds=(0, 1), ablations=())
+    rng = np.random.default_rng(4)
+    per_query = {s: {"selection_picked": rng.random((2, 50, 4)) < 0.4, "selection_head": rng.integers(0, 4, (2, 50))}
+                 for s in (0, 1)}
+    report["selection_against_prior"] = {"eclip": bench.selection_against_prior(per_query, resamples=100)}
+    text = bench.readme_markdown(report)
+    pooled = report["selection_against_prior"]["eclip"]["agreement"]["pooled"]
+    row = next(line for line in text.splitlines() if line.startswith("| `eclip` |") and "/" in line)
+    assert row.endswith(f"| **{bench._cell(pooled)}** | {bench._interval(pooled['seed_ci95'])} |")
+    assert "| model | seed 0 | seed 1 | pooled ratio | across seeds |" in text
+
+
 def test_records_from_before_scene_sets_read_as_one_set_and_reports_use_the_first_sets():
     old = {"t2i_rank": np.array([1, 2]), "scene_standard_rank": np.array([3, 1])}
     assert bench.scene_set_count(old) == 1
