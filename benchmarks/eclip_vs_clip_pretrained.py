@@ -483,8 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             record, results, per_query[(variant, seed)] = load_record(kept)
             if record["settings"] != comparable(settings):
                 raise SystemExit(f"--reuse: {kept} was trained with other settings; remove it or match them.")
-            lacks_selection = VARIANTS[variant][1].get("use_instance_decoder", True) and (
-                "selection_picked" not in per_query[(variant, seed)])
+            lacks_selection = variant in MULTI_SEED and VARIANTS[variant][1].get("use_instance_decoder", True) and (
+                "selection_picked" not in per_query[(variant, seed)])  # kept for the runs of every seed
             if scene_set_count(per_query[(variant, seed)]) < args.scene_sets or lacks_selection:
                 per_query[(variant, seed)] = rescore(kept, os.path.join(run_dir, variant, f"seed{seed}", "model"),
                                                      per_query[(variant, seed)], settings, evaluation_data(seed))
