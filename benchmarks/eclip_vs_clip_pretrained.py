@@ -724,31 +724,6 @@ def plot_report(report: dict, path: str) -> None:
     os.replace(partial, path)
 
 
-def budget_markdown(reports: list[dict], seed: int = 0) -> str:
-    """
-    The same seed's default ECLIP and baseline trained for different numbers of steps (one report per budget, at
-    equal settings otherwise): levels and ratio per measure, and the last validation probe of each run.
-    """
-    reports = sorted(reports, key=lambda r: r["settings"]["steps"])
-    steps = [r["settings"]["steps"] for r in reports]
-    header = "| measure (seed " + str(seed) + ") | " + " | ".join(
-        f"{n} steps: `clip` | `eclip` | ratio" for n in steps) + " |"
-    lines = [header, "| --- |" + " ---: | ---: | ---: |" * len(reports)]
-    for key, label in ROWS:
-        cells = []
-        for report in reports:
-            entry = report["comparisons"]["eclip"]["measures"].get(key, {}).get("per_seed", {}).get(str(seed))
-            cells.append("n/a | n/a | n/a" if entry is None else
-                         f"{entry['baseline']:.3f} | {entry['model']:.3f} | {_cell(entry)}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    probes = []
-    for report in reports:
-        last = [report["runs"][v][str(seed)]["probe"][-1]["t2i_r1"] for v in ("clip", "eclip")]
-        probes.append(f"{last[0]:.3f} | {last[1]:.3f} | ")
-    lines.append("| validation t2i R@1, last probe | " + " | ".join(probes) + " |")
-    return "\n".join(lines) + "\n"
-
-
 # ====================================================================================================== README
 LEVEL_ROWS = ROWS[:5] + (("scene_standard_text_free_r1", "text-free scene retrieval R@1 (ECLIP: selection; CLIP: g)"),) + ROWS[7:]
 ABLATION_COLUMNS = (("scene_standard_r1", "scene R@1"), ("scene_standard_r10", "scene R@10"),

@@ -234,19 +234,6 @@ def test_the_forest_plot_is_written_whole_with_a_row_per_measure(tmp_path, monke
     assert "1x" in [tick.get_text() for tick in drawn[0].get_xticklabels()]
 
 
-def test_the_budget_table_puts_each_budget_beside_the_other():
-    short, long = _report(seeds=(0,), ablations=()), _report(seeds=(0,), ablations=())
-    short["settings"]["steps"], long["settings"]["steps"] = 360, 720
-    long["runs"]["clip"]["0"]["probe"][-1]["t2i_r1"] = 0.41
-    text = bench.budget_markdown([long, short])  # ordered by steps whatever the order given
-    rows = text.splitlines()
-    assert rows[0].index("360 steps") < rows[0].index("720 steps")
-    assert all(row.count("|") == rows[0].count("|") for row in rows), text
-    entry = long["comparisons"]["eclip"]["measures"]["scene_standard_r1"]["per_seed"]["0"]
-    assert f"{entry['baseline']:.3f} | {entry['model']:.3f} | {bench._cell(entry)} |" in rows[2]
-    assert rows[-1].startswith("| validation t2i R@1, last probe | 0.300 | 0.300 |  | 0.410 | 0.300 |")
-
-
 def test_a_report_needs_the_baseline_and_runs_only_does_not():
     with pytest.raises(SystemExit, match="baseline"):
         bench.main(["--variants", "eclip", "--output-dir", "/nonexistent/never-created"])
