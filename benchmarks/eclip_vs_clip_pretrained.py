@@ -139,7 +139,7 @@ def refit(variant: str, seed: int, settings: dict, folder: str) -> dict:
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401
-    from training.fashion import read_fashion_metadata
+    from training.fashion import load_split_rows
     from training.selection_refit import refit_selection_head
 
     base = os.path.join(os.path.dirname(os.path.dirname(folder)), DERIVED[variant], f"seed{seed}")
@@ -149,7 +149,7 @@ def refit(variant: str, seed: int, settings: dict, folder: str) -> dict:
     started = time.time()
     model = AutoModel.from_pretrained(os.path.join(base, "model"))
     processor = AutoProcessor.from_pretrained(os.path.join(base, "model"))
-    rows = [r for r in read_fashion_metadata(settings["data_dir"]) if r["split"] == "train"]
+    rows = load_split_rows(settings["data_dir"], ["train"], None, seed)["train"]
     rows = rows[: settings["train_limit"]] if settings["train_limit"] else rows
     stats = refit_selection_head(model, processor, rows, seed=seed, tower_features=settings["features"], **REFIT)
     model.save_pretrained(os.path.join(folder, "model"))
@@ -213,14 +213,13 @@ def outcomes(model_dir: str, settings: dict, data: dict) -> dict[str, np.ndarray
         LABEL_FIELD, TITLE_FIELD, DEFAULT_TEMPLATES, Embedder, first_relevant_ranks, image_text_scores,
         scene_relevance,
     )
+    from training.evaluation.tasks import member_queries
 
     model = AutoModel.from_pretrained(model_dir).eval()
     embedder = Embedder(model, AutoProcessor.from_pretrained(model_dir), show_progress=False,
                         tower_features=settings["features"])
     rows = data["rows"]
     titles = embedder.texts([r[TITLE_FIELD] for r in rows])
-    from training.evaluation.tasks import member_queries
-
     out = {}
     for name in SCENE_SETS:
         ranks, text_free, picked, head = [], [], [], []
@@ -315,23 +314,36 @@ def pooled_bootstrap(model: dict[int, dict], baseline: dict[int, dict], resample
     for name, (key, value) in MEASURES.items():
         if not all(key in model[s] and key in baseline[s] for s in seeds):
             continue
-        entry = {"per_seed": {}}
-        draws_m, draws_b, total_m, total_b, count = 0.0, 0.0, 0.0, 0.0, 0
+        values = {}
         for s in seeds:
             if np.shape(model[s][key]) != np.shape(baseline[s][key]):
                 raise ValueError(f"seed {s}: {key} has shape {np.shape(model[s][key])} for the model and "
                                  f"{np.shape(baseline[s][key])} for the baseline; score both on the same scene sets.")
-            m, b = per_query_values(value, model[s][key]), per_query_values(value, baseline[s][key])
-            index = draws[s] if len(m) == draws[s].shape[1] else rng.integers(0, len(m), size=(resamples, len(m)))
-            sum_m, sum_b = m[index].sum(axis=1), b[index].sum(axis=1)
-            entry["per_seed"][str(s)] = _ratio_entry(m.mean(), b.mean(), sum_m / len(m), sum_b / len(m))
-            draws_m, draws_b = draws_m + sum_m, draws_b + sum_b
-            total_m, total_b, count = total_m + m.sum(), total_b + b.sum(), count + len(m)
-        entry["pooled"] = {**_ratio_entry(total_m / count, total_b / count, draws_m / count, draws_b / count),
-                           "queries": int(count),
-                           "seed_ci95": seed_level_interval([entry["per_seed"][str(s)]["ratio"] for s in seeds])}
-        out[name] = entry
+            values[s] = per_query_values(value, model[s][key]), per_query_values(value, baseline[s][key])
+        out[name] = paired_ratios(values, lambda s, n: draws[s] if n == draws[s].shape[1]
+                                  else rng.integers(0, n, size=(resamples, n)))
     return {"seeds": seeds, "resamples": resamples, "measures": out}
+
+
+def paired_ratios(values: dict[int, tuple[np.ndarray, np.ndarray]], draw) -> dict:
+    """
+    The paired-bootstrap ratio of a model's per-query values to its baseline's (`values[seed] = (model, baseline)`,
+    one value per query), per seed and pooled (every query of every seed weighs the same), with 95 % percentile
+    intervals, the pooled count of queries and the across-seeds interval. `draw(seed, n)` gives the resamples'
+    query indices, `(resamples, n)`: the same draw indexes the model and the baseline.
+    """
+    entry = {"per_seed": {}}
+    draws_m, draws_b, total_m, total_b, count = 0.0, 0.0, 0.0, 0.0, 0
+    for s, (m, b) in values.items():
+        index = draw(s, len(m))
+        sum_m, sum_b = m[index].sum(axis=1), b[index].sum(axis=1)
+        entry["per_seed"][str(s)] = _ratio_entry(m.mean(), b.mean(), sum_m / len(m), sum_b / len(m))
+        draws_m, draws_b = draws_m + sum_m, draws_b + sum_b
+        total_m, total_b, count = total_m + m.sum(), total_b + b.sum(), count + len(m)
+    entry["pooled"] = {**_ratio_entry(total_m / count, total_b / count, draws_m / count, draws_b / count),
+                       "queries": int(count),
+                       "seed_ci95": seed_level_interval([entry["per_seed"][str(s)]["ratio"] for s in values])}
+    return entry
 
 
 def selection_hits(per_query: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -357,19 +369,8 @@ def selection_against_prior(per_query: dict[int, dict], resamples: int = 2000, s
     if not seeds:
         return None
     rng = np.random.default_rng(seed)
-    entry, totals = {"per_seed": {}}, [0.0, 0.0, 0.0, 0.0, 0]
-    for s in seeds:
-        head, prior = (hits.mean(axis=0) for hits in selection_hits(per_query[s]))
-        index = rng.integers(0, len(head), size=(resamples, len(head)))
-        sum_head, sum_prior = head[index].sum(axis=1), prior[index].sum(axis=1)
-        entry["per_seed"][str(s)] = _ratio_entry(head.mean(), prior.mean(), sum_head / len(head),
-                                                 sum_prior / len(head))
-        totals = [totals[0] + sum_head, totals[1] + sum_prior, totals[2] + head.sum(), totals[3] + prior.sum(),
-                  totals[4] + len(head)]
-    count = totals[4]
-    entry["pooled"] = {**_ratio_entry(totals[2] / count, totals[3] / count, totals[0] / count, totals[1] / count),
-                       "queries": int(count),
-                       "seed_ci95": seed_level_interval([entry["per_seed"][str(s)]["ratio"] for s in seeds])}
+    values = {s: tuple(hits.mean(axis=0) for hits in selection_hits(per_query[s])) for s in seeds}
+    entry = paired_ratios(values, lambda s, n: rng.integers(0, n, size=(resamples, n)))
     return {"seeds": seeds, "resamples": resamples, "agreement": entry}
 
 
@@ -487,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
                 "selection_picked" not in per_query[(variant, seed)])  # kept for the runs of every seed
             if scene_set_count(per_query[(variant, seed)]) < args.scene_sets or lacks_selection:
                 per_query[(variant, seed)] = rescore(kept, os.path.join(run_dir, variant, f"seed{seed}", "model"),
-                                                     per_query[(variant, seed)], settings, evaluation_data(seed))
+                                                     (record, results, per_query[(variant, seed)]), settings,
+                                                     evaluation_data(seed))
         else:
             record, results, per_query[(variant, seed)] = train_and_evaluate(
                 variant, seed, os.path.join(run_dir, variant, f"seed{seed}"), settings, probe_rows, args.reuse,
@@ -544,11 +546,13 @@ def train_and_evaluate(variant, seed, folder, settings, probe_rows, reuse, evalu
     return record, results, per_query
 
 
-def rescore(kept: str, model_dir: str, per_query: dict, settings: dict, data: dict) -> dict:
+def rescore(kept: str, model_dir: str, loaded: tuple[dict, dict, dict], settings: dict, data: dict) -> dict:
     """
     A committed record's outcomes on more scene sets, from its kept model (no training, no evaluation suite): set 0
-    must come out as recorded, so the model is the one the record describes.
+    must come out as recorded, so the model is the one the record describes. `loaded` is the record as
+    `load_record` read it.
     """
+    record, results, per_query = loaded
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise SystemExit(f"--reuse: {kept} holds {scene_set_count(per_query)} scene set(s) and its model "
                          f"{model_dir} is gone: retrain the run or pass --scene-sets {scene_set_count(per_query)}.")
@@ -559,7 +563,6 @@ def rescore(kept: str, model_dir: str, per_query: dict, settings: dict, data: di
         if not np.array_equal(old, new):
             raise SystemExit(f"--reuse: {model_dir} does not reproduce {kept}'s {key} ({int((old != new).sum())} "
                              "queries differ): it is not the recorded model.")
-    record, results, _ = load_record(kept)
     save_record(kept, record, results, fresh)
     return fresh
 

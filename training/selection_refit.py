@@ -100,7 +100,7 @@ def refit_selection_head(model, processor, rows: Sequence[dict], scenes: int = 1
     """
     from training.compositor import compose_scene
     from training.evaluation import TITLE_FIELD, Embedder, build_scenes
-    from training.evaluation.tasks import member_queries
+    from training.evaluation.tasks import member_agreement, member_prior_share, member_queries
 
     if not getattr(model.config, "use_instance_decoder", False):
         raise ValueError("refit_selection_head needs a model with the instance decoder (use_instance_decoder=True).")
@@ -123,14 +123,13 @@ def refit_selection_head(model, processor, rows: Sequence[dict], scenes: int = 1
     head = model.instance_decoder.selection_head
 
     def agreement(weight):
-        top = (states @ weight.T).squeeze(-1).argmax(-1).tolist()
-        return float(np.mean([q in c for q, c in zip(top, chosen)]))
+        return member_agreement((states @ weight.T).squeeze(-1).argmax(-1).tolist(), chosen)
 
     before = head.weight.detach().float().cpu().clone()  # a copy: the head is overwritten below
     weight = fit_selection_head(states, targets, initial=before, weight_decay=weight_decay)
     with torch.no_grad():
         head.weight.copy_(weight.to(head.weight.dtype))
-    prior = max(float(np.mean([q in c for c in chosen])) for q in range(states.shape[1]))
+    prior = member_prior_share(chosen, states.shape[1])
     loss = lambda w: float(selection_objective(states, targets, w, weight_decay))  # noqa: E731
     return {"images": len(chosen), "scenes": len(composed), "photos": len(photo_rows), "seed": seed,
             "weight_decay": weight_decay, "loss_before": loss(before), "loss_after": loss(weight),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,6 +176,16 @@ def member_queries(instances: np.ndarray, texts: np.ndarray, members: list[list[
     return [[int(np.argmax(instances[i] @ texts[m])) for m in shown] for i, shown in enumerate(members)]
 
 
+def member_agreement(top: Sequence[int], chosen: list[list[int]]) -> float:
+    """How often an image's top query (`top[i]`) is one that a product it shows picks (`chosen[i]`)."""
+    return float(np.mean([q in c for q, c in zip(top, chosen)]))
+
+
+def member_prior_share(chosen: list[list[int]], num_queries: int) -> float:
+    """The same for the best single query named for every image: what a head that learnt only the prior scores."""
+    return max(float(np.mean([q in c for c in chosen])) for q in range(num_queries))
+
+
 def selection_diagnostics(images: dict, texts: np.ndarray, members: list[list[int]]) -> dict:
     """
     Does the selection head (text-free) pick the query the text would pick? Per image, the named product is
@@ -190,12 +200,11 @@ def selection_diagnostics(images: dict, texts: np.ndarray, members: list[list[in
     named = np.array([c[0] for c in chosen])
     k = instances.shape[1]
     prior = np.bincount(named, minlength=k).argmax()
-    member_prior = max(np.mean([q in c for c in chosen]) for q in range(k))
     return {
         "agreement": float(np.mean(head == named)),
         "top_query_share": float(np.mean(named == prior)),
-        "member_agreement": float(np.mean([h in c for h, c in zip(head, chosen)])),
-        "member_top_query_share": float(member_prior),
+        "member_agreement": member_agreement(head, chosen),
+        "member_top_query_share": member_prior_share(chosen, k),
     }
 
 
