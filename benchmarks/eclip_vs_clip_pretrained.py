@@ -127,6 +127,8 @@ def training_config(variant: str, seed: int, settings: dict, model_dir: str) -> 
         "learning_rate": settings["learning_rate"], "warmup_steps": max(1, settings["steps"] // 12), "seed": seed,
         "logging_steps": settings["logging_steps"], "feature_cache_dir": settings["cache_dir"],
         "feature_cache_passes": settings["cache_passes"],
+        # `eclip` is the jointly trained head; the refit is its own variant (`eclip_refit_selection`), made from it.
+        "selection_refit": False,
     })
     return config
 

@@ -207,6 +207,7 @@ def _train(config: dict, probe_rows: list[dict] | None, probe_every: int, folder
         "loss_curve": [{k: v for k, v in e.items() if k == "step" or k.startswith("loss")}
                        for e in summary["log_history"] if "loss" in e],
         "probe": probe.history if probe is not None else [],
+        "selection_refit": summary["selection_refit"],
         "config": config,
     }
     write_json(os.path.join(folder, "train.json"), record)
@@ -361,6 +362,7 @@ def report(args) -> int:
                         "train_wall_time_s": fashion["train"]["wall_time_s"], "steps": fashion["train"]["steps"],
                         "eval_wall_time_s": fashion["results"].get("wall_time_s"),
                         "validation_probe": fashion["train"]["probe"], "loss_curve": fashion["train"]["loss_curve"],
+                        "selection_refit": fashion["train"].get("selection_refit"),
                         "config": fashion["train"]["config"], "metrics": metrics["fashion"]},
             "scratch": {"description": "training/configs/default.yaml on fashion-products: 64-px ViT from scratch "
                                        "+ MiniLM-L6 (the settings of benchmarks/eclip_vs_clip.py)",

@@ -225,6 +225,7 @@ _FACT_LABELS = (
     ("dataset", "data", "`{}`"), ("num_rows", "training rows", "{}"), ("steps", "optimizer steps", "{}"),
     ("final_loss", "final training loss", "{}"), ("objectives", "objectives trained", "{}"),
     ("vision_model", "vision tower", "{}"), ("image_size", "image size", "{} px"), ("text_model", "text tower", "{}"),
+    ("selection_refit", "selection head", "{}"),
 )
 
 

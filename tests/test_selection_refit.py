@@ -1,9 +1,12 @@
-"""The head-only refit of the selection head: the convex fit, its targets, and the refit of a real (tiny) model."""
+"""The head-only refit of the selection head: the convex fit, its targets, the refit of a real (tiny) model, and
+`eclip-pretrain`'s final stage that runs it."""
+
+import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config, tiny_processor
+from conftest import REPO_ROOT, tiny_config, tiny_processor
 
 from modeling_eclip import EclipModel
 from training.selection_refit import fit_selection_head, member_targets, refit_selection_head, selection_objective
@@ -72,3 +75,91 @@ def test_refit_needs_the_decoder_and_rows_to_compose(data_dir):
                              _rows(data_dir, 4))
     with pytest.raises(ValueError, match="at least 2 rows"):
         refit_selection_head(EclipModel(tiny_config()), tiny_processor(), _rows(data_dir, 1))
+
+
+def test_dataset_rows_read_the_training_data_lazily_and_mark_an_undecodable_image():
+    """The pretraining data seen as refit rows: titles through the collator's field map, images by path or decoded."""
+    from PIL import Image
+
+    from training.data import PretrainingCollator, load_product_dataset
+    from training.fashion import TITLE_FIELD
+    from training.selection_refit import DatasetRows, usable_rows
+
+    dataset = load_product_dataset("synthetic:6")
+    collator = PretrainingCollator(tiny_processor())
+    broken = [dict(row) for row in dataset] + [{**dataset[0], "image": {"bytes": b"not an image", "path": None}},
+                                               {**dataset[1], "title": "  "}]
+    rows = DatasetRows(broken, collator.title)
+    assert len(rows) == len(dataset) + 2
+    assert rows[0][TITLE_FIELD] == dataset[0]["title"] and isinstance(rows[0]["path"], Image.Image)
+    assert rows[-2]["path"] is None and rows[-1][TITLE_FIELD] is None
+    kept, skipped = usable_rows(rows[:])
+    assert skipped == 2 and [r[TITLE_FIELD] for r in kept] == [row["title"] for row in dataset]
+
+
+def test_dataset_rows_of_an_imagefolder_keep_paths_and_map_the_fashion_title(data_dir):
+    from training.data import PretrainingCollator, load_product_dataset
+    from training.fashion import TITLE_FIELD
+    from training.selection_refit import DatasetRows
+
+    dataset = load_product_dataset(f"imagefolder:{data_dir}/fashion-products", limit=3)
+    rows = DatasetRows(dataset, PretrainingCollator(tiny_processor()).title)
+    assert [r[TITLE_FIELD] for r in rows] == [row["productDisplayName"] for row in dataset]
+    assert all(isinstance(r["path"], str) and os.path.isfile(r["path"]) for r in rows)
+
+
+def test_refit_skips_and_counts_rows_it_cannot_use(data_dir, caplog):
+    rows = _rows(data_dir, 12) + [{"path": os.path.join(data_dir, "missing.jpg"), "productDisplayName": "Gone"},
+                                  {"path": None, "productDisplayName": "Corrupt"}]
+    torch.manual_seed(0)
+    with caplog.at_level("WARNING", logger="training.selection_refit"):
+        stats = refit_selection_head(EclipModel(tiny_config()), tiny_processor(), rows, scenes=14, photos=14)
+    assert stats["skipped_rows"] == 4 and stats["scenes"] == 12 and stats["photos"] == 12
+    assert "skipped 4 drawn rows" in caplog.text
+
+
+def _tiny_pretraining(tmp_path, name, **training):
+    from training.pretrain import load_config
+
+    config = load_config(os.path.join(REPO_ROOT, "training", "configs", "tiny.yaml"))
+    config["training"].update(output_dir=str(tmp_path / name), max_steps=2, **training)
+    return config
+
+
+def test_eclip_pretrain_refits_the_selection_head_as_its_last_stage(tmp_path):
+    """Same seed, with and without the stage: the saved models differ in the selection head alone, and the card and
+    the summary say what the refit did."""
+    from safetensors.torch import load_file
+
+    from training.pretrain import run_pretraining
+
+    plain = run_pretraining(_tiny_pretraining(tmp_path, "plain"))
+    refit = run_pretraining(_tiny_pretraining(tmp_path, "refit", selection_refit=True, selection_refit_scenes=24,
+                                              selection_refit_photos=16))
+    assert plain["selection_refit"] is None
+    stats = refit["selection_refit"]
+    assert stats["scenes"] == 24 and stats["photos"] == 16 and stats["skipped_rows"] == 0
+    assert stats["loss_after"] < stats["loss_before"]
+    before, after = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("plain", "refit"))
+    assert sorted(before) == sorted(after)
+    changed = [key for key in before if not torch.equal(before[key], after[key])]
+    assert changed == ["instance_decoder.selection_head.weight"]
+    card = (tmp_path / "refit" / "README.md").read_text()
+    assert "selection head: refit alone after training" in card and f"{stats['agreement_after']:.1%}" in card
+    assert "selection head" not in (tmp_path / "plain" / "README.md").read_text()
+
+
+def test_the_clip_baseline_skips_the_refit_and_bad_sizes_are_refused(tmp_path, caplog):
+    from training.pretrain import run_pretraining
+    from training.trainer import EclipTrainingArguments
+
+    config = _tiny_pretraining(tmp_path, "clip", selection_refit=True)
+    config["model"]["eclip"]["use_instance_decoder"] = False
+    with caplog.at_level("WARNING", logger="training.pretrain"):
+        summary = run_pretraining(config)
+    assert summary["selection_refit"] is None and "no instance decoder" in caplog.text
+    assert os.path.isfile(tmp_path / "clip" / "model.safetensors")
+    with pytest.raises(ValueError, match="selection_refit_scenes must be an integer of at least 2"):
+        EclipTrainingArguments(output_dir=str(tmp_path / "x"), selection_refit_scenes=1)
+    with pytest.raises(ValueError, match="selection_refit_photos"):
+        EclipTrainingArguments(output_dir=str(tmp_path / "x"), selection_refit_photos=0)

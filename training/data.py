@@ -429,6 +429,11 @@ class PretrainingCollator:
             fields["brand"] = None
         return fields
 
+    def title(self, row: Mapping) -> str | None:
+        """The row's product title, read through the field map as the batches read it (`None` when it has none)."""
+        title = self._fields(row).get("title")
+        return title if isinstance(title, str) and title.strip() else None
+
     @staticmethod
     def _row_name(row: Mapping, fields: Mapping) -> str:
         for key in ("product_id", "id"):

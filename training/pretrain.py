@@ -384,6 +384,39 @@ def _final_losses(log_history: list[dict]) -> dict:
     return final
 
 
+def run_selection_refit(model, processor, collator, train_dataset, training_args) -> dict | None:
+    """
+    The final stage `selection_refit` asks for: the selection head refit alone on frozen decoder states of composed
+    scenes and photos drawn from the training data (`training.selection_refit`), with the batches' titles as text.
+    Returns its statistics (`refit_selection_head`'s, plus `wall_time_s`), or `None` for a model without the instance
+    decoder (nothing to refit; logged).
+    """
+    import itertools
+    import logging
+
+    from training.selection_refit import DatasetRows, refit_selection_head
+
+    if not model.config.use_instance_decoder:
+        logging.getLogger(__name__).warning(
+            "selection_refit: the model has no instance decoder (the CLIP baseline), so there is no head to refit.")
+        return None
+    started = time.time()
+    scenes, photos = training_args.selection_refit_scenes, training_args.selection_refit_photos
+    # A stream is read once more from its start, as far as the refit needs.
+    rows = train_dataset if hasattr(train_dataset, "__len__") else list(itertools.islice(iter(train_dataset), scenes + photos))
+    stats = refit_selection_head(model, processor, DatasetRows(rows, collator.title), scenes=scenes, photos=photos,
+                                 seed=training_args.seed, show_progress=not training_args.disable_tqdm)
+    return {**stats, "wall_time_s": time.time() - started}
+
+
+def selection_refit_fact(stats: dict) -> str:
+    """The card's line on the refit stage."""
+    return (f"refit alone after training on frozen decoder states of {stats['scenes']} composed scenes and "
+            f"{stats['photos']} photos of the training data (`training.selection_refit`); on those images its top "
+            f"query is one a shown product's title picks {stats['agreement_after']:.1%} of the time (before the refit "
+            f"{stats['agreement_before']:.1%}; the single most picked query: {stats['top_query_share']:.1%})")
+
+
 def build_feature_cache(model, collator, train_dataset, training_args, data_config: dict):
     """
     The locked vision tower's feature cache for this run (built, resumed or reused; see `training.feature_cache`):
@@ -448,8 +481,9 @@ def run_pretraining(
     """
     Pretrain from a resolved config (`resolve_config`: sections model / data / training) and write the final model
     folder. `resume` is a checkpoint folder or `"last"`; `callbacks` are extra `TrainerCallback`s (the benchmarks
-    pass a validation probe); `repo_id` is the Hub id the folder will be pushed to (the card's title and snippet). Returns a summary: `output_dir`, `steps`, `wall_time_s`, `final_losses`,
-    `log_history` (the Trainer's, one entry per logging step) and `num_skipped_images`.
+    pass a validation probe); `repo_id` is the Hub id the folder will be pushed to (the card's title and snippet).
+    Returns a summary: `output_dir`, `steps`, `wall_time_s`, `final_losses`, `log_history` (the Trainer's, one entry
+    per logging step), `num_skipped_images` and `selection_refit` (the refit stage's statistics, or `None`).
     """
     model_config, data_config, training_config = (copy.deepcopy(config[s]) for s in CONFIG_SECTIONS)
 
@@ -520,6 +554,10 @@ def run_pretraining(
     )
 
     result = trainer.train(resume_from_checkpoint=resume)
+    refit = None
+    if training_args.selection_refit and trainer.is_world_process_zero():  # only the main process saves the model
+        refit = run_selection_refit(trainer.accelerator.unwrap_model(trainer.model), processor, collator,
+                                    train_dataset, training_args)
 
     final = _final_losses(trainer.state.log_history)
     config = model.config
@@ -551,6 +589,7 @@ def run_pretraining(
         "objectives": ", ".join(objectives),
         "steps": trainer.state.global_step,
         "final_loss": round(final["loss"], 4) if "loss" in final else None,
+        "selection_refit": selection_refit_fact(refit) if refit else None,
     }
     trainer.save_final_model(
         output_dir,
@@ -567,6 +606,7 @@ def run_pretraining(
         "final_losses": final,
         "log_history": list(trainer.state.log_history),
         "num_skipped_images": trainer.num_skipped_images,
+        "selection_refit": refit,
         "is_main_process": trainer.is_world_process_zero(),
     }
 
@@ -597,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
                     if not math.isnan(first) else "  loss:           not logged (fewer steps than logging_steps)",
                     f"  final losses:   {components}",
                     f"  skipped images: {summary['num_skipped_images']}",
+                    *([f"  selection refit: agreement {refit['agreement_before']:.3f} -> {refit['agreement_after']:.3f}"
+                       f" (top-query share {refit['top_query_share']:.3f}) on {refit['images']} training images, "
+                       f"{refit['wall_time_s']:.0f} s"] if (refit := summary["selection_refit"]) else []),
                     f"  model:          {summary['output_dir']}",
                 ]
             ),

@@ -9,6 +9,9 @@ linear score), so it is fitted exactly, in seconds, on composed scenes and photo
 changes: text-to-image scores (`max_k <q_k, t>`) and every text-conditioned result stay as they were; the text-free
 embedding and the head's choice of query change.
 
+`eclip-pretrain` runs it as its last stage when the training settings say `selection_refit: true` (the fashion
+recipe does), on rows of its own training data (`DatasetRows`). On a model already trained:
+
 ```python
 from training.selection_refit import refit_selection_head
 stats = refit_selection_head(model, processor, train_rows, scenes=1500, photos=1500, seed=0)
@@ -18,10 +21,64 @@ model.save_pretrained("eclip-refit")
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetRows(Sequence):
+    """
+    A product dataset (`training.data.load_product_dataset`: map-style, or a list of its rows) seen as the refit's
+    rows, `{"path": image, TITLE_FIELD: title}`, read one row at a time so that only the drawn rows are touched. The
+    image is the file path of an undecoded `{"bytes": None, "path": ...}` reference (loaded when used), else the
+    decoded PIL image, else `None` when it cannot be decoded (`refit_selection_head` skips and counts such rows);
+    `title_of(row)` names the product (the collator's `title` field).
+    """
+
+    def __init__(self, dataset, title_of: Callable[[Mapping], str | None]):
+        self.dataset, self.title_of = dataset, title_of
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        from training.data import decode_image
+        from training.fashion import TITLE_FIELD
+
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        row = self.dataset[int(index)]
+        image = row.get("image")
+        if isinstance(image, Mapping) and image.get("path") and not image.get("bytes"):
+            source = image["path"]
+        else:
+            try:
+                source = decode_image(image)
+            except Exception:  # noqa: BLE001  (any undecodable value: the refit skips the row and counts it)
+                source = None
+        return {"path": source, TITLE_FIELD: self.title_of(row)}
+
+
+def usable_rows(rows: Sequence[dict]) -> tuple[list[dict], int]:
+    """The rows with a non-empty title and an image that loads, and how many were left out."""
+    from training.evaluation.embedder import load_image
+    from training.fashion import TITLE_FIELD
+
+    kept = []
+    for row in rows:
+        title = row.get(TITLE_FIELD)
+        if row.get("path") is None or not isinstance(title, str) or not title.strip():
+            continue
+        try:
+            load_image(row["path"])
+        except ValueError:
+            continue
+        kept.append(row)
+    return kept, len(rows) - len(kept)
 
 
 def selection_objective(states: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
@@ -96,7 +153,8 @@ def refit_selection_head(model, processor, rows: Sequence[dict], scenes: int = 1
     Refit `model`'s selection head (in place) on frozen decoder states of `scenes` composed scenes (each product with
     1-3 others, as the evaluation composes them) and `photos` plain photos drawn from `rows` (training rows with a
     `path` and a title), towards the queries the shown products' titles pick (`argmax_k <q_k, t>`, the choice the
-    text makes at inference). Returns the head's agreement with those choices before and after, on the fitted images.
+    text makes at inference). Drawn rows without a title or with an image that does not load are skipped, logged and
+    counted (`skipped_rows`). Returns the head's agreement with those choices before and after, on the fitted images.
     """
     from training.compositor import compose_scene
     from training.evaluation import TITLE_FIELD, Embedder, build_scenes
@@ -109,6 +167,14 @@ def refit_selection_head(model, processor, rows: Sequence[dict], scenes: int = 1
     rng = np.random.default_rng(seed)
     scene_rows = [rows[i] for i in sorted(rng.choice(len(rows), size=min(scenes, len(rows)), replace=False))]
     photo_rows = [rows[i] for i in sorted(rng.choice(len(rows), size=min(photos, len(rows)), replace=False))]
+    scene_rows, skipped_scenes = usable_rows(scene_rows)
+    photo_rows, skipped_photos = usable_rows(photo_rows)
+    if skipped_scenes + skipped_photos:
+        logger.warning("selection refit: skipped %d drawn rows without a title or with an image that does not load.",
+                       skipped_scenes + skipped_photos)
+    if len(scene_rows) < 2 or not photo_rows:
+        raise ValueError(f"refit_selection_head: only {len(scene_rows)} scene rows and {len(photo_rows)} photo rows "
+                         "have a title and an image that loads; it needs at least 2 and 1.")
     model.eval()
     embedder = Embedder(model, processor, show_progress=show_progress, tower_features=tower_features)
     composed = build_scenes(scene_rows, compose_scene, f"selection-refit:{seed}")
@@ -131,9 +197,11 @@ def refit_selection_head(model, processor, rows: Sequence[dict], scenes: int = 1
         head.weight.copy_(weight.to(head.weight.dtype))
     prior = member_prior_share(chosen, states.shape[1])
     loss = lambda w: float(selection_objective(states, targets, w, weight_decay))  # noqa: E731
-    return {"images": len(chosen), "scenes": len(composed), "photos": len(photo_rows), "seed": seed,
+    return {"images": len(chosen), "scenes": len(composed), "photos": len(photo_rows),
+            "skipped_rows": skipped_scenes + skipped_photos, "seed": seed,
             "weight_decay": weight_decay, "loss_before": loss(before), "loss_after": loss(weight),
             "agreement_before": agreement(before), "agreement_after": agreement(weight), "top_query_share": prior}
 
 
-__all__ = ["decoder_states", "fit_selection_head", "member_targets", "refit_selection_head", "selection_objective"]
+__all__ = ["DatasetRows", "decoder_states", "fit_selection_head", "member_targets", "refit_selection_head", "selection_objective",
+           "usable_rows"]

@@ -71,6 +71,11 @@ class EclipTrainingArguments(TrainingArguments):
             and counted (`num_nonfinite_steps` in the logs). When the *total* number of such steps in the run (a
             resumed run included) exceeds this, training stops with a `RuntimeError`. A total rather than a
             consecutive count: a run that diverges every few steps is as broken as one that diverges for good.
+        selection_refit (`bool`, *optional*, defaults to `False`):
+            After training, refit the selection head alone on the trained model's frozen decoder states
+            (`training.selection_refit`) of `selection_refit_scenes` composed scenes and `selection_refit_photos`
+            photos of the training data; `eclip-pretrain` runs it on the main process before the model is saved. A
+            model without the instance decoder (the CLIP baseline) has no head to refit: the stage is skipped.
     """
 
     contrastive_chunk_size: int | None = field(
@@ -110,6 +115,17 @@ class EclipTrainingArguments(TrainingArguments):
                   "unlocked block); an earlier block lets one cache serve runs that unlock more blocks."},
     )
 
+    selection_refit: bool = field(
+        default=False,
+        metadata={"help": "After training, refit the selection head on frozen decoder states (eclip-pretrain)."},
+    )
+    selection_refit_scenes: int = field(
+        default=1500, metadata={"help": "Composed training scenes the selection refit fits on."}
+    )
+    selection_refit_photos: int = field(
+        default=1500, metadata={"help": "Training photos the selection refit fits on."}
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.contrastive_chunk_size is not None and (
@@ -128,6 +144,10 @@ class EclipTrainingArguments(TrainingArguments):
             self.max_nonfinite_steps < 0
         ):
             raise ValueError(f"max_nonfinite_steps must be a non-negative integer, got {self.max_nonfinite_steps!r}.")
+        for name in ("selection_refit_scenes", "selection_refit_photos"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (2 if "scenes" in name else 1):
+                raise ValueError(f"{name} must be an integer of at least {2 if 'scenes' in name else 1}, got {value!r}.")
         for name in ("unlocked_image_layers", "feature_cache_passes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "feature_cache_passes" else 0):
