@@ -149,6 +149,17 @@ def test_eclip_pretrain_refits_the_selection_head_as_its_last_stage(tmp_path):
     assert "selection head" not in (tmp_path / "plain" / "README.md").read_text()
 
 
+def test_a_streamed_dataset_is_read_again_from_its_start_for_the_refit(tmp_path):
+    from training.pretrain import run_pretraining
+
+    config = _tiny_pretraining(tmp_path, "streamed", selection_refit=True, selection_refit_scenes=10,
+                               selection_refit_photos=6)
+    config["data"]["streaming"] = True
+    stats = run_pretraining(config)["selection_refit"]
+    assert stats["scenes"] == 10 and stats["photos"] == 6 and stats["skipped_rows"] == 0
+    assert os.path.isfile(tmp_path / "streamed" / "model.safetensors")
+
+
 def test_the_clip_baseline_skips_the_refit_and_bad_sizes_are_refused(tmp_path, caplog):
     from training.pretrain import run_pretraining
     from training.trainer import EclipTrainingArguments

@@ -570,3 +570,31 @@ def test_copied_trainer_internals_match_the_installed_transformers():
         f"training/trainer_internals.py was copied ({trainer_internals.COPIED_FROM}): re-sync the copy, then "
         "SAVE_CHECKPOINT_SHA256."
     )
+
+
+@pytest.mark.slow
+def test_a_streamed_dataset_trains_on_two_processes_and_the_main_one_refits_the_head(tmp_path):
+    """
+    `data.streaming: true` under torchrun: each process reads its own share of the stream (accelerate's dispatching
+    of a stream cannot concatenate the collator's scalar skip count), the global batch is both processes' rows, and the
+    selection refit runs once, on the process that writes the model.
+    """
+    import yaml
+
+    with open(os.path.join(REPO_ROOT, "training", "configs", "tiny.yaml"), encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    config["data"]["streaming"] = True
+    config["training"].update(output_dir=str(tmp_path / "model"), selection_refit=True, selection_refit_scenes=8,
+                              selection_refit_photos=8)
+    (tmp_path / "stream.yaml").write_text(yaml.safe_dump(config))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+        "-m", "training.pretrain", "--config", str(tmp_path / "stream.yaml"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "'contrastive_batch_size': 16" in result.stdout  # 8 rows per process, both in every batch
+    assert result.stdout.count("selection refit: agreement") == 1
+    assert os.path.isfile(tmp_path / "model" / "model.safetensors")
+    assert "selection head: refit alone after training" in (tmp_path / "model" / "README.md").read_text()

@@ -403,7 +403,8 @@ def run_selection_refit(model, processor, collator, train_dataset, training_args
     started = time.time()
     scenes, photos = training_args.selection_refit_scenes, training_args.selection_refit_photos
     # A stream is read once more from its start, as far as the refit needs.
-    rows = train_dataset if hasattr(train_dataset, "__len__") else list(itertools.islice(iter(train_dataset), scenes + photos))
+    rows = (train_dataset if hasattr(train_dataset, "__len__")
+            else list(itertools.islice(iter(train_dataset), scenes + photos)))
     stats = refit_selection_head(model, processor, DatasetRows(rows, collator.title), scenes=scenes, photos=photos,
                                  seed=training_args.seed, show_progress=not training_args.disable_tqdm)
     return {**stats, "wall_time_s": time.time() - started}
@@ -513,6 +514,10 @@ def run_pretraining(
         training_config.setdefault("use_cpu", True)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             training_config.setdefault("ddp_backend", "gloo")
+    if data_config.get("streaming"):
+        # accelerate's default for a stream has the main process fetch and concatenate every process's batch, which
+        # cannot concatenate the collator's scalar skip count; each process reads its own share of the stream instead.
+        training_config.setdefault("accelerator_config", {"dispatch_batches": False})
     training_args = EclipTrainingArguments(output_dir=checkpoint_dir, **training_config)
     set_seed(training_args.seed)
 
@@ -555,7 +560,7 @@ def run_pretraining(
 
     result = trainer.train(resume_from_checkpoint=resume)
     refit = None
-    if training_args.selection_refit and trainer.is_world_process_zero():  # only the main process saves the model
+    if training_args.selection_refit and training_args.should_save:  # the processes that write the model
         refit = run_selection_refit(trainer.accelerator.unwrap_model(trainer.model), processor, collator,
                                     train_dataset, training_args)
 

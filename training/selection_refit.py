@@ -203,5 +203,5 @@ def refit_selection_head(model, processor, rows: Sequence[dict], scenes: int = 1
             "agreement_before": agreement(before), "agreement_after": agreement(weight), "top_query_share": prior}
 
 
-__all__ = ["DatasetRows", "decoder_states", "fit_selection_head", "member_targets", "refit_selection_head", "selection_objective",
-           "usable_rows"]
+__all__ = ["DatasetRows", "decoder_states", "fit_selection_head", "member_targets", "refit_selection_head",
+           "selection_objective", "usable_rows"]

@@ -74,7 +74,8 @@ class EclipTrainingArguments(TrainingArguments):
         selection_refit (`bool`, *optional*, defaults to `False`):
             After training, refit the selection head alone on the trained model's frozen decoder states
             (`training.selection_refit`) of `selection_refit_scenes` composed scenes and `selection_refit_photos`
-            photos of the training data; `eclip-pretrain` runs it on the main process before the model is saved. A
+            photos of the training data; `eclip-pretrain` runs it before the model is saved, on the processes that
+            save it. A
             model without the instance decoder (the CLIP baseline) has no head to refit: the stage is skipped.
     """
 
@@ -144,10 +145,10 @@ class EclipTrainingArguments(TrainingArguments):
             self.max_nonfinite_steps < 0
         ):
             raise ValueError(f"max_nonfinite_steps must be a non-negative integer, got {self.max_nonfinite_steps!r}.")
-        for name in ("selection_refit_scenes", "selection_refit_photos"):
+        for name, least in (("selection_refit_scenes", 2), ("selection_refit_photos", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (2 if "scenes" in name else 1):
-                raise ValueError(f"{name} must be an integer of at least {2 if 'scenes' in name else 1}, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}.")
         for name in ("unlocked_image_layers", "feature_cache_passes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "feature_cache_passes" else 0):
