@@ -93,7 +93,7 @@ def test_dataset_rows_read_the_training_data_lazily_and_mark_an_undecodable_imag
     assert len(rows) == len(dataset) + 2
     assert rows[0][TITLE_FIELD] == dataset[0]["title"] and isinstance(rows[0]["path"], Image.Image)
     assert rows[-2]["path"] is None and rows[-1][TITLE_FIELD] is None
-    kept, skipped = usable_rows(rows[:])
+    kept, skipped = usable_rows(list(rows))
     assert skipped == 2 and [r[TITLE_FIELD] for r in kept] == [row["title"] for row in dataset]
 
 

@@ -575,9 +575,9 @@ def test_copied_trainer_internals_match_the_installed_transformers():
 @pytest.mark.slow
 def test_a_streamed_dataset_trains_on_two_processes_and_the_main_one_refits_the_head(tmp_path):
     """
-    `data.streaming: true` under torchrun: each process reads its own share of the stream (accelerate's dispatching
-    of a stream cannot concatenate the collator's scalar skip count), the global batch is both processes' rows, and the
-    selection refit runs once, on the process that writes the model.
+    `data.streaming: true` under torchrun: EclipTrainer has each process read its own share of the stream
+    (accelerate's dispatching of a stream cannot concatenate the collator's scalar skip count), the global batch is
+    both processes' rows, and the selection refit runs once, on the process that writes the model.
     """
     import yaml
 

@@ -514,10 +514,6 @@ def run_pretraining(
         training_config.setdefault("use_cpu", True)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             training_config.setdefault("ddp_backend", "gloo")
-    if data_config.get("streaming"):
-        # accelerate's default for a stream has the main process fetch and concatenate every process's batch, which
-        # cannot concatenate the collator's scalar skip count; each process reads its own share of the stream instead.
-        training_config.setdefault("accelerator_config", {"dispatch_batches": False})
     training_args = EclipTrainingArguments(output_dir=checkpoint_dir, **training_config)
     set_seed(training_args.seed)
 

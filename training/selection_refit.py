@@ -49,8 +49,6 @@ class DatasetRows(Sequence):
         from training.data import decode_image
         from training.fashion import TITLE_FIELD
 
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
         row = self.dataset[int(index)]
         image = row.get("image")
         if isinstance(image, Mapping) and image.get("path") and not image.get("bytes"):
@@ -64,7 +62,10 @@ class DatasetRows(Sequence):
 
 
 def usable_rows(rows: Sequence[dict]) -> tuple[list[dict], int]:
-    """The rows with a non-empty title and an image that loads, and how many were left out."""
+    """
+    The rows with a non-empty title and an image that loads, and how many were left out. The check loads each image
+    and lets it go (composing and embedding load it again): holding thousands of decoded photos would not be bounded.
+    """
     from training.evaluation.embedder import load_image
     from training.fashion import TITLE_FIELD
 

@@ -75,8 +75,8 @@ class EclipTrainingArguments(TrainingArguments):
             After training, refit the selection head alone on the trained model's frozen decoder states
             (`training.selection_refit`) of `selection_refit_scenes` composed scenes and `selection_refit_photos`
             photos of the training data; `eclip-pretrain` runs it before the model is saved, on the processes that
-            save it. A
-            model without the instance decoder (the CLIP baseline) has no head to refit: the stage is skipped.
+            save it. A model without the instance decoder (the CLIP baseline) has no head to refit: the stage is
+            skipped.
     """
 
     contrastive_chunk_size: int | None = field(
@@ -141,18 +141,13 @@ class EclipTrainingArguments(TrainingArguments):
             parse_batch_schedule(self.contrastive_batch_schedule)  # fail at configuration time, not at step 2000
         if not 0.0 <= self.scene_probability <= 1.0:
             raise ValueError(f"scene_probability must be in [0, 1], got {self.scene_probability!r}.")
-        if isinstance(self.max_nonfinite_steps, bool) or not isinstance(self.max_nonfinite_steps, int) or (
-            self.max_nonfinite_steps < 0
-        ):
-            raise ValueError(f"max_nonfinite_steps must be a non-negative integer, got {self.max_nonfinite_steps!r}.")
-        for name, least in (("selection_refit_scenes", 2), ("selection_refit_photos", 1)):
+        for name, least in (("max_nonfinite_steps", 0), ("unlocked_image_layers", 0), ("feature_cache_passes", 1),
+                            ("selection_refit_scenes", 2), ("selection_refit_photos", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}.")
-        for name in ("unlocked_image_layers", "feature_cache_passes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "feature_cache_passes" else 0):
-                raise ValueError(f"{name} must be a {'positive' if name == 'feature_cache_passes' else 'non-negative'} integer, got {value!r}.")
+                kind = {0: "a non-negative integer", 1: "a positive integer"}.get(least,
+                                                                               f"an integer of at least {least}")
+                raise ValueError(f"{name} must be {kind}, got {value!r}.")
         if self.feature_cache_dir is not None and not self.lock_image_tower:
             raise ValueError("feature_cache_dir caches a locked tower's features: it needs lock_image_tower=True.")
         if self.unlocked_image_layers and not self.lock_image_tower:
@@ -207,6 +202,12 @@ class EclipTrainer(Trainer):
                 f"training unlocks the tower from block {self._locked_vision_start} on: lock_image_tower and "
                 "unlocked_image_layers must leave at least the blocks before the cache's locked."
             )
+        if (train_dataset is not None and (isinstance(train_dataset, IterableDataset)
+                                           or not hasattr(train_dataset, "__len__"))
+                and args.accelerator_config.dispatch_batches is None):
+            # accelerate's default for a stream has the main process fetch and concatenate every process's batch,
+            # which cannot concatenate the collator's scalar skip count: each process reads its own share instead.
+            args.accelerator_config.dispatch_batches = False
         super().__init__(model=model, args=args, **kwargs)
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:
             raise ValueError(
