@@ -721,7 +721,8 @@ def plot_report(report: dict, path: str) -> None:
     sets = report["settings"].get("scene_sets", 1)
     ax.set_title(f"Default ECLIP vs its CLIP baseline, pretrained towers, test split ({sets} scene set"
                  f"{'s' if sets != 1 else ''} per seed)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    # Below the axes: inside them the legend hides the lowest rows' per-seed points.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=6, frameon=False)
     fig.tight_layout()
     partial = f"{path}.partial.png"
     fig.savefig(partial, dpi=110)
