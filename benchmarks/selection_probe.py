@@ -3,8 +3,8 @@
 Where an ECLIP model's selection head points, on the test split's scenes and product photos: which query it names
 (a histogram), how sure it is, which queries the products' titles pick, how much of its softmax mass falls on
 the queries of the products an image shows (against a uniform head), and text-free scene retrieval with the
-instances mixed by the head, uniformly and by an oracle that knows the shown products (the most a better head can
-win). A diagnostic for the selection objective (README "Results"), for a model trained by
+instances mixed by the head, uniformly and by an oracle that knows the shown products (what a head that always met
+the selection objective's target would index). A diagnostic for the selection objective (README "Results"), for a model trained by
 `benchmarks/eclip_vs_clip_pretrained.py` on the locked DINOv2 tower.
 
 ```bash
@@ -59,7 +59,8 @@ def text_free_by_weighting(images: dict, texts: np.ndarray, members: list[list[i
     Text-free scene retrieval (every scene that shows a product is relevant to its title) with the instances mixed
     three ways: by the head's softmax (the embedding the model indexes), uniformly, and by an oracle that spreads the
     weight over the queries the shown products' titles pick (what a head that always found the products would
-    index). The gap from `head` to `oracle_members` is all that a better selection head can win on this model.
+    index). It is a reference, not a bound: a head may weigh one shown product's query above the others and retrieve
+    better than the even spread.
     """
     from modeling_eclip.losses import selection_weighted_embeds
     from training.evaluation.scenes import scene_relevance

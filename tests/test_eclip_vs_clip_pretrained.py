@@ -298,7 +298,7 @@ def test_selection_profile_tells_a_prior_only_head_from_one_that_finds_the_produ
     assert good["uniform_mass_on_member_queries"] == pytest.approx(np.mean([len(w) / k for w in wanted]))
 
 
-def test_text_free_by_weighting_bounds_what_a_better_selection_head_can_win():
+def test_text_free_by_weighting_scores_the_oracle_mix_above_a_head_stuck_on_the_wrong_query():
     """The oracle mix (the shown products' queries) finds every product's scenes first; a head stuck on a query
     that holds something else (here a product the scene does not show) finds none."""
     from benchmarks.selection_probe import text_free_by_weighting
