@@ -48,6 +48,12 @@ from training.gradient_cache import contrastive_backward
 
 logger = logging.get_logger(__name__)
 
+
+def is_stream(dataset) -> bool:
+    """Whether a dataset is read as a stream (an iterable one, or one without a length), not by index."""
+    return isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__")
+
+
 # ---------------------------------------------------------------------------------------------------- arguments
 @dataclass
 class EclipTrainingArguments(TrainingArguments):
@@ -202,9 +208,7 @@ class EclipTrainer(Trainer):
                 f"training unlocks the tower from block {self._locked_vision_start} on: lock_image_tower and "
                 "unlocked_image_layers must leave at least the blocks before the cache's locked."
             )
-        if (train_dataset is not None and (isinstance(train_dataset, IterableDataset)
-                                           or not hasattr(train_dataset, "__len__"))
-                and args.accelerator_config.dispatch_batches is None):
+        if train_dataset is not None and is_stream(train_dataset) and args.accelerator_config.dispatch_batches is None:
             # accelerate's default for a stream has the main process fetch and concatenate every process's batch,
             # which cannot concatenate the collator's scalar skip count: each process reads its own share instead.
             args.accelerator_config.dispatch_batches = False
@@ -246,7 +250,7 @@ class EclipTrainer(Trainer):
         dataset = self.train_dataset
         if dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
-        if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        if is_stream(dataset):
             raise ValueError("contrastive_batch_schedule needs a map-style dataset (with a length), not a stream.")
         if self.args.max_steps <= 0:
             raise ValueError("contrastive_batch_schedule sets batch sizes by step: set max_steps > 0.")
