@@ -1,0 +1,252 @@
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+"""
+Does the selection-head refit (`training.selection_refit`, `selection_refit: true`) help the default recipe
+(`training/configs/default.yaml`: the embedded synthetic catalogue, MiniLM-L6 and a 64-px ViT from scratch)?
+
+```bash
+python benchmarks/default_refit.py --reuse               # 5 seeds, about 5 min each on 2 CPU cores
+python benchmarks/default_refit.py --table               # the README's table of the committed report
+python benchmarks/default_refit.py --seeds 0 --max-steps 4 --sets 1 --refit-images 40 \\
+    --work-dir /tmp/dr --output /tmp/dr.json             # a smoke run
+```
+
+Per seed: `eclip-pretrain`'s default run with that seed (refit off), then the refit applied afterwards on the same
+training split as `eclip-pretrain` would draw it (`--refit-images` composed scenes and as many photos). Both heads are
+measured on held-out products (the synthetic test split, one photo per product): `--sets` scene sets (each test
+product pasted beside 1-3 others, as the evaluation composes them) and the plain photos. Per image: does the head's
+top query belong to a shown product's title (`argmax_k <q_k, t>`), for the trained head, the refit head and the
+prior (the query most often picked, with hindsight over the seed's images); and text-free scene retrieval R@1 (the
+selection-weighted instance embedding; every scene that shows the product is relevant), before and after. Ratios
+with a paired bootstrap over held-out products, per seed and pooled (the same machinery as
+`benchmarks/eclip_vs_clip_pretrained.py`). Writes `--output` (JSON) and, per seed, a record under `--records`
+that `--reuse` keeps, so a session that stops mid-run loses nothing.
+
+The rule for the default recipe, fixed before the runs: the refit goes on in `default.yaml` if its scene agreement
+beats the prior (pooled interval above 1) and text-free scene R@1 is not worse than before (interval reaching 1 or
+above); otherwise it stays off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from benchmarks.bench_io import cpu_name, read_json, write_json  # noqa: E402  (needs REPO on sys.path)
+
+RECORDS = os.path.join(REPO, "benchmarks", "results", "default_refit_runs")
+OUTPUT = os.path.join(REPO, "benchmarks", "results", "default_refit.json")
+# name: (record key of the refit head's values, record key of the reference's values), both per held-out product
+COMPARISONS = {
+    "scene_agreement_refit_vs_prior": ("scene_hit_after", "scene_hit_prior"),
+    "scene_agreement_refit_vs_trained": ("scene_hit_after", "scene_hit_before"),
+    "scene_agreement_trained_vs_prior": ("scene_hit_before", "scene_hit_prior"),
+    "photo_agreement_refit_vs_prior": ("photo_hit_after", "photo_hit_prior"),
+    "photo_agreement_refit_vs_trained": ("photo_hit_after", "photo_hit_before"),
+    "text_free_scene_r1_refit_vs_trained": ("text_free_r1_after", "text_free_r1_before"),
+}
+
+
+def held_out_rows(split: str = "test") -> list[dict]:
+    """One photo per product of the synthetic catalogue's `split`, as evaluation rows (`path`: the PIL image)."""
+    from training.data import load_product_dataset
+    from training.evaluation import TITLE_FIELD
+    from training.selection_refit import DatasetRows
+
+    dataset = load_product_dataset("synthetic", split=split)
+    first = {}
+    for index, product in enumerate(dataset["product_id"]):
+        first.setdefault(product, index)
+    rows = DatasetRows(dataset.select(sorted(first.values())), lambda row: row["title"])
+    return [{"path": r["path"], TITLE_FIELD: r[TITLE_FIELD]} for r in rows]
+
+
+def head_outcomes(model, processor, rows: list[dict], scene_sets: list[list[dict]]) -> dict:
+    """
+    Per held-out product: whether the head's top query is one a shown product's title picks (scenes: mean over the
+    sets; photos), which queries the titles pick (for the prior), and text-free scene R@1 (mean over the sets).
+    """
+    from training.evaluation import TITLE_FIELD, Embedder
+    from training.evaluation.embedder import image_text_scores
+    from training.evaluation.scenes import first_relevant_ranks, scene_relevance
+    from training.evaluation.tasks import member_queries
+
+    embedder = Embedder(model, processor, show_progress=False)
+    texts = embedder.texts([r[TITLE_FIELD] for r in rows])
+    k = model.config.num_instance_queries
+    scene_hits, scene_picked, text_free = [], [], []
+    for index, scenes in enumerate(scene_sets):
+        images = embedder.images(f"scenes {index}", [s["image"] for s in scenes])
+        chosen = member_queries(images["instance_embeds"], texts, [s["members"] for s in scenes])
+        head = images["selection_logits"].argmax(axis=1)
+        scene_hits.append([h in c for h, c in zip(head, chosen)])
+        scene_picked.append([[q in c for q in range(k)] for c in chosen])
+        queries, containing, _ = scene_relevance(scenes)
+        if queries != list(range(len(rows))):
+            raise ValueError("every held-out product must name one scene of each set")
+        ranks = first_relevant_ranks(image_text_scores(images, texts, text_free=True).T[queries], containing)
+        text_free.append(ranks == 1)
+    photos = embedder.images("photos", [r["path"] for r in rows])
+    chosen = member_queries(photos["instance_embeds"], texts, [[i] for i in range(len(rows))])
+    return {
+        "scene_hit": np.mean(scene_hits, axis=0),
+        "scene_picked": np.asarray(scene_picked),  # (sets, products, K)
+        "photo_hit": np.array([h in c for h, c in zip(photos["selection_logits"].argmax(axis=1), chosen)], float),
+        "photo_picked": np.array([[q in c for q in range(k)] for c in chosen], float),
+        "text_free_r1": np.mean(text_free, axis=0),
+    }
+
+
+def prior_hits(picked: np.ndarray) -> np.ndarray:
+    """Per image, whether the single most picked query (with hindsight over all of `picked`'s images) is picked."""
+    flat = picked.reshape(-1, picked.shape[-1])
+    hits = picked[..., flat.mean(axis=0).argmax()]
+    return hits.mean(axis=0) if hits.ndim > 1 else hits
+
+
+def run_seed(seed: int, args) -> dict:
+    """Train the default recipe with `seed` (or reuse its model), refit its head, and measure both on held-out data."""
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    import modeling_eclip  # noqa: F401
+    from training.compositor import compose_scene
+    from training.data import load_product_dataset
+    from training.evaluation import build_scenes
+    from training.pretrain import build_arg_parser, resolve_config, run_pretraining
+    from training.selection_refit import DatasetRows, refit_selection_head
+
+    model_dir = os.path.join(args.work_dir, f"seed{seed}")
+    training_record = os.path.join(args.work_dir, f"seed{seed}.training.json")
+    if not (args.reuse and os.path.isfile(os.path.join(model_dir, "config.json")) and os.path.isfile(training_record)):
+        flags = ["--seed", str(seed), "--output-dir", model_dir, "--overwrite"]
+        if args.max_steps:
+            flags += ["--max-steps", str(args.max_steps)]
+        config = resolve_config(build_arg_parser().parse_args(flags))
+        config["training"]["selection_refit"] = False
+        summary = run_pretraining(config)
+        write_json(training_record, {k: summary[k] for k in ("steps", "wall_time_s", "final_losses")})
+    training = read_json(training_record)
+
+    torch.manual_seed(seed)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    rows = held_out_rows()
+    scene_sets = [build_scenes(rows, compose_scene, f"default-refit:{seed}:{s}") for s in range(args.sets)]
+    before = head_outcomes(model, processor, rows, scene_sets)
+    started = time.time()
+    train = load_product_dataset("synthetic", split="train")
+    stats = refit_selection_head(model, processor, DatasetRows(train, lambda row: row["title"]),
+                                 scenes=args.refit_images, photos=args.refit_images, seed=seed)
+    refit_s = time.time() - started
+    after = head_outcomes(model, processor, rows, scene_sets)
+    return {
+        "seed": seed, "products": len(rows), "scene_sets": args.sets, "training": training,
+        "refit": {**stats, "wall_time_s": refit_s},
+        "scene_hit_before": before["scene_hit"].tolist(), "scene_hit_after": after["scene_hit"].tolist(),
+        "scene_hit_prior": prior_hits(before["scene_picked"]).tolist(),
+        "photo_hit_before": before["photo_hit"].tolist(), "photo_hit_after": after["photo_hit"].tolist(),
+        "photo_hit_prior": prior_hits(before["photo_picked"]).tolist(),
+        "text_free_r1_before": before["text_free_r1"].tolist(), "text_free_r1_after": after["text_free_r1"].tolist(),
+    }
+
+
+def report(records: dict[int, dict], resamples: int = 2000) -> dict:
+    """Per-seed and pooled paired-bootstrap ratios of every comparison (`COMPARISONS`), with the rule's verdict."""
+    from benchmarks.eclip_vs_clip_pretrained import paired_ratios
+
+    rng = np.random.default_rng(0)
+    draws = {s: rng.integers(0, r["products"], size=(resamples, r["products"])) for s, r in records.items()}
+    measures = {name: paired_ratios({s: (np.asarray(r[m], float), np.asarray(r[b], float)) for s, r in records.items()},
+                                    lambda s, n: draws[s])
+                for name, (m, b) in COMPARISONS.items()}
+    beats_prior = (measures["scene_agreement_refit_vs_prior"]["pooled"]["ratio_ci95"][0] or 0) > 1
+    upper = measures["text_free_scene_r1_refit_vs_trained"]["pooled"]["ratio_ci95"][1]
+    not_worse = upper is None or upper >= 1
+    return {
+        "seeds": sorted(records), "resamples": resamples, "measures": measures,
+        "refit_wall_time_s": {str(s): r["refit"]["wall_time_s"] for s, r in records.items()},
+        "training_wall_time_s": {str(s): r["training"]["wall_time_s"] for s, r in records.items()},
+        "rule": "refit on in default.yaml iff scene agreement refit/prior has its pooled interval above 1 and "
+                "text-free scene R@1 refit/trained has its upper end at 1 or above",
+        "refit_on": bool(beats_prior and not_worse),
+        "hardware": cpu_name(), "threads": int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count(),
+    }
+
+
+LABELS = {
+    "scene_agreement_refit_vs_prior": "scene agreement, refit / prior",
+    "scene_agreement_refit_vs_trained": "scene agreement, refit / trained head",
+    "scene_agreement_trained_vs_prior": "scene agreement, trained head / prior",
+    "photo_agreement_refit_vs_prior": "photo agreement, refit / prior",
+    "photo_agreement_refit_vs_trained": "photo agreement, refit / trained head",
+    "text_free_scene_r1_refit_vs_trained": "text-free scene R@1, refit / trained head",
+}
+
+
+def _interval(low, high) -> str:
+    return f"[{'-inf' if low is None else f'{low:.2f}'}, {'inf' if high is None else f'{high:.2f}'}]"
+
+
+def readme_table(result: dict) -> str:
+    """The README's table of a report: pooled levels, ratio and interval, and the per-seed ratios."""
+    seeds = result["seeds"]
+    lines = [f"| measure | pooled | ratio [95 % CI] | per seed ({', '.join(map(str, seeds))}) |",
+             "| --- | ---: | ---: | ---: |"]
+    for name, entry in result["measures"].items():
+        pooled = entry["pooled"]
+        per_seed = ", ".join("-" if entry["per_seed"][str(s)]["ratio"] is None
+                             else f"{entry['per_seed'][str(s)]['ratio']:.2f}" for s in seeds)
+        ratio = "-" if pooled["ratio"] is None else f"{pooled['ratio']:.2f}x"  # None: the reference scored 0
+        lines.append(f"| {LABELS.get(name, name)} | {pooled['model']:.3f} / {pooled['baseline']:.3f} | "
+                     f"{ratio} {_interval(*pooled['ratio_ci95'])} | {per_seed} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--sets", type=int, default=5, help="Scene sets per seed.")
+    parser.add_argument("--refit-images", type=int, default=1500, help="Composed scenes (and photos) the refit fits on.")
+    parser.add_argument("--max-steps", type=int, default=None, help="Override the recipe's steps (smoke runs).")
+    parser.add_argument("--work-dir", default=os.path.join(REPO, "runs", "default_refit"))
+    parser.add_argument("--records", default=None, help=f"Per-seed records (default {os.path.relpath(RECORDS, REPO)}; "
+                        "with --work-dir elsewhere, WORK_DIR/records).")
+    parser.add_argument("--output", default=OUTPUT)
+    parser.add_argument("--reuse", action="store_true", help="Keep trained models and per-seed records.")
+    parser.add_argument("--table", action="store_true", help="Print the README's table of the --output report.")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(readme_table(read_json(args.output)), end="")
+        return 0
+    seeds = [int(s) for s in args.seeds.split(",")]
+    records_dir = args.records or (RECORDS if args.work_dir == parser.get_default("work_dir")
+                                   else os.path.join(args.work_dir, "records"))
+    records = {}
+    for seed in seeds:
+        path = os.path.join(records_dir, f"seed{seed}.json")
+        if not (args.reuse and os.path.isfile(path)):
+            write_json(path, run_seed(seed, args))
+        records[seed] = read_json(path)
+        print(f"seed {seed}: {records[seed]['refit']['agreement_before']:.3f} -> "
+              f"{records[seed]['refit']['agreement_after']:.3f} on its training images", flush=True)
+    result = report(records)
+    write_json(args.output, result)
+    for name, entry in result["measures"].items():
+        pooled = entry["pooled"]
+        low, high = pooled["ratio_ci95"]
+        print(f"{name}: {pooled['model']:.3f} / {pooled['baseline']:.3f} = {pooled['ratio']:.2f}x "
+              f"[{low if low is None else round(low, 2)}, {high if high is None else round(high, 2)}]")
+    print(f"refit on in default.yaml by the rule: {result['refit_on']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

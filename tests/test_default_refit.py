@@ -1,0 +1,59 @@
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+"""The default-recipe refit benchmark (`benchmarks/default_refit.py`): its prior, its verdict and its README table."""
+
+import os
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+from benchmarks.default_refit import OUTPUT, main, prior_hits, readme_table, report
+
+
+def test_the_prior_is_the_query_picked_most_often_over_every_set_and_is_averaged_per_product():
+    # 2 sets x 3 products x K=3: query 1 is picked 4 times in all, query 0 three times (but most often in set 0).
+    picked = np.array([[[1, 0, 0], [1, 0, 0], [0, 1, 0]],
+                       [[0, 1, 0], [1, 1, 0], [0, 1, 0]]], dtype=float)
+    np.testing.assert_allclose(prior_hits(picked), [0.5, 0.5, 1.0])
+    np.testing.assert_allclose(prior_hits(picked[0]), [1.0, 1.0, 0.0])  # photos: one set, no averaging
+
+
+def _records(after_scene: float, text_free_after: float, products: int = 200, seeds=(0, 1)) -> dict:
+    rng = np.random.default_rng(0)
+    out = {}
+    for seed in seeds:
+        def hits(p):
+            return (rng.random(products) < p).astype(float).tolist()
+        out[seed] = {"products": products, "refit": {"wall_time_s": 1.0}, "training": {"wall_time_s": 2.0},
+                     "scene_hit_before": hits(0.5), "scene_hit_after": hits(after_scene),
+                     "scene_hit_prior": hits(0.5), "photo_hit_before": hits(0.6), "photo_hit_after": hits(0.8),
+                     "photo_hit_prior": hits(0.6), "text_free_r1_before": hits(0.3),
+                     "text_free_r1_after": hits(text_free_after)}
+    return out
+
+
+@pytest.mark.parametrize("after_scene, text_free_after, expected", [
+    (0.8, 0.3, True),    # above the prior, text-free level: on
+    (0.5, 0.3, False),   # no better than the prior: off
+    (0.8, 0.05, False),  # above the prior but text-free retrieval falls: off
+])
+def test_the_verdict_follows_the_rule_fixed_before_the_runs(after_scene, text_free_after, expected):
+    result = report(_records(after_scene, text_free_after), resamples=400)
+    assert result["refit_on"] is expected
+    pooled = result["measures"]["scene_agreement_refit_vs_prior"]["pooled"]
+    assert pooled["queries"] == 400 and set(result["measures"]["scene_agreement_refit_vs_prior"]["per_seed"]) == {"0", "1"}
+    assert pooled["ratio"] == pytest.approx(pooled["model"] / pooled["baseline"])
+
+
+def test_the_table_prints_every_measure_with_its_interval_and_per_seed_ratios(capsys, tmp_path):
+    result = report(_records(0.8, 0.3), resamples=200)
+    table = readme_table(result)
+    assert table.count("\n") == 2 + len(result["measures"])
+    low, high = result["measures"]["text_free_scene_r1_refit_vs_trained"]["pooled"]["ratio_ci95"]
+    assert f"[{low:.2f}, {high:.2f}]" in table
+    from benchmarks.bench_io import write_json
+
+    write_json(str(tmp_path / "r.json"), result)
+    assert main(["--table", "--output", str(tmp_path / "r.json")]) == 0
+    assert capsys.readouterr().out == table
+
