@@ -57,3 +57,12 @@ def test_the_table_prints_every_measure_with_its_interval_and_per_seed_ratios(ca
     assert main(["--table", "--output", str(tmp_path / "r.json")]) == 0
     assert capsys.readouterr().out == table
 
+
+def test_the_readme_shows_the_committed_default_refit_report():
+    if not os.path.isfile(OUTPUT):
+        pytest.fail(f"{os.path.relpath(OUTPUT, REPO_ROOT)} is missing: run `python benchmarks/default_refit.py --reuse`")
+    from benchmarks.bench_io import read_json
+
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as handle:
+        assert readme_table(read_json(OUTPUT)) in handle.read(), \
+            "paste `python benchmarks/default_refit.py --table` into the README"

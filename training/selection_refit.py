@@ -9,8 +9,9 @@ linear score), so it is fitted exactly, in seconds, on composed scenes and photo
 changes: text-to-image scores (`max_k <q_k, t>`) and every text-conditioned result stay as they were; the text-free
 embedding and the head's choice of query change.
 
-`eclip-pretrain` runs it as its last stage when the training settings say `selection_refit: true` (the fashion
-recipe does), on rows of its own training data (`DatasetRows`). On a model already trained:
+`eclip-pretrain` runs it as its last stage when the training settings say `selection_refit: true` (both shipped
+recipes do: `fashion.yaml`, `default.yaml`), on rows of its own training data (`DatasetRows`). On a model already
+trained:
 
 ```python
 from training.selection_refit import refit_selection_head
