@@ -4,7 +4,7 @@ Does the selection-head refit (`training.selection_refit`, `selection_refit: tru
 (`training/configs/default.yaml`: the embedded synthetic catalogue, MiniLM-L6 and a 64-px ViT from scratch)?
 
 ```bash
-python benchmarks/default_refit.py --reuse               # 5 seeds, about 5 min each on 2 CPU cores
+python benchmarks/default_refit.py --reuse               # 5 seeds, about 4 min each on 2 CPU cores
 python benchmarks/default_refit.py --table               # the README's table of the committed report
 python benchmarks/default_refit.py --seeds 0 --max-steps 4 --sets 1 --refit-images 40 \\
     --work-dir /tmp/dr --output /tmp/dr.json             # a smoke run
