@@ -113,7 +113,6 @@ def prior_hits(picked: np.ndarray) -> np.ndarray:
 
 def run_seed(seed: int, args) -> dict:
     """Train the default recipe with `seed` (or reuse its model), refit its head, and measure both on held-out data."""
-    import torch
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401
@@ -135,7 +134,6 @@ def run_seed(seed: int, args) -> dict:
         write_json(training_record, {k: summary[k] for k in ("steps", "wall_time_s", "final_losses")})
     training = read_json(training_record)
 
-    torch.manual_seed(seed)
     model = AutoModel.from_pretrained(model_dir).eval()
     processor = AutoProcessor.from_pretrained(model_dir)
     rows = held_out_rows()
