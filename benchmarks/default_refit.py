@@ -70,45 +70,28 @@ def held_out_rows(split: str = "test") -> list[dict]:
 
 def head_outcomes(model, processor, rows: list[dict], scene_sets: list[list[dict]]) -> dict:
     """
-    Per held-out product: whether the head's top query is one a shown product's title picks (scenes: mean over the
-    sets; photos), which queries the titles pick (for the prior), and text-free scene R@1 (mean over the sets).
+    Per held-out product, means over the scene sets: whether the head's top query is one a shown product's title
+    picks (`scene_hit`), whether the prior's is (`scene_prior_hit`: the query picked most often over every set), the
+    same on the plain photos (`photo_hit`, `photo_prior_hit`), and text-free scene R@1 (`text_free_r1`).
     """
+    from benchmarks.eclip_vs_clip_pretrained import scene_set_outcomes, selection_choices, selection_hits
     from training.evaluation import TITLE_FIELD, Embedder
-    from training.evaluation.embedder import image_text_scores
-    from training.evaluation.scenes import first_relevant_ranks, scene_relevance
-    from training.evaluation.tasks import member_queries
 
     embedder = Embedder(model, processor, show_progress=False)
     texts = embedder.texts([r[TITLE_FIELD] for r in rows])
-    k = model.config.num_instance_queries
-    scene_hits, scene_picked, text_free = [], [], []
-    for index, scenes in enumerate(scene_sets):
-        images = embedder.images(f"scenes {index}", [s["image"] for s in scenes])
-        chosen = member_queries(images["instance_embeds"], texts, [s["members"] for s in scenes])
-        head = images["selection_logits"].argmax(axis=1)
-        scene_hits.append([h in c for h, c in zip(head, chosen)])
-        scene_picked.append([[q in c for q in range(k)] for c in chosen])
-        queries, containing, _ = scene_relevance(scenes)
-        if queries != list(range(len(rows))):
-            raise ValueError("every held-out product must name one scene of each set")
-        ranks = first_relevant_ranks(image_text_scores(images, texts, text_free=True).T[queries], containing)
-        text_free.append(ranks == 1)
-    photos = embedder.images("photos", [r["path"] for r in rows])
-    chosen = member_queries(photos["instance_embeds"], texts, [[i] for i in range(len(rows))])
-    return {
-        "scene_hit": np.mean(scene_hits, axis=0),
-        "scene_picked": np.asarray(scene_picked),  # (sets, products, K)
-        "photo_hit": np.array([h in c for h, c in zip(photos["selection_logits"].argmax(axis=1), chosen)], float),
-        "photo_picked": np.array([[q in c for q in range(k)] for c in chosen], float),
-        "text_free_r1": np.mean(text_free, axis=0),
-    }
-
-
-def prior_hits(picked: np.ndarray) -> np.ndarray:
-    """Per image, whether the single most picked query (with hindsight over all of `picked`'s images) is picked."""
-    flat = picked.reshape(-1, picked.shape[-1])
-    hits = picked[..., flat.mean(axis=0).argmax()]
-    return hits.mean(axis=0) if hits.ndim > 1 else hits
+    sets = [scene_set_outcomes(embedder.images(f"scenes {index}", [s["image"] for s in scenes]), texts, scenes,
+                               f"held-out scene set {index}")
+            for index, scenes in enumerate(scene_sets)]
+    choices = {"selection_picked": np.stack([o["picked"] for o in sets]),
+               "selection_head": np.stack([o["head"] for o in sets])}
+    scene_hit, scene_prior_hit = (hits.mean(axis=0) for hits in selection_hits(choices))
+    picked, head = selection_choices(embedder.images("photos", [r["path"] for r in rows]), texts,
+                                     [[i] for i in range(len(rows))])
+    photo_hit, photo_prior_hit = (hits[0] for hits in selection_hits(
+        {"selection_picked": picked[None], "selection_head": head[None]}))  # one "set" of photos
+    return {"scene_hit": scene_hit, "scene_prior_hit": scene_prior_hit, "photo_hit": photo_hit,
+            "photo_prior_hit": photo_prior_hit,
+            "text_free_r1": np.mean([o["text_free_rank"] == 1 for o in sets], axis=0)}
 
 
 def run_seed(seed: int, args) -> dict:
@@ -149,9 +132,9 @@ def run_seed(seed: int, args) -> dict:
         "seed": seed, "products": len(rows), "scene_sets": args.sets, "training": training,
         "refit": {**stats, "wall_time_s": refit_s},
         "scene_hit_before": before["scene_hit"].tolist(), "scene_hit_after": after["scene_hit"].tolist(),
-        "scene_hit_prior": prior_hits(before["scene_picked"]).tolist(),
+        "scene_hit_prior": before["scene_prior_hit"].tolist(),
         "photo_hit_before": before["photo_hit"].tolist(), "photo_hit_after": after["photo_hit"].tolist(),
-        "photo_hit_prior": prior_hits(before["photo_picked"]).tolist(),
+        "photo_hit_prior": before["photo_prior_hit"].tolist(),
         "text_free_r1_before": before["text_free_r1"].tolist(), "text_free_r1_after": after["text_free_r1"].tolist(),
     }
 
@@ -212,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--sets", type=int, default=5, help="Scene sets per seed.")
-    parser.add_argument("--refit-images", type=int, default=1500, help="Composed scenes (and photos) the refit fits on.")
+    parser.add_argument("--refit-images", type=int, default=1500,
+                        help="Composed scenes (and photos) the refit fits on.")
     parser.add_argument("--max-steps", type=int, default=None, help="Override the recipe's steps (smoke runs).")
     parser.add_argument("--work-dir", default=os.path.join(REPO, "runs", "default_refit"))
     parser.add_argument("--records", default=None, help=f"Per-seed records (default {os.path.relpath(RECORDS, REPO)}; "

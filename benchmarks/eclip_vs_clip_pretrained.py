@@ -207,15 +207,47 @@ def evaluate(model_dir: str, folder: str, settings: dict, seed: int, data: dict)
                           hard_scenes={k: v for k, v in data["scenes"].items() if k != "standard"})
 
 
+def scene_set_outcomes(images: dict, titles: np.ndarray, scenes: list[dict], label: str,
+                       selection: bool = True) -> dict[str, np.ndarray]:
+    """
+    Per product, on one scene set that names every product once (scene i is built around product i; `images` are
+    the scenes' embeddings, `titles` the products'): the rank of the first scene that shows the product, by the
+    model's score (`rank`) and by the text-free embedding (`text_free_rank`); with `selection` and a model with the
+    selection head, which queries the shown products' titles pick (`picked`, [products, K]) and the head's own choice
+    (`head`), from which `selection_hits` works out the agreement and its prior. `label` names the set in the error.
+    """
+    from training.evaluation import first_relevant_ranks, image_text_scores, scene_relevance
+
+    queries, containing, _ = scene_relevance(scenes)
+    if queries != list(range(len(titles))):  # every product is the named one of one scene per set
+        raise ValueError(f"{label} does not name every test product once.")
+    out = {"rank": first_relevant_ranks(image_text_scores(images, titles).T[queries], containing),
+           "text_free_rank": first_relevant_ranks(image_text_scores(images, titles, text_free=True).T[queries],
+                                                  containing)}
+    if selection and images["selection_logits"] is not None:
+        out["picked"], out["head"] = selection_choices(images, titles, [s["members"] for s in scenes])
+    return out
+
+
+def selection_choices(images: dict, titles: np.ndarray, members: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Per image (`images` from a model with the selection head): which of the K queries the titles of the products it
+    shows (`members[i]`) pick, `argmax_k <q_k, t>` ([N, K] bool), and the head's own choice ([N]).
+    """
+    from training.evaluation.tasks import member_queries
+
+    chosen = member_queries(images["instance_embeds"], titles, members)
+    k = images["instance_embeds"].shape[1]
+    return np.array([[q in c for q in range(k)] for c in chosen]), images["selection_logits"].argmax(axis=1)
+
+
 def outcomes(model_dir: str, settings: dict, data: dict) -> dict[str, np.ndarray]:
     """Per-query outcomes of one model on one seed's evaluation data: the inputs of the paired bootstrap."""
     from transformers import AutoModel, AutoProcessor
 
     from training.evaluation import (
         LABEL_FIELD, TITLE_FIELD, DEFAULT_TEMPLATES, Embedder, first_relevant_ranks, image_text_scores,
-        scene_relevance,
     )
-    from training.evaluation.tasks import member_queries
 
     model = AutoModel.from_pretrained(model_dir).eval()
     embedder = Embedder(model, AutoProcessor.from_pretrained(model_dir), show_progress=False,
@@ -228,19 +260,13 @@ def outcomes(model_dir: str, settings: dict, data: dict) -> dict[str, np.ndarray
         for index, scene_set in enumerate(data["scene_sets"]):
             scenes = scene_set[name]
             images = embedder.images(f"{name} scenes {index}", [s["image"] for s in scenes])
-            queries, containing, _ = scene_relevance(scenes)
-            if queries != list(range(len(rows))):  # every product is the named one of one scene per set
-                raise ValueError(f"{name} scene set {index} does not name every test product once.")
-            ranks.append(first_relevant_ranks(image_text_scores(images, titles).T[queries], containing))
-            text_free.append(first_relevant_ranks(image_text_scores(images, titles, text_free=True).T[queries],
-                                                  containing))
-            if name == "standard" and images["selection_logits"] is not None:
-                # Per scene (scene i is built around product i): which queries the shown products' titles pick,
-                # and the head's own choice; the agreement and its prior are worked out from these.
-                chosen = member_queries(images["instance_embeds"], titles, [s["members"] for s in scenes])
-                k = images["instance_embeds"].shape[1]
-                picked.append(np.array([[q in c for q in range(k)] for c in chosen]))
-                head.append(images["selection_logits"].argmax(axis=1))
+            outcome = scene_set_outcomes(images, titles, scenes, f"{name} scene set {index}",
+                                         selection=name == "standard")
+            ranks.append(outcome["rank"])
+            text_free.append(outcome["text_free_rank"])
+            if "picked" in outcome:
+                picked.append(outcome["picked"])
+                head.append(outcome["head"])
             embedder.forget_images(f"{name} scenes {index}")  # one set's embeddings in memory at a time
         out[f"scene_{name}_rank"], out[f"scene_{name}_text_free_rank"] = np.stack(ranks), np.stack(text_free)
         if picked:

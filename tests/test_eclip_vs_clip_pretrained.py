@@ -84,6 +84,17 @@ def test_the_seed_level_interval_widens_with_the_spread_between_seeds():
     assert bench.seed_level_interval([1.2, 0.0]) is None
 
 
+def test_the_prior_is_the_query_picked_most_often_over_every_set_and_is_averaged_per_product():
+    # 2 sets x 3 products x K=3: query 1 is picked 4 times in all, query 0 three times (but most often in set 0).
+    picked = np.array([[[1, 0, 0], [1, 0, 0], [0, 1, 0]],
+                       [[0, 1, 0], [1, 1, 0], [0, 1, 0]]], dtype=bool)
+    head = np.zeros((2, 3), dtype=int)
+    _, prior_hit = bench.selection_hits({"selection_picked": picked, "selection_head": head})
+    np.testing.assert_allclose(prior_hit.mean(axis=0), [0.5, 0.5, 1.0])
+    _, prior_hit = bench.selection_hits({"selection_picked": picked[:1], "selection_head": head[:1]})
+    np.testing.assert_allclose(prior_hit[0], [1.0, 1.0, 0.0])  # photos (`default_refit`): one set, no averaging
+
+
 def test_selection_hits_count_the_heads_query_against_the_most_picked_one():
     picked = np.zeros((2, 3, 4), dtype=bool)  # 2 sets x 3 scenes x 4 queries
     picked[:, :, 1] = True  # query 1 is picked in every scene: the prior
