@@ -208,7 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(readme_table(read_json(args.output)), end="")
         return 0
-    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.sets < 1:
+        parser.error(f"--sets must be at least 1, got {args.sets}.")
+    if args.refit_images < 2:
+        parser.error(f"--refit-images must be at least 2 (a scene pastes a product beside others), "
+                     f"got {args.refit_images}.")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {args.seeds!r}.")
     records_dir = args.records or (RECORDS if args.work_dir == parser.get_default("work_dir")
                                    else os.path.join(args.work_dir, "records"))
     records = {}

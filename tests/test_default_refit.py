@@ -50,6 +50,18 @@ def test_the_table_prints_every_measure_with_its_interval_and_per_seed_ratios(ca
     assert capsys.readouterr().out == table
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--sets", "0"], "--sets must be at least 1"),
+    (["--refit-images", "1"], "--refit-images must be at least 2"),
+    (["--seeds", "0,x"], "--seeds takes comma-separated integers"),
+])
+def test_bad_arguments_stop_before_any_training_with_a_clear_message(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main([*flags, "--work-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "r.json")])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "r.json").exists()
+
+
 def test_the_readme_shows_the_committed_default_refit_report():
     if not os.path.isfile(OUTPUT):
         pytest.fail(f"{os.path.relpath(OUTPUT, REPO_ROOT)} is missing: run `python benchmarks/default_refit.py --reuse`")
