@@ -172,8 +172,11 @@ LABELS = {
 }
 
 
-def _interval(low, high) -> str:
-    return f"[{'-inf' if low is None else f'{low:.2f}'}, {'inf' if high is None else f'{high:.2f}'}]"
+def ratio_text(pooled: dict) -> str:
+    """`1.02x [1.01, 1.03]`; `-` for the ratio where the reference scored 0, open ends where the interval has none."""
+    low, high = pooled["ratio_ci95"]
+    ratio = "-" if pooled["ratio"] is None else f"{pooled['ratio']:.2f}x"
+    return f"{ratio} [{'-inf' if low is None else f'{low:.2f}'}, {'inf' if high is None else f'{high:.2f}'}]"
 
 
 def readme_table(result: dict) -> str:
@@ -185,9 +188,8 @@ def readme_table(result: dict) -> str:
         pooled = entry["pooled"]
         per_seed = ", ".join("-" if entry["per_seed"][str(s)]["ratio"] is None
                              else f"{entry['per_seed'][str(s)]['ratio']:.2f}" for s in seeds)
-        ratio = "-" if pooled["ratio"] is None else f"{pooled['ratio']:.2f}x"  # None: the reference scored 0
         lines.append(f"| {LABELS.get(name, name)} | {pooled['model']:.3f} / {pooled['baseline']:.3f} | "
-                     f"{ratio} {_interval(*pooled['ratio_ci95'])} | {per_seed} |")
+                     f"{ratio_text(pooled)} | {per_seed} |")
     return "\n".join(lines) + "\n"
 
 
@@ -231,9 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.output, result)
     for name, entry in result["measures"].items():
         pooled = entry["pooled"]
-        low, high = pooled["ratio_ci95"]
-        print(f"{name}: {pooled['model']:.3f} / {pooled['baseline']:.3f} = {pooled['ratio']:.2f}x "
-              f"[{low if low is None else round(low, 2)}, {high if high is None else round(high, 2)}]")
+        print(f"{name}: {pooled['model']:.3f} / {pooled['baseline']:.3f} = {ratio_text(pooled)}")
     print(f"refit on in default.yaml by the rule: {result['refit_on']}")
     return 0
 

@@ -50,6 +50,21 @@ def test_the_table_prints_every_measure_with_its_interval_and_per_seed_ratios(ca
     assert capsys.readouterr().out == table
 
 
+def test_a_reference_that_scored_zero_reads_as_no_ratio_in_the_summary_and_the_table(tmp_path, capsys):
+    # A smoke run's untrained head can find nothing text-free: the summary must still print, not crash on the ratio.
+    from benchmarks.bench_io import read_json, write_json
+
+    for seed, record in _records(0.8, 0.3).items():
+        record.update(seed=seed, text_free_r1_before=[0.0] * record["products"])
+        record["refit"].update(agreement_before=0.5, agreement_after=0.6)
+        write_json(str(tmp_path / "records" / f"seed{seed}.json"), record)
+    assert main(["--seeds", "0,1", "--reuse", "--work-dir", str(tmp_path), "--output", str(tmp_path / "r.json")]) == 0
+    assert "text_free_scene_r1_refit_vs_trained: 0.3" in (out := capsys.readouterr().out)
+    assert next(l for l in out.splitlines() if l.startswith("text_free")).endswith(" / 0.000 = - [-inf, inf]")
+    line = next(l for l in readme_table(read_json(str(tmp_path / "r.json"))).splitlines() if "text-free" in l)
+    assert "/ 0.000 | - [" in line
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--sets", "0"], "--sets must be at least 1"),
     (["--refit-images", "1"], "--refit-images must be at least 2"),
