@@ -7,7 +7,7 @@ import json
 import os
 import platform
 
-from training.atomic import atomic_write_json
+from eclip.training.atomic import atomic_write_json
 
 
 def write_json(path: str, value) -> None:

@@ -58,11 +58,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from training.data import PretrainingCollator, load_product_dataset, resolve_data_dir
-    from training.feature_cache import FeatureCache, lock_vision_tower
-    from training.pretrain import build_model, build_processor, default_text_model, load_config
-    from training.towers import default_vision_model
-    from training.trainer import EclipTrainer, EclipTrainingArguments
+    from eclip.training.data import PretrainingCollator, load_product_dataset, resolve_data_dir
+    from eclip.training.feature_cache import FeatureCache, lock_vision_tower
+    from eclip.training.pretrain import build_model, build_processor, default_text_model, load_config
+    from eclip.training.towers import default_vision_model
+    from eclip.training.trainer import EclipTrainer, EclipTrainingArguments
 
     data_dir = os.path.abspath(args.data or resolve_data_dir())
     config = load_config(os.path.join(REPO, "training", "configs", "fashion.yaml"))

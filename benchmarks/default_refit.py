@@ -1,6 +1,6 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
-Does the selection-head refit (`training.selection_refit`, `selection_refit: true`) help the default recipe
+Does the selection-head refit (`eclip.training.selection_refit`, `selection_refit: true`) help the default recipe
 (`training/configs/default.yaml`: the embedded synthetic catalogue, MiniLM-L6 and a 64-px ViT from scratch)?
 
 ```bash
@@ -56,9 +56,9 @@ COMPARISONS = {
 
 def held_out_rows(split: str = "test") -> list[dict]:
     """One photo per product of the synthetic catalogue's `split`, as evaluation rows (`path`: the PIL image)."""
-    from training.data import load_product_dataset
-    from training.evaluation import TITLE_FIELD
-    from training.selection_refit import DatasetRows
+    from eclip.training.data import load_product_dataset
+    from eclip.training.evaluation import TITLE_FIELD
+    from eclip.training.selection_refit import DatasetRows
 
     dataset = load_product_dataset("synthetic", split=split)
     first = {}
@@ -75,7 +75,7 @@ def head_outcomes(model, processor, rows: list[dict], scene_sets: list[list[dict
     same on the plain photos (`photo_hit`, `photo_prior_hit`), and text-free scene R@1 (`text_free_r1`).
     """
     from benchmarks.eclip_vs_clip_pretrained import scene_set_outcomes, selection_choices, selection_hits
-    from training.evaluation import TITLE_FIELD, Embedder
+    from eclip.training.evaluation import TITLE_FIELD, Embedder
 
     embedder = Embedder(model, processor, show_progress=False)
     texts = embedder.texts([r[TITLE_FIELD] for r in rows])
@@ -99,11 +99,11 @@ def run_seed(seed: int, args) -> dict:
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401
-    from training.compositor import compose_scene
-    from training.data import load_product_dataset
-    from training.evaluation import build_scenes
-    from training.pretrain import build_arg_parser, resolve_config, run_pretraining
-    from training.selection_refit import DatasetRows, refit_selection_head
+    from eclip.training.compositor import compose_scene
+    from eclip.training.data import load_product_dataset
+    from eclip.training.evaluation import build_scenes
+    from eclip.training.pretrain import build_arg_parser, resolve_config, run_pretraining
+    from eclip.training.selection_refit import DatasetRows, refit_selection_head
 
     model_dir = os.path.join(args.work_dir, f"seed{seed}")
     training_record = os.path.join(args.work_dir, f"seed{seed}.training.json")

@@ -28,7 +28,7 @@ More variants (`--variants`, see `VARIANTS`) are the fixes tried on the way: `ec
 alone), `eclip_scene_soft` (plus a smooth max, `inter_temperature`), `eclip_scene_one_to_one` and
 `eclip_scene_residual` (one of the two decoder fixes alone) and the `eclip_scene_*` ablations.
 
-Each model is then run through `training.evaluation.evaluate_model` (every task, test split). Written:
+Each model is then run through `eclip.training.evaluation.evaluate_model` (every task, test split). Written:
 
 - `benchmarks/results/eclip_vs_clip.json`: settings, hardware, wall times, loss and probe curves, every metric;
 - `benchmarks/results/eclip_vs_clip.md`: the comparison table (ratios to the baseline);
@@ -111,7 +111,7 @@ DEFAULT_VARIANTS = ("clip", "eclip", "eclip_no_intra", "eclip_no_selection",
 
 # ============================================================================================== worker processes
 def _pretraining_config(variant: str, settings: dict, model_dir: str) -> dict:
-    from training.pretrain import DEFAULT_CONFIG, load_config
+    from eclip.training.pretrain import DEFAULT_CONFIG, load_config
 
     config = load_config(DEFAULT_CONFIG)
     config["model"]["image_size"] = settings["image_size"]
@@ -137,9 +137,9 @@ def worker_train(variant: str, settings: dict, run_dir: str) -> None:
     import torch
 
     torch.set_num_threads(settings["threads"])
-    from training.compositor import compose_scene
-    from training.evaluation import build_scenes, load_split_rows
-    from training.pretrain import build_processor, default_text_model, run_pretraining
+    from eclip.training.compositor import compose_scene
+    from eclip.training.evaluation import build_scenes, load_split_rows
+    from eclip.training.pretrain import build_processor, default_text_model, run_pretraining
 
     folder = os.path.join(run_dir, variant)
     model_dir = os.path.join(folder, "model")
@@ -176,7 +176,7 @@ def worker_evaluate(variant: str, settings: dict, run_dir: str) -> None:
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401  (registers the Auto classes)
-    from training.evaluation import evaluate_model
+    from eclip.training.evaluation import evaluate_model
 
     model_dir = os.path.join(run_dir, variant, "model")
     model = AutoModel.from_pretrained(model_dir).eval()
@@ -237,7 +237,7 @@ def carried_over(report_path: str, variants: list[str], settings: dict) -> dict[
 
 def evaluation_scenes(settings: dict) -> tuple[list[dict], list[dict]]:
     """The evaluation suite's test rows and scenes for these settings (same limit and seed, so the same scenes)."""
-    from training.evaluation import build_scenes, prepare
+    from eclip.training.evaluation import build_scenes, prepare
 
     prepared = prepare(settings["data_dir"], ["instance_retrieval"], settings["eval_limit"], settings["seed"])
     rows = prepared["splits"]["test"]
@@ -249,7 +249,7 @@ def scene_ranks(model_dir: str, rows: list[dict], scenes: list[dict]) -> np.ndar
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401  (registers the Auto classes)
-    from training.evaluation import TITLE_FIELD, Embedder, first_relevant_ranks, image_text_scores, scene_relevance
+    from eclip.training.evaluation import TITLE_FIELD, Embedder, first_relevant_ranks, image_text_scores, scene_relevance
 
     embedder = Embedder(AutoModel.from_pretrained(model_dir).eval(), AutoProcessor.from_pretrained(model_dir),
                         show_progress=False)
@@ -345,7 +345,7 @@ def build_report(variants: list[str], run_dir: str, settings: dict, walls: dict,
                  carried: dict[str, dict] | None = None) -> dict:
     """The report of `variants`: each read from its run folder, or taken as it is from `carried` (an earlier report's
     entries, see `carried_over`)."""
-    from training.evaluation import flatten_metrics
+    from eclip.training.evaluation import flatten_metrics
 
     carried = carried or {}
 
@@ -454,8 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         (worker_train if argv[0] == "_train" else worker_evaluate)(variant, json.loads(settings), run_dir)
         return 0
     args = build_arg_parser().parse_args(argv)
-    from training.data import resolve_data_dir
-    from training.evaluation import read_fashion_metadata
+    from eclip.training.data import resolve_data_dir
+    from eclip.training.evaluation import read_fashion_metadata
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(variants) - set(VARIANTS))

@@ -20,7 +20,7 @@ shared by every variant of that seed, second views included) and the evaluation'
   `eclip_named_selection` (the selection head trained on the named product's query only, as first designed),
   `eclip_retrieval_selection` (the selection head trained for text-free retrieval, `selection_target="retrieval"`);
 - `eclip_refit_selection`: not trained, but made from `eclip`'s model of the same seed by refitting its selection
-  head alone on frozen decoder states (`training.selection_refit`); every seed, like `clip` and `eclip`.
+  head alone on frozen decoder states (`eclip.training.selection_refit`); every seed, like `clip` and `eclip`.
 
 Each model is then run through the evaluation suite (test split; images from the locked tower's cached hidden
 states, computed once per image set), and, per seed, per-query outcomes give paired comparisons against the seed's
@@ -98,8 +98,8 @@ def locked_tower_features(recipe: dict, image_processor):
     from transformers import AutoModel
 
     from modeling_eclip.modeling_eclip import vision_layers
-    from training.evaluation.tower_features import TowerFeatures
-    from training.pretrain import resolve_vision_model
+    from eclip.training.evaluation.tower_features import TowerFeatures
+    from eclip.training.pretrain import resolve_vision_model
 
     tower = AutoModel.from_pretrained(resolve_vision_model(recipe["model"]["vision_model"])).eval()
     layer = len(vision_layers(tower)) - int(recipe["training"].get("unlocked_image_layers", 0))
@@ -115,7 +115,7 @@ def runs(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
 
 # ======================================================================================================= train
 def training_config(variant: str, seed: int, settings: dict, model_dir: str) -> dict:
-    from training.pretrain import load_config
+    from eclip.training.pretrain import load_config
 
     config = load_config(FASHION_CONFIG)
     config["model"]["image_size"] = settings["image_size"]
@@ -136,13 +136,13 @@ def training_config(variant: str, seed: int, settings: dict, model_dir: str) -> 
 def refit(variant: str, seed: int, settings: dict, folder: str) -> dict:
     """
     A derived variant: the base variant's trained model of this seed with its selection head refit
-    (`training.selection_refit`) on training-split scenes and photos. Its record is the base run's, plus the refit.
+    (`eclip.training.selection_refit`) on training-split scenes and photos. Its record is the base run's, plus the refit.
     """
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401
-    from training.fashion import load_split_rows
-    from training.selection_refit import refit_selection_head
+    from eclip.training.fashion import load_split_rows
+    from eclip.training.selection_refit import refit_selection_head
 
     base = os.path.join(os.path.dirname(os.path.dirname(folder)), DERIVED[variant], f"seed{seed}")
     if not os.path.isfile(os.path.join(base, "model", "config.json")):
@@ -164,7 +164,7 @@ def refit(variant: str, seed: int, settings: dict, folder: str) -> dict:
 
 
 def train(variant: str, seed: int, settings: dict, folder: str, probe_rows) -> dict:
-    from training.pretrain import run_pretraining
+    from eclip.training.pretrain import run_pretraining
 
     if variant in DERIVED:
         return refit(variant, seed, settings, folder)
@@ -196,7 +196,7 @@ def evaluate(model_dir: str, folder: str, settings: dict, seed: int, data: dict)
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401
-    from training.evaluation import evaluate_model
+    from eclip.training.evaluation import evaluate_model
 
     model = AutoModel.from_pretrained(model_dir).eval()
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -216,7 +216,7 @@ def scene_set_outcomes(images: dict, titles: np.ndarray, scenes: list[dict], lab
     selection head, which queries the shown products' titles pick (`picked`, [products, K]) and the head's own choice
     (`head`), from which `selection_hits` works out the agreement and its prior. `label` names the set in the error.
     """
-    from training.evaluation import first_relevant_ranks, image_text_scores, scene_relevance
+    from eclip.training.evaluation import first_relevant_ranks, image_text_scores, scene_relevance
 
     queries, containing, _ = scene_relevance(scenes)
     if queries != list(range(len(titles))):  # every product is the named one of one scene per set
@@ -234,7 +234,7 @@ def selection_choices(images: dict, titles: np.ndarray, members: list[list[int]]
     Per image (`images` from a model with the selection head): which of the K queries the titles of the products it
     shows (`members[i]`) pick, `argmax_k <q_k, t>` ([N, K] bool), and the head's own choice ([N]).
     """
-    from training.evaluation.tasks import member_queries
+    from eclip.training.evaluation.tasks import member_queries
 
     chosen = member_queries(images["instance_embeds"], titles, members)
     k = images["instance_embeds"].shape[1]
@@ -245,7 +245,7 @@ def outcomes(model_dir: str, settings: dict, data: dict) -> dict[str, np.ndarray
     """Per-query outcomes of one model on one seed's evaluation data: the inputs of the paired bootstrap."""
     from transformers import AutoModel, AutoProcessor
 
-    from training.evaluation import (
+    from eclip.training.evaluation import (
         LABEL_FIELD, TITLE_FIELD, DEFAULT_TEMPLATES, Embedder, first_relevant_ranks, image_text_scores,
     )
 
@@ -468,10 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.scene_sets < 1:
         raise SystemExit(f"--scene-sets must be at least 1, got {args.scene_sets}.")
 
-    from training.compositor import compose_scene
-    from training.data import resolve_data_dir
-    from training.evaluation import build_hard_scenes, build_scenes, prepare
-    from training.pretrain import build_processor, default_text_model, load_config, resolve_vision_model
+    from eclip.training.compositor import compose_scene
+    from eclip.training.data import resolve_data_dir
+    from eclip.training.evaluation import build_hard_scenes, build_scenes, prepare
+    from eclip.training.pretrain import build_processor, default_text_model, load_config, resolve_vision_model
 
     data_dir = os.path.abspath(args.data_dir or resolve_data_dir())
     os.environ["ECLIP_DATA_DIR"] = data_dir
@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
                 evaluation_data)
             save_record(kept, record, results, per_query[(variant, seed)])
         per_query[(variant, seed)] = first_scene_sets(per_query[(variant, seed)], args.scene_sets)
-        from training.evaluation import flatten_metrics
+        from eclip.training.evaluation import flatten_metrics
 
         records[(variant, seed)] = {"train": record, "metrics": flatten_metrics(results["tasks"]),
                                     "eval_wall_time_s": results.get("eval_wall_time_s")}
@@ -708,7 +708,7 @@ def plot_report(report: dict, path: str) -> None:
     interval, the pooled ratio with its interval (a bar) and the across-seeds interval (a thin line beneath it), on a
     log axis with 1 (no difference) marked. Written whole, then renamed.
     """
-    from training.evaluation.plots import _pyplot
+    from eclip.training.evaluation.plots import _pyplot
 
     plt = _pyplot()
     main_comparison = report["comparisons"]["eclip"]

@@ -18,7 +18,7 @@ class ValidationProbe:
 
     def __init__(self, processor, rows: list[dict], scenes: list[dict], every: int, max_length: int = 32):
         from modeling_eclip.metrics import load_metric
-        from training.evaluation import load_image
+        from eclip.training.evaluation import load_image
 
         self.every = every
         self.rows, self.scenes = rows, scenes
@@ -37,7 +37,7 @@ class ValidationProbe:
 
     @staticmethod
     def _images(model, pixels, batch: int = 128) -> dict:
-        """`training.evaluation.image_text_scores`' input (numpy), plus the ECLIP selection logits."""
+        """`eclip.training.evaluation.image_text_scores`' input (numpy), plus the ECLIP selection logits."""
         import torch
 
         outs = {"instance_embeds": [], "selection_logits": [], "image_embeds": []}
@@ -61,7 +61,7 @@ class ValidationProbe:
         import numpy as np
         import torch
 
-        from training.evaluation import image_text_scores
+        from eclip.training.evaluation import image_text_scores
 
         was_training = model.training
         model.eval()

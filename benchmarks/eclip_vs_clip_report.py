@@ -6,7 +6,7 @@ tables of the README, the paired-bootstrap table, the markdown report and the tw
 
 from __future__ import annotations
 
-from training.atomic import atomic_write_text
+from eclip.training.atomic import atomic_write_text
 
 
 # The metrics of the README table, in order: (flattened results key, label).

@@ -16,7 +16,7 @@ scores zero-shot articleType and text-to-image R@1 on the validation split (neve
 
 The recipe run trains `training/configs/fashion.yaml` with a validation probe (zero-shot articleType weighted F1
 every `--probe-every` steps, from the locked tower's cached validation features), evaluates it with
-`training.evaluation.evaluate_model` (every task, test split) and writes `benchmarks/results/fashion.json` and
+`eclip.training.evaluation.evaluate_model` (every task, test split) and writes `benchmarks/results/fashion.json` and
 `fashion.md`, the from-scratch model beside it (`training/configs/default.yaml`'s recipe on fashion-products: 64-px
 ViT from scratch, MiniLM text tower, 500 steps). That model's metrics come from the committed comparison
 (`--scratch-from`, default `benchmarks/results/eclip_vs_clip.json:eclip_scene_matched`, the same train and test
@@ -40,7 +40,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from benchmarks.bench_io import read_json, write_json  # noqa: E402  (needs REPO on sys.path)
-from training.atomic import atomic_write_text  # noqa: E402
+from eclip.training.atomic import atomic_write_text  # noqa: E402
 
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 FASHION_CONFIG = os.path.join(REPO, "training", "configs", "fashion.yaml")
@@ -78,7 +78,7 @@ class ValidationZeroShot:
         import torch
 
         from modeling_eclip.modeling_eclip import vision_tower_head
-        from training.evaluation import DEFAULT_TEMPLATES, LABEL_FIELD, TITLE_FIELD, load_image
+        from eclip.training.evaluation import DEFAULT_TEMPLATES, LABEL_FIELD, TITLE_FIELD, load_image
 
         self.rows, self.layer = rows, layer
         self.templates = list(templates or DEFAULT_TEMPLATES)
@@ -108,7 +108,7 @@ class ValidationZeroShot:
         import torch
         from sklearn.metrics import f1_score
 
-        from training.evaluation import normalize, image_text_scores
+        from eclip.training.evaluation import normalize, image_text_scores
 
         was_training = model.training
         model.eval()
@@ -158,7 +158,7 @@ class ValidationZeroShot:
 
 # ======================================================================================================= runs
 def _fashion_config(output_dir: str, overrides: dict | None = None) -> dict:
-    from training.pretrain import load_config
+    from eclip.training.pretrain import load_config
 
     config = load_config(FASHION_CONFIG)
     config["training"]["output_dir"] = output_dir
@@ -170,14 +170,14 @@ def _fashion_config(output_dir: str, overrides: dict | None = None) -> dict:
 
 
 def validation_rows(data_dir: str, limit: int | None = None) -> list[dict]:
-    from training.evaluation import load_split_rows
+    from eclip.training.evaluation import load_split_rows
 
     return load_split_rows(data_dir, ["validation"], limit, 0)["validation"]
 
 
 def _train(config: dict, probe_rows: list[dict] | None, probe_every: int, folder: str) -> dict:
     """Pretrain one model with a validation zero-shot probe; writes `<folder>/train.json`."""
-    from training.pretrain import build_processor, default_text_model, resolve_vision_model, run_pretraining
+    from eclip.training.pretrain import build_processor, default_text_model, resolve_vision_model, run_pretraining
 
     callbacks, probe = [], None
     model_config = config["model"]
@@ -218,7 +218,7 @@ def _evaluate(model_dir: str, output_dir: str, data_dir: str) -> dict:
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401  (registers the Auto classes)
-    from training.evaluation import evaluate_model
+    from eclip.training.evaluation import evaluate_model
 
     model = AutoModel.from_pretrained(model_dir).eval()
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -227,7 +227,7 @@ def _evaluate(model_dir: str, output_dir: str, data_dir: str) -> dict:
 
 
 def _scratch_config(model_dir: str, data_dir: str) -> dict:
-    from training.pretrain import DEFAULT_CONFIG, load_config
+    from eclip.training.pretrain import DEFAULT_CONFIG, load_config
 
     config = load_config(DEFAULT_CONFIG)
     s = SCRATCH_SETTINGS
@@ -319,7 +319,7 @@ def sweep(args) -> int:
 
 # ===================================================================================================== report
 def flat(results: dict) -> dict:
-    from training.evaluation import flatten_metrics
+    from eclip.training.evaluation import flatten_metrics
 
     return flatten_metrics(results["tasks"])
 
@@ -410,7 +410,7 @@ def main(argv=None) -> int:
     parser.add_argument("--scratch-from", default="benchmarks/results/eclip_vs_clip.json:eclip_scene_matched",
                         help="PATH:VARIANT of a committed comparison whose from-scratch model is the baseline column.")
     args = parser.parse_args(argv)
-    from training.data import resolve_data_dir
+    from eclip.training.data import resolve_data_dir
 
     args.data = os.path.abspath(args.data or resolve_data_dir())
     os.environ["ECLIP_DATA_DIR"] = args.data

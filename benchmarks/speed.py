@@ -9,7 +9,7 @@ are measured alternately, repeat by repeat, so machine noise hits both):
 2. training: samples/s of a full AdamW step on the pretraining loss, and the peak resident memory of a process that
    runs those steps (each model measured in its own subprocess, so peaks don't mix);
 3. gradient cache: peak memory and time per sample for contrastive batches of 1x, 4x and 16x a base batch, chunked
-   at the base batch (`training.trainer.contrastive_backward`), against the base batch without it;
+   at the base batch (`eclip.training.trainer.contrastive_backward`), against the base batch without it;
 4. instance-decoder scaling: image-embedding time as the number of queries K and decoder layers grow.
 
 Towers: a CLIP ViT and CLIP text transformer from config (random weights; speed does not depend on them). The
@@ -140,7 +140,7 @@ def train_worker(kind: str, preset: str, batch: int, steps: int, views: bool, ch
     if kind != "clip":
         data["product_ids"] = torch.arange(batch)
 
-    from training.trainer import contrastive_backward
+    from eclip.training.trainer import contrastive_backward
 
     def step():
         optimizer.zero_grad(set_to_none=True)

@@ -28,8 +28,8 @@ def build_model(folder: str | None):
 
     sys.path.insert(0, REPO)
     from modeling_eclip import EclipConfig, EclipModel
-    from training.pretrain import build_processor
-    from training.towers import default_text_model
+    from eclip.training.pretrain import build_processor
+    from eclip.training.towers import default_text_model
 
     if folder:
         return EclipModel.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)

@@ -1,16 +1,16 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
 Model cards for ECLIP checkpoints (DESIGN.md, "Hub"): `template.md` filled from the model's config and the
-results of `training.evaluation` (benchmarks as `model-index` metadata via huggingface_hub's `EvalResult`).
+results of `eclip.training.evaluation` (benchmarks as `model-index` metadata via huggingface_hub's `EvalResult`).
 
-    from model_cards.card import build_model_card, write_model_card
+    from eclip.model_cards.card import build_model_card, write_model_card
     card = build_model_card("runs/eclip", results)          # -> huggingface_hub.ModelCard
     write_model_card("runs/eclip", results)                 # -> runs/eclip/README.md (atomic write)
 
 `eclip-pretrain` writes the first card with the run's facts (`training=`: data, steps, towers, final loss); they are
 kept in the card's metadata (`eclip:`), so `eclip-evaluate --update-card`, which calls `write_model_card` with the
 results it has just computed, rebuilds the card without losing them. Fine-tuned heads, adapters and merged models get
-their cards from `model_cards.finetune_card`.
+their cards from `eclip.model_cards.finetune_card`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from training.atomic import atomic_write_text
+from eclip.training.atomic import atomic_write_text
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "template.md")
 
@@ -119,7 +119,7 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def eval_results_from(results: Mapping | None, split: str = "test") -> list[EvalResult]:
-    """The benchmarks in `results` (the dict `training.evaluation.evaluate_model` returns) as `EvalResult`s."""
+    """The benchmarks in `results` (the dict `eclip.training.evaluation.evaluate_model` returns) as `EvalResult`s."""
     if not results:
         return []
     tasks = results.get("tasks", results)
@@ -279,7 +279,7 @@ def build_model_card(
 
     Args:
         folder_or_config: a saved model folder (its `config.json` is read), an `EclipConfig` or its dict.
-        results: the dict `training.evaluation.evaluate_model` returns (or the parsed `results.json`); its
+        results: the dict `eclip.training.evaluation.evaluate_model` returns (or the parsed `results.json`); its
             benchmarks become `model-index` metadata (`EvalResult`s) and a results table. `None`: no results yet.
         base_model: Hub id(s) of the checkpoint(s) the towers were initialised from (card metadata).
         datasets: Hub id(s) or names of the pretraining data (card metadata).

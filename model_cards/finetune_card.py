@@ -119,7 +119,7 @@ def build_finetune_card(
 
     Args:
         report: the run's report (`test_metrics.json` of `eclip-finetune`), or `None` (no results: a card built by
-            `training.lora.save_adapter` outside the command).
+            `eclip.training.lora.save_adapter` outside the command).
         kind: `"full"` (every weight trained), `"head"` (backbone frozen), `"adapter"` (LoRA adapter) or `"merged"`.
         config: the head's config (`EclipConfig` or its dict): labels, modality.
         model_name: the card's title (the repo id when pushed, else the folder's name).
@@ -215,7 +215,7 @@ def build_finetune_card(
                  f"processor = AutoProcessor.from_pretrained({load})"]
     if kind == "adapter":
         base_line = f'"{base_model}"' if base_model else '"<base model>"'
-        code += ["", "# or with peft (what training.lora.load_adapter does):", "from peft import PeftModel",
+        code += ["", "# or with peft (what eclip.training.lora.load_adapter does):", "from peft import PeftModel",
                  f"from transformers import AutoConfig, {auto_class if auto_class.startswith('Auto') else 'AutoModel'}",
                  "", f"config = AutoConfig.from_pretrained({load})  # labels, modality"]
         if auto_class.startswith("Auto"):

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
 from modeling_eclip import EclipModel
-from training.trainer import EclipTrainer, EclipTrainingArguments
+from eclip.training.trainer import EclipTrainer, EclipTrainingArguments
 
 
 class Rows(Dataset):

@@ -14,7 +14,7 @@ DATA_DIR = os.environ.get("ECLIP_DATA_DIR", os.path.join(REPO_ROOT, "..", "share
 
 
 def minilm_dir() -> str:
-    from training.pretrain import default_text_model
+    from eclip.training.pretrain import default_text_model
 
     return default_text_model()
 
@@ -40,7 +40,7 @@ def tiny_config(image_size: int = 32, **overrides):
 
 
 def tiny_processor(image_size: int = 32):
-    from training.pretrain import build_processor
+    from eclip.training.pretrain import build_processor
 
     return build_processor(minilm_dir(), image_size)
 

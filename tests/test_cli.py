@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT
-from training.cli import UsageError, check_model_reference, check_output_dir
+from eclip.training.cli import UsageError, check_model_reference, check_output_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,15 +19,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_the_commands_import_no_torch_before_their_arguments_are_checked():
     code = (
         "import sys\n"
-        "import training.pretrain, training.finetune, training.evaluation, training.evaluation.cli, training.hub\n"
-        "parsers = [training.pretrain.build_arg_parser(), training.finetune.build_parser(),\n"
-        "           training.evaluation.build_parser()]\n"
+        "import eclip.training.pretrain, eclip.training.finetune, eclip.training.evaluation, eclip.training.evaluation.cli, eclip.training.hub\n"
+        "parsers = [eclip.training.pretrain.build_arg_parser(), eclip.training.finetune.build_parser(),\n"
+        "           eclip.training.evaluation.build_parser()]\n"
         "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "[]"
-    for module in ("training.finetune", "training.evaluation"):
+    for module in ("eclip.training.finetune", "eclip.training.evaluation"):
         result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, capture_output=True,
                                 text=True, timeout=120)
         assert result.returncode == 0 and "--push-to-hub" in result.stdout, result.stderr[-2000:]
@@ -50,7 +50,7 @@ def one_line_error(capsys, prog):
 
 
 def test_finetune_mistakes_are_one_line_with_a_suggestion(model_folder, tmp_path, capsys, data_dir, monkeypatch):
-    from training.finetune import main
+    from eclip.training.finetune import main
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     model = str(model_folder)
@@ -91,7 +91,7 @@ def test_finetune_mistakes_are_one_line_with_a_suggestion(model_folder, tmp_path
 
 
 def test_evaluate_mistakes_are_one_line(model_folder, tmp_path, capsys, data_dir):
-    from training.evaluation import main
+    from eclip.training.evaluation import main
 
     out = str(tmp_path / "eval")
     cases = [
@@ -145,7 +145,7 @@ def test_the_main_jobs_text_tower_is_a_requirement_of_the_package():
     """`pip install -e .` (no extra) must be enough for `eclip-pretrain`, whose text tower is a package."""
     from importlib.metadata import packages_distributions
 
-    from training.towers import default_text_model
+    from eclip.training.towers import default_text_model
 
     module = os.path.basename(os.path.dirname(default_text_model()))  # .../site-packages/<module>/model
     distribution = packages_distributions()[module][0]

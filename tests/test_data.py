@@ -13,15 +13,15 @@ from transformers import AutoTokenizer, CLIPImageProcessorPil
 
 from conftest import minilm_dir
 from modeling_eclip import EclipProcessor
-from training.compositor import SceneCompositor, background_mask, compose_scene
-from training.data import (
+from eclip.training.compositor import SceneCompositor, background_mask, compose_scene
+from eclip.training.data import (
     FASHION_FIELD_MAP,
     PretrainingCollator,
     load_product_dataset,
     product_id_to_int,
     resolve_data_dir,
 )
-from training.synthetic import ARTICLES, COLOURS, make_synthetic_products
+from eclip.training.synthetic import ARTICLES, COLOURS, make_synthetic_products
 
 SIZE = 64  # processor output side: small, so a batch processes in milliseconds
 
@@ -342,7 +342,7 @@ def test_undecodable_images_are_skipped_and_counted(processor, fashion_rows, tmp
         {**good[1], "id": 903, "image": {"bytes": open(bad["text"], "rb").read(), "path": None}},
         good[2],
     ]
-    with caplog.at_level(logging.WARNING, logger="training.data"):
+    with caplog.at_level(logging.WARNING, logger="eclip.training.data"):
         batch = PretrainingCollator(processor)(rows)
 
     assert batch["num_skipped_images"].item() == 3
@@ -364,7 +364,7 @@ def test_a_row_without_product_text_is_skipped_not_scored(processor, fashion_row
     good = fashion_rows[:2]
     blank = {key: (None if isinstance(value, str) else value) for key, value in good[1].items()}
     blank.update(id=904, image=good[1]["image"])
-    with caplog.at_level(logging.WARNING, logger="training.data"):
+    with caplog.at_level(logging.WARNING, logger="eclip.training.data"):
         batch = PretrainingCollator(processor)([good[0], blank, good[1]])
     assert batch["num_skipped_images"].item() == 1
     assert batch["product_ids"].tolist() == [row["id"] for row in good]

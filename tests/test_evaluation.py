@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, CLIPImageProcessorPil
 
 from conftest import REPO_ROOT, minilm_dir
 from modeling_eclip import EclipConfig, EclipModel, EclipProcessor
-from training import evaluation as ev
+from eclip.training import evaluation as ev
 
 LIMIT = 40
 IMAGE_SIZE = 64
@@ -221,7 +221,7 @@ def test_zero_shot_accuracy_comes_with_chance_and_majority_baselines(evaluated):
 
 def test_confusion_plot_shows_the_classes_the_model_predicts():
     """The failure the plot exists to show: a rare class answered for 75 % of the photos gets its own column."""
-    from training.evaluation.tasks import confusion_table
+    from eclip.training.evaluation.tasks import confusion_table
 
     rng = np.random.default_rng(0)
     references = np.repeat(np.arange(20), np.arange(40, 0, -2))  # class 0 largest ... class 19 smallest
@@ -287,7 +287,7 @@ def test_cli_update_card_and_entry_point(folders, data_dir, tmp_path):
 
 def test_module_cli_rejects_unknown_task(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "training.evaluation", "--model", "unused", "--tasks", "zero_shot,bogus",
+        [sys.executable, "-m", "eclip.training.evaluation", "--model", "unused", "--tasks", "zero_shot,bogus",
          "--output", str(tmp_path / "out")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )

@@ -13,9 +13,9 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2
 
 from modeling_eclip import EclipModel
 from modeling_eclip.modeling_eclip import vision_layers, vision_tower_head, vision_tower_tail
-from training.data import PretrainingCollator, load_product_dataset
-from training.feature_cache import FeatureCache, lock_vision_tower
-from training.trainer import EclipTrainer, EclipTrainingArguments
+from eclip.training.data import PretrainingCollator, load_product_dataset
+from eclip.training.feature_cache import FeatureCache, lock_vision_tower
+from eclip.training.trainer import EclipTrainer, EclipTrainingArguments
 
 IMAGE_SIZE = 28  # 2x2 patches of 14 px (DINOv2's patch)
 
@@ -225,8 +225,8 @@ def test_features_from_cached_hidden_states_equal_features_from_pixels():
 def test_evaluation_from_cached_tower_features_equals_evaluation_from_pixels(tmp_path, data_dir):
     """`evaluate_model(..., tower_features=...)` reads the locked blocks' hidden states (computed once, kept on disk)
     and gives the metrics of the pixel path; a model whose locked blocks differ is refused."""
-    from training.evaluation import evaluate_model
-    from training.evaluation.tower_features import TowerFeatures
+    from eclip.training.evaluation import evaluate_model
+    from eclip.training.evaluation.tower_features import TowerFeatures
 
     model = tiny_dinov2_eclip().eval()
     processor = tiny_processor(IMAGE_SIZE)
@@ -235,7 +235,7 @@ def test_evaluation_from_cached_tower_features_equals_evaluation_from_pixels(tmp
     features = TowerFeatures(model.vision_model, processor.image_processor, layer=2, folder=str(tmp_path / "feats"),
                              show_progress=False)
     cached = evaluate_model(model, processor, output_dir=str(tmp_path / "cached"), tower_features=features, **kwargs)
-    from training.evaluation import flatten_metrics
+    from eclip.training.evaluation import flatten_metrics
 
     a, b = flatten_metrics(pixels["tasks"]), flatten_metrics(cached["tasks"])
     assert a.keys() == b.keys()

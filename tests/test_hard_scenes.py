@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from training.compositor import compose_hard_scene
+from eclip.training.compositor import compose_hard_scene
 
 
 def garment(colour, size=(120, 160)) -> Image.Image:

@@ -28,7 +28,7 @@ from modeling_eclip import (
     EclipForTokenClassification,
     EclipModel,
 )
-from training import finetune_data
+from eclip.training import finetune_data
 
 torch.set_num_threads(1)
 
@@ -55,7 +55,7 @@ def image_inputs(batch=3, size=32, seed=0, suffix=""):
 
 
 def run_cli(args):
-    from training.finetune import main
+    from eclip.training.finetune import main
 
     assert main([str(a) for a in args]) == 0
     with open(os.path.join(args[args.index("--output-dir") + 1], "test_metrics.json")) as handle:

@@ -19,7 +19,7 @@ from modeling_eclip import (
     EclipForTokenClassification,
     EclipModel,
 )
-from training.lora import (
+from eclip.training.lora import (
     apply_lora,
     default_lora_targets,
     default_modules_to_save,
@@ -219,7 +219,7 @@ def test_adapter_is_small_and_reloads_and_merges_exactly(backbone, processor, mo
 
 @pytest.mark.slow
 def test_lora_cli_learns_and_writes_adapter_and_merged_model(backbone, data_dir, tmp_path):
-    from training.finetune import main
+    from eclip.training.finetune import main
 
     out = tmp_path / "out"
     assert main(["--task", "category", "--label-column", "masterCategory", "--model", backbone, "--data", data_dir,

@@ -6,7 +6,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from conftest import tiny_config
-from model_cards.card import TEMPLATE_PATH, build_model_card, eval_results_from, write_model_card
+from eclip.model_cards.card import TEMPLATE_PATH, build_model_card, eval_results_from, write_model_card
 
 
 def recall(base):

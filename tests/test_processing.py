@@ -308,7 +308,7 @@ def test_decompression_bomb_is_refused_with_the_file_named(processor, tmp_path, 
 
 
 def test_decompression_bomb_in_a_training_batch_is_skipped(processor, tmp_path, monkeypatch):
-    from training.data import PretrainingCollator
+    from eclip.training.data import PretrainingCollator
 
     good, bomb = tmp_path / "good.png", tmp_path / "bomb.png"
     Image.new("RGB", (20, 20), (255, 0, 0)).save(good)

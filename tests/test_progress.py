@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from training.progress import ProgressLogCallback, format_duration, progress_callbacks
+from eclip.training.progress import ProgressLogCallback, format_duration, progress_callbacks
 
 
 class TinyRegression(torch.nn.Module):

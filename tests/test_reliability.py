@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_eclip import EclipModel
-from training.trainer import EclipTrainer, EclipTrainingArguments
+from eclip.training.trainer import EclipTrainer, EclipTrainingArguments
 
 TINY = os.path.join("training", "configs", "tiny.yaml")
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 def _pretrain_command(out, *extra) -> list[str]:
     return [
-        sys.executable, "-m", "training.pretrain", "--config", TINY, "--max-steps", "16", "--save-steps", "2",
+        sys.executable, "-m", "eclip.training.pretrain", "--config", TINY, "--max-steps", "16", "--save-steps", "2",
         "--output-dir", str(out), *extra,
     ]  # fmt: skip
 
@@ -159,7 +159,7 @@ def test_a_nonfinite_step_is_skipped_counted_and_training_continues(tmp_path, ca
     trainer = make_trainer(model, tmp_path, max_steps=4, logging_steps=1, learning_rate=1e-2, weight_decay=0.1)
     snapshots = Snapshots()
     trainer.add_callback(snapshots)
-    with caplog.at_level(logging.WARNING, logger="training.trainer"):
+    with caplog.at_level(logging.WARNING, logger="eclip.training.trainer"):
         trainer.train()
     assert trainer.state.global_step == 4
     torch.testing.assert_close(snapshots.weights[2], snapshots.weights[1], rtol=0, atol=0)  # step 2: no update
@@ -216,7 +216,7 @@ def test_logit_scale_stays_clamped_under_a_huge_learning_rate(tmp_path):
 
 
 def test_corrupt_images_in_the_training_set_are_skipped_and_counted(tmp_path, caplog):
-    from training.data import PretrainingCollator, load_product_dataset
+    from eclip.training.data import PretrainingCollator, load_product_dataset
 
     photos = tmp_path / "photos"
     photos.mkdir()

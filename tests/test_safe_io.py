@@ -147,7 +147,7 @@ def test_sigkill_during_save_pretrained_leaves_previous_model_loadable(saved, tm
 
 def test_atomic_file_write_replaces_the_whole_file_or_nothing(tmp_path, monkeypatch):
     """The one helper every results / report / card / cache-manifest file is written with."""
-    from training.atomic import atomic_write_json, atomic_write_text
+    from eclip.training.atomic import atomic_write_json, atomic_write_text
 
     path = tmp_path / "results.json"
     atomic_write_text(path, "old\n")

@@ -9,7 +9,7 @@ import torch
 from conftest import REPO_ROOT, tiny_config, tiny_processor
 
 from modeling_eclip import EclipModel
-from training.selection_refit import fit_selection_head, member_targets, refit_selection_head, selection_objective
+from eclip.training.selection_refit import fit_selection_head, member_targets, refit_selection_head, selection_objective
 
 torch.set_num_threads(1)
 
@@ -44,7 +44,7 @@ def test_targets_spread_over_the_picked_queries_and_an_image_without_one_is_an_e
 
 
 def _rows(data_dir, count):
-    from training.fashion import read_fashion_metadata
+    from eclip.training.fashion import read_fashion_metadata
 
     return [r for r in read_fashion_metadata(data_dir) if r["split"] == "train"][:count]
 
@@ -81,9 +81,9 @@ def test_dataset_rows_read_the_training_data_lazily_and_mark_an_undecodable_imag
     """The pretraining data seen as refit rows: titles through the collator's field map, images by path or decoded."""
     from PIL import Image
 
-    from training.data import PretrainingCollator, load_product_dataset
-    from training.fashion import TITLE_FIELD
-    from training.selection_refit import DatasetRows, usable_rows
+    from eclip.training.data import PretrainingCollator, load_product_dataset
+    from eclip.training.fashion import TITLE_FIELD
+    from eclip.training.selection_refit import DatasetRows, usable_rows
 
     dataset = load_product_dataset("synthetic:6")
     collator = PretrainingCollator(tiny_processor())
@@ -98,9 +98,9 @@ def test_dataset_rows_read_the_training_data_lazily_and_mark_an_undecodable_imag
 
 
 def test_dataset_rows_of_an_imagefolder_keep_paths_and_map_the_fashion_title(data_dir):
-    from training.data import PretrainingCollator, load_product_dataset
-    from training.fashion import TITLE_FIELD
-    from training.selection_refit import DatasetRows
+    from eclip.training.data import PretrainingCollator, load_product_dataset
+    from eclip.training.fashion import TITLE_FIELD
+    from eclip.training.selection_refit import DatasetRows
 
     dataset = load_product_dataset(f"imagefolder:{data_dir}/fashion-products", limit=3)
     rows = DatasetRows(dataset, PretrainingCollator(tiny_processor()).title)
@@ -112,14 +112,14 @@ def test_refit_skips_and_counts_rows_it_cannot_use(data_dir, caplog):
     rows = _rows(data_dir, 12) + [{"path": os.path.join(data_dir, "missing.jpg"), "productDisplayName": "Gone"},
                                   {"path": None, "productDisplayName": "Corrupt"}]
     torch.manual_seed(0)
-    with caplog.at_level("WARNING", logger="training.selection_refit"):
+    with caplog.at_level("WARNING", logger="eclip.training.selection_refit"):
         stats = refit_selection_head(EclipModel(tiny_config()), tiny_processor(), rows, scenes=14, photos=14)
     assert stats["skipped_rows"] == 4 and stats["scenes"] == 12 and stats["photos"] == 12
     assert "skipped 4 drawn rows" in caplog.text
 
 
 def _tiny_pretraining(tmp_path, name, **training):
-    from training.pretrain import load_config
+    from eclip.training.pretrain import load_config
 
     config = load_config(os.path.join(REPO_ROOT, "training", "configs", "tiny.yaml"))
     config["training"].update(output_dir=str(tmp_path / name), max_steps=2, **training)
@@ -131,7 +131,7 @@ def test_eclip_pretrain_refits_the_selection_head_as_its_last_stage(tmp_path):
     the summary say what the refit did."""
     from safetensors.torch import load_file
 
-    from training.pretrain import run_pretraining
+    from eclip.training.pretrain import run_pretraining
 
     plain = run_pretraining(_tiny_pretraining(tmp_path, "plain"))
     refit = run_pretraining(_tiny_pretraining(tmp_path, "refit", selection_refit=True, selection_refit_scenes=24,
@@ -150,7 +150,7 @@ def test_eclip_pretrain_refits_the_selection_head_as_its_last_stage(tmp_path):
 
 
 def test_a_streamed_dataset_is_read_again_from_its_start_for_the_refit(tmp_path):
-    from training.pretrain import run_pretraining
+    from eclip.training.pretrain import run_pretraining
 
     config = _tiny_pretraining(tmp_path, "streamed", selection_refit=True, selection_refit_scenes=10,
                                selection_refit_photos=6)
@@ -161,12 +161,12 @@ def test_a_streamed_dataset_is_read_again_from_its_start_for_the_refit(tmp_path)
 
 
 def test_the_clip_baseline_skips_the_refit_and_bad_sizes_are_refused(tmp_path, caplog):
-    from training.pretrain import run_pretraining
-    from training.trainer import EclipTrainingArguments
+    from eclip.training.pretrain import run_pretraining
+    from eclip.training.trainer import EclipTrainingArguments
 
     config = _tiny_pretraining(tmp_path, "clip", selection_refit=True)
     config["model"]["eclip"]["use_instance_decoder"] = False
-    with caplog.at_level("WARNING", logger="training.pretrain"):
+    with caplog.at_level("WARNING", logger="eclip.training.pretrain"):
         summary = run_pretraining(config)
     assert summary["selection_refit"] is None and "no instance decoder" in caplog.text
     assert os.path.isfile(tmp_path / "clip" / "model.safetensors")

@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import DATA_DIR, REPO_ROOT, tiny_config, tiny_processor
 from hub_fixtures import FakeHub, card_of, lay_into_cache, run_offline
-from training.hub import PushError, adapter_config_for_hub, folder_files, push_folder
+from eclip.training.hub import PushError, adapter_config_for_hub, folder_files, push_folder
 
 TINY = os.path.join(REPO_ROOT, "training", "configs", "tiny.yaml")
 PICKLES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -62,7 +62,7 @@ def umask():
 
 # ------------------------------------------------------------------------------------------------ push_folder
 def test_push_folder_is_one_commit_of_exactly_the_model_files(saved_folder, monkeypatch):
-    from model_cards.card import write_model_card
+    from eclip.model_cards.card import write_model_card
 
     write_model_card(saved_folder, None)
     expected = set(local_files(saved_folder))
@@ -96,7 +96,7 @@ def test_a_failed_push_says_why_and_where_the_intact_folder_is(saved_folder):
         push_folder(saved_folder, "org/eclip-tiny")
     message = str(error.value)
     assert "offline" in message and os.path.abspath(saved_folder) in message and "intact" in message
-    assert f"python -m training.hub {os.path.abspath(saved_folder)} org/eclip-tiny" in message
+    assert f"python -m eclip.training.hub {os.path.abspath(saved_folder)} org/eclip-tiny" in message
     assert "\n" not in message
     assert local_files(saved_folder) == before
 
@@ -107,7 +107,7 @@ def pretrained(tmp_path_factory):
     """`eclip-pretrain --push-to-hub org/tiny-eclip --hub-private --hub-revision dev` on the tiny config."""
     from _pytest.monkeypatch import MonkeyPatch
 
-    from training.pretrain import main
+    from eclip.training.pretrain import main
 
     out = tmp_path_factory.mktemp("pretrain") / "tiny-eclip"
     monkeypatch = MonkeyPatch()
@@ -208,7 +208,7 @@ print(json.dumps({"logits": logits.tolist(), "module": type(model).__module__,
 
 
 def test_update_card_keeps_the_training_facts_and_adds_results(pretrained, tmp_path):
-    from model_cards.card import write_model_card
+    from eclip.model_cards.card import write_model_card
 
     out, _ = pretrained
     folder = tmp_path / "copy"
@@ -228,7 +228,7 @@ def test_update_card_keeps_the_training_facts_and_adds_results(pretrained, tmp_p
 
 @pytest.mark.slow
 def test_evaluate_update_card_pushes_the_folder_with_its_results(pretrained, tmp_path, monkeypatch, data_dir):
-    from training.evaluation import main
+    from eclip.training.evaluation import main
 
     out, _ = pretrained
     folder = tmp_path / "model"
@@ -258,7 +258,7 @@ def test_adapter_names_its_base_by_absolute_path_and_loads_from_anywhere(backbon
     from transformers import AutoModelForSequenceClassification, AutoProcessor, pipeline
 
     from modeling_eclip import EclipForProductClassification
-    from training.lora import apply_lora, load_adapter, save_adapter
+    from eclip.training.lora import apply_lora, load_adapter, save_adapter
 
     work = tmp_path / "work"
     work.mkdir()
@@ -302,7 +302,7 @@ def test_adapter_names_its_base_by_absolute_path_and_loads_from_anywhere(backbon
 
 def test_a_moved_base_is_a_clear_error(backbone, tmp_path, one_thread):
     from modeling_eclip import EclipForProductClassification
-    from training.lora import apply_lora, load_adapter, save_adapter
+    from eclip.training.lora import apply_lora, load_adapter, save_adapter
 
     model = apply_lora(EclipForProductClassification.from_pretrained(backbone, num_labels=2, modality="text"), r=2)
     save_adapter(model, str(tmp_path / "adapter"))
@@ -317,7 +317,7 @@ def test_a_moved_base_is_a_clear_error(backbone, tmp_path, one_thread):
 @pytest.mark.parametrize("value", [0o022, 0o027], ids=["umask022", "umask027"])
 def test_saved_folders_follow_the_umask(value, umask, tmp_path, backbone, one_thread):
     from modeling_eclip import EclipForProductClassification, EclipModel
-    from training.lora import apply_lora, save_adapter
+    from eclip.training.lora import apply_lora, save_adapter
 
     umask(value)
     model_dir, adapter_dir = tmp_path / "model", tmp_path / "adapter"
@@ -333,7 +333,7 @@ def test_saved_folders_follow_the_umask(value, umask, tmp_path, backbone, one_th
 # ------------------------------------------------------------------------------------------- eclip-finetune
 @pytest.mark.slow
 def test_finetune_lora_push_and_load_by_repo_id(backbone, tmp_path, monkeypatch, capsys, data_dir):
-    from training.finetune import main
+    from eclip.training.finetune import main
 
     out = tmp_path / "category-lora"
     hub = FakeHub().install(monkeypatch)
@@ -396,7 +396,7 @@ print(json.dumps(out))
     report = json.loads(run_offline(script, cache, tmp_path, json.dumps(TITLES)).strip().splitlines()[-1])
     from transformers import AutoProcessor
 
-    from training.lora import load_adapter
+    from eclip.training.lora import load_adapter
 
     tokens = AutoProcessor.from_pretrained(out).tokenizer(TITLES, padding=True, return_tensors="pt")
     local = load_adapter(str(out)).eval()

@@ -14,7 +14,7 @@ from conftest import DATA_DIR, minilm_dir
 from PIL import Image
 
 from modeling_eclip import EclipModel, EclipProcessor
-from training import towers
+from eclip.training import towers
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_the_fashion_recipe_runs_end_to_end_on_a_few_rows(tmp_path, data_dir):
     import yaml
     from transformers import AutoModel, AutoProcessor, Dinov2Model, pipeline
 
-    from training.pretrain import CONFIG_DIR, main
+    from eclip.training.pretrain import CONFIG_DIR, main
 
     with open(os.path.join(CONFIG_DIR, "fashion.yaml")) as handle:
         config = yaml.safe_load(handle)

@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from modeling_eclip import EclipModel
 from modeling_eclip.configuration_eclip import FIRST_DESIGN
-from training.trainer import (
+from eclip.training.trainer import (
     EclipTrainer,
     EclipTrainingArguments,
     ScheduledBatchSampler,
@@ -322,7 +322,7 @@ def test_resume_from_checkpoint_ends_with_the_weights_of_an_uninterrupted_run(tm
         contrastive_batch_schedule="0:4,3:8", contrastive_chunk_size=3,
     )  # fmt: skip
 
-    with caplog.at_level(logging.WARNING, logger="training.trainer"):
+    with caplog.at_level(logging.WARNING, logger="eclip.training.trainer"):
         uninterrupted = make_trainer(tiny_model(dropout=0.1), tmp_path / "a", **settings)
         uninterrupted.train()
     expected = uninterrupted.model.state_dict()
@@ -399,12 +399,12 @@ def _assert_no_pickles(folder):
 
 @pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
-    """`python -m training.pretrain --config tiny.yaml` trains, logs each objective and writes a loadable folder."""
+    """`python -m eclip.training.pretrain --config tiny.yaml` trains, logs each objective and writes a loadable folder."""
     from transformers import AutoModel, AutoProcessor
 
     out = tmp_path / "tiny-model"
     command = [
-        sys.executable, "-m", "training.pretrain", "--config", os.path.join("training", "configs", "tiny.yaml"),
+        sys.executable, "-m", "eclip.training.pretrain", "--config", os.path.join("training", "configs", "tiny.yaml"),
         "--max-steps", "3", "--output-dir", str(out), "--set", "num_instance_queries=5",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -430,7 +430,7 @@ def test_cli_end_to_end(tmp_path):
     model = AutoModel.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
     assert model.config.num_instance_queries == 5  # --set reached the EclipConfig
-    from training.data import decode_image, load_product_dataset
+    from eclip.training.data import decode_image, load_product_dataset
 
     rows = load_product_dataset("synthetic:64", split="train", limit=2)
     images = [decode_image(row["image"]) for row in rows]
@@ -442,7 +442,7 @@ def test_cli_end_to_end(tmp_path):
 
 def test_cli_rejects_a_bad_config(tmp_path, capsys):
     """Each mistake is one line on stderr (with the closest valid name), exit status 2, and nothing written."""
-    from training.pretrain import main
+    from eclip.training.pretrain import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {}\noptimizer: {}\n")
@@ -475,7 +475,7 @@ def test_cli_rejects_a_bad_config(tmp_path, capsys):
 
 
 def test_cli_refuses_to_replace_a_trained_folder(tmp_path, capsys):
-    from training.pretrain import main
+    from eclip.training.pretrain import main
 
     out = tmp_path / "trained"
     out.mkdir()
@@ -495,8 +495,8 @@ def test_short_run_on_the_fashion_catalogue_learns_retrieval(tmp_path, data_dir)
     A short run on the real fashion-products train split (tiny ViT at 64 px, pretrained MiniLM text tower) lowers the
     loss and gives text-to-image Recall@10 on 300 test products far above chance.
     """
-    from training.data import PretrainingCollator, load_product_dataset
-    from training.pretrain import build_model, build_processor
+    from eclip.training.data import PretrainingCollator, load_product_dataset
+    from eclip.training.pretrain import build_model, build_processor
 
     spec = f"imagefolder:{os.path.join(data_dir, 'fashion-products')}"
     processor = build_processor(minilm_dir(), 64)
@@ -547,8 +547,8 @@ def test_short_run_on_the_fashion_catalogue_learns_retrieval(tmp_path, data_dir)
 
 
 def test_gpu_defaults_keep_the_accelerator_fed():
-    from training.pretrain import gpu_defaults
-    from training.trainer import EclipTrainingArguments
+    from eclip.training.pretrain import gpu_defaults
+    from eclip.training.trainer import EclipTrainingArguments
 
     defaults = gpu_defaults()
     assert defaults["optim"] == "adamw_torch_fused" and defaults["dataloader_pin_memory"]
@@ -563,7 +563,7 @@ def test_copied_trainer_internals_match_the_installed_transformers():
     changes it must make us re-sync the copy (then update the pinned hash), not silently drift."""
     import transformers
 
-    from training import trainer_internals
+    from eclip.training import trainer_internals
 
     assert trainer_internals.save_checkpoint_source_sha256() == trainer_internals.SAVE_CHECKPOINT_SHA256, (
         f"transformers {transformers.__version__} changed Trainer._save_checkpoint, from which "
@@ -589,7 +589,7 @@ def test_a_streamed_dataset_trains_on_two_processes_and_the_main_one_refits_the_
     (tmp_path / "stream.yaml").write_text(yaml.safe_dump(config))
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        "-m", "training.pretrain", "--config", str(tmp_path / "stream.yaml"),
+        "-m", "eclip.training.pretrain", "--config", str(tmp_path / "stream.yaml"),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)

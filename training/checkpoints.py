@@ -14,7 +14,7 @@ import shutil
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from modeling_eclip.modeling_eclip import share_under_umask
-from training.trainer_internals import checkpoint_location, finish_checkpoint, write_checkpoint
+from eclip.training.trainer_internals import checkpoint_location, finish_checkpoint, write_checkpoint
 
 STAGING_PREFIX = "tmp-"
 STAGING_PATTERN = re.compile(rf"^{STAGING_PREFIX}(old-)?{PREFIX_CHECKPOINT_DIR}-\d+$")

@@ -234,7 +234,7 @@ def load_product_dataset(
     Args:
         spec: where the data is:
             - `"synthetic"` / `"synthetic:N"`: the embedded procedurally drawn catalogue (N products, default 1200,
-              two photos each; see `training.synthetic`), no download;
+              two photos each; see `eclip.training.synthetic`), no download;
             - `"imagefolder:PATH"`: a local `imagefolder` (images + `metadata.csv`/`.jsonl`), e.g.
               `f"imagefolder:{resolve_data_dir()}/fashion-products"`;
             - `"csv:PATH"`, `"json:PATH"`, `"parquet:PATH"`: a file, folder or glob with an image column or an image

@@ -101,7 +101,7 @@ def load_products(data_dir: str | None, modality: str, limit: int | None = None,
     them. `limit` keeps at most that many rows of each split, drawn with a fixed seed."""
     import datasets
 
-    from training.data import resolve_source, split_dataset
+    from eclip.training.data import resolve_source, split_dataset
 
     source = resolve_source(data_dir, FASHION_DIR)
     if modality == "text":

@@ -28,8 +28,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from modeling_eclip.modeling_eclip import vision_layers, vision_tower_head
-from training.atomic import atomic_write_json
-from training.batch_schedule import ScheduledBatchSampler
+from eclip.training.atomic import atomic_write_json
+from eclip.training.batch_schedule import ScheduledBatchSampler
 
 logger = logging.getLogger(__name__)
 

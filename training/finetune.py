@@ -1,6 +1,6 @@
 """``eclip-finetune``: fine-tune an ECLIP checkpoint on a downstream task with ``transformers.Trainer``.
 
-Tasks (data and label rules in :mod:`training.finetune_data`):
+Tasks (data and label rules in :mod:`eclip.training.finetune_data`):
 
 * ``category``    -- product category (``--label-column``, default ``articleType``) from image, text or both
                      (``EclipForProductClassification``); test accuracy, macro F1 and weighted F1.
@@ -38,7 +38,7 @@ import sys
 
 import numpy as np
 
-from training.cli import (
+from eclip.training.cli import (
     ArgumentParser,
     UsageError,
     add_hub_arguments,
@@ -48,8 +48,8 @@ from training.cli import (
     fail,
     suggest,
 )
-from training.fashion import FASHION_DIR, LABEL_FIELD, METADATA_FILE
-from training.matching_data import DEFAULT_SERIALIZATION, SERIALIZATIONS
+from eclip.training.fashion import FASHION_DIR, LABEL_FIELD, METADATA_FILE
+from eclip.training.matching_data import DEFAULT_SERIALIZATION, SERIALIZATIONS
 
 logger = logging.getLogger("eclip-finetune")
 
@@ -233,7 +233,7 @@ def _check_args(args, parser):
     if args.task != "matching" and args.matching_mode != "bi_encoder":
         parser.error("--matching-mode is for --task matching.")
     if args.lora is not None:
-        from training.lora import parse_lora_spec
+        from eclip.training.lora import parse_lora_spec
 
         try:
             parse_lora_spec(args.lora)
@@ -263,7 +263,7 @@ def _check_model(args) -> None:
     if args.processor is not None:
         check_model_reference(args.processor, "--processor")
     if args.base_model_id is not None:
-        from training.cli import looks_like_repo_id
+        from eclip.training.cli import looks_like_repo_id
 
         if not looks_like_repo_id(args.base_model_id) or "/" not in args.base_model_id:
             raise UsageError(f"--base-model-id {args.base_model_id!r} is not a Hub repo id (ORG/NAME).")
@@ -281,7 +281,7 @@ def hub_base_model(args) -> str | None:
         return args.base_model_id
     if not os.path.isdir(args.model):
         return args.model
-    from model_cards.card import previous_card_fields
+    from eclip.model_cards.card import previous_card_fields
 
     return previous_card_fields(args.model).get("repo_id")
 
@@ -290,7 +290,7 @@ def _check_data(args) -> None:
     """The task's data files exist under `--data`; the label column and the matching benchmarks are real names."""
     import csv
 
-    from training.data import resolve_data_dir
+    from eclip.training.data import resolve_data_dir
 
     data_dir = args.data or resolve_data_dir()
     if not os.path.isdir(data_dir):
@@ -488,9 +488,9 @@ def run(args) -> dict:
     from transformers import AutoProcessor, Trainer, TrainingArguments, set_seed
 
     import modeling_eclip
-    from training import finetune_data as data
-    from training.lora import apply_lora, parse_lora_spec
-    from training.progress import progress_callbacks
+    from eclip.training import finetune_data as data
+    from eclip.training.lora import apply_lora, parse_lora_spec
+    from eclip.training.progress import progress_callbacks
 
     set_seed(args.seed)
     try:
@@ -608,9 +608,9 @@ def write_outputs(args, model, processor, report: dict) -> None:
     the model, or the adapter and the head config; the processor; a model card (title and snippets: the repo id
     when pushed, else the folder's name); `test_metrics.json`; with `--merge-lora`, `merged/` with its own card.
     """
-    from model_cards.finetune_card import build_finetune_card
+    from eclip.model_cards.finetune_card import build_finetune_card
     from modeling_eclip.modeling_eclip import atomic_directory
-    from training.lora import save_adapter
+    from eclip.training.lora import save_adapter
 
     name = args.push_to_hub or os.path.basename(os.path.abspath(args.output_dir))
     base = hub_base_model(args) if args.push_to_hub else None
@@ -660,7 +660,7 @@ def main(argv=None) -> int:
                      default=_json_default))
     print(f"wrote {os.path.join(args.output_dir, 'test_metrics.json')}", flush=True)
     if args.push_to_hub:
-        from training.hub import PushError, adapter_config_for_hub, push_folder
+        from eclip.training.hub import PushError, adapter_config_for_hub, push_folder
 
         replace = adapter_config_for_hub(args.output_dir, hub_base_model(args)) if report["lora"] is not None else None
         try:

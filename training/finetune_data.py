@@ -21,7 +21,7 @@ Every task keeps the data's own ``train`` / ``validation`` / ``test`` split (pro
   A value that does not occur in the title is simply not tagged (``Tshirts`` never matches ``T-shirt``): the labels
   are silver, not gold, and the rule is the definition the metric measures against.
 * ``matching``: ``product-matching/{walmart-amazon,abt-buy}`` text pairs, read and serialized by
-  :mod:`training.matching_data` (the reader and serializer the zero-shot evaluation uses too).
+  :mod:`eclip.training.matching_data` (the reader and serializer the zero-shot evaluation uses too).
 
 ``limit`` keeps at most that many rows of each split (matching: of each benchmark's split), drawn with a fixed seed,
 so the class balance stays representative.
@@ -34,9 +34,9 @@ import re
 
 import datasets
 
-from training.data import limit_dataset, resolve_source, split_dataset
-from training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, SPLITS, TITLE_FIELD, load_products
-from training.matching_data import (
+from eclip.training.data import limit_dataset, resolve_source, split_dataset
+from eclip.training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, SPLITS, TITLE_FIELD, load_products
+from eclip.training.matching_data import (
     DEFAULT_SERIALIZATION,
     MATCHING_DATASETS,
     MATCHING_DIR,
@@ -168,7 +168,7 @@ def matching_dataset(
 ) -> datasets.DatasetDict:
     """Text pairs of the named benchmarks, concatenated per split, with ``text_a``, ``text_b``, ``labels`` (0./1.)
     and ``source`` (the benchmark name, for per-benchmark metrics); read and serialized by
-    :mod:`training.matching_data`, as the zero-shot evaluation reads them."""
+    :mod:`eclip.training.matching_data`, as the zero-shot evaluation reads them."""
     root = resolve_source(data_dir, MATCHING_DIR)
     out = {}
     for split in SPLIT_FILES:

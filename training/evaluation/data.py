@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from training.fashion import stratified_subset
-from training.matching_data import DEFAULT_SERIALIZATION, MATCHING_DATASETS, MATCHING_DIR, read_pairs
+from eclip.training.fashion import stratified_subset
+from eclip.training.matching_data import DEFAULT_SERIALIZATION, MATCHING_DATASETS, MATCHING_DIR, read_pairs
 
 MATCHING_SPLITS = ("valid", "test")
 DEFAULT_TEMPLATES = ("a photo of {}.", "a product photo of {}.", "{}")
@@ -16,7 +16,7 @@ DEFAULT_TEMPLATES = ("a photo of {}.", "a product photo of {}.", "{}")
 def load_matching(data_dir: str, limit: int | None, seed: int,
                   serialization: str = DEFAULT_SERIALIZATION) -> dict[str, dict[str, list]]:
     """`{benchmark: {"valid" | "test": [(text_a, text_b, label), ...]}}`, read and serialized by
-    `training.matching_data` exactly as `eclip-finetune --task matching` reads them; `limit` keeps a seeded sample of
+    `eclip.training.matching_data` exactly as `eclip-finetune --task matching` reads them; `limit` keeps a seeded sample of
     each split, stratified by label."""
     out = {}
     for name in MATCHING_DATASETS:

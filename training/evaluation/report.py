@@ -10,7 +10,7 @@ import platform
 
 import numpy as np
 
-from training.atomic import atomic_write_text
+from eclip.training.atomic import atomic_write_text
 
 BASELINE_SUBDIR = "baseline"
 DETAILS = "details"  # per-task key for non-metric information (excluded from tables and ratios)

@@ -10,16 +10,16 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from training.compositor import compose_scene
-from training.data import resolve_data_dir
-from training.evaluation.data import DEFAULT_TEMPLATES, check_templates, load_matching
-from training.evaluation.embedder import Embedder
-from training.evaluation.report import BASELINE_SUBDIR, compare, config_summary, versions, write_results
-from training.evaluation.scenes import build_hard_scenes, build_scenes
-from training.evaluation.tasks import TASK_FUNCTIONS, TASK_SPLITS, TaskRun, parse_tasks
-from training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, load_split_rows, read_fashion_metadata
+from eclip.training.compositor import compose_scene
+from eclip.training.data import resolve_data_dir
+from eclip.training.evaluation.data import DEFAULT_TEMPLATES, check_templates, load_matching
+from eclip.training.evaluation.embedder import Embedder
+from eclip.training.evaluation.report import BASELINE_SUBDIR, compare, config_summary, versions, write_results
+from eclip.training.evaluation.scenes import build_hard_scenes, build_scenes
+from eclip.training.evaluation.tasks import TASK_FUNCTIONS, TASK_SPLITS, TaskRun, parse_tasks
+from eclip.training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, load_split_rows, read_fashion_metadata
 
-logger = logging.getLogger("training.evaluation")
+logger = logging.getLogger("eclip.training.evaluation")
 
 
 def _evaluate_one(model, processor, name, model_path, tasks, splits, matching, scenes, output_dir, templates,
@@ -119,9 +119,9 @@ def evaluate_model(
             stratified by subCategory / label) for quick runs; `None` uses everything.
         templates: prompt templates with one `{}` (zero-shot and restricted prompts); text embeddings are
             averaged over them.
-        compose_fn: scene compositor for `instance_retrieval` (default `training.compositor.compose_scene`).
+        compose_fn: scene compositor for `instance_retrieval` (default `eclip.training.compositor.compose_scene`).
         update_card: also write the model card (README.md) into `model_path` (a local folder), keeping the facts of
-            the card already there (the training run; see `model_cards.card.write_model_card`).
+            the card already there (the training run; see `eclip.model_cards.card.write_model_card`).
         tower_features: a [`TowerFeatures`] of the locked vision tower the model(s) were trained with: images are
             embedded from its cached hidden states (computed once per image set, shared across models).
         scenes, hard_scenes: the instance-retrieval scenes (`build_scenes`, `build_hard_scenes` of the test rows
@@ -184,7 +184,7 @@ def evaluate_model(
     results["versions"] = versions()
     results = write_results(output_dir, results)
     if update_card:
-        from model_cards.card import write_model_card
+        from eclip.model_cards.card import write_model_card
 
         results["model_card"] = write_model_card(model_path, results, repo_id=repo_id)
     return results

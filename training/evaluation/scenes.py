@@ -11,8 +11,8 @@ from collections.abc import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from training.compositor import SCENE_CANVAS, SCENE_DISTRACTORS, SCENE_SCALE_RANGE
-from training.evaluation.embedder import load_image
+from eclip.training.compositor import SCENE_CANVAS, SCENE_DISTRACTORS, SCENE_SCALE_RANGE
+from eclip.training.evaluation.embedder import load_image
 
 
 def build_scenes(rows: list[dict], compose_fn: Callable, seed: int) -> list[dict]:
@@ -38,13 +38,13 @@ def build_scenes(rows: list[dict], compose_fn: Callable, seed: int) -> list[dict
 
 def build_hard_scenes(rows: list[dict], seed: int) -> dict[str, list[dict]]:
     """
-    The harder scene sets (see `training.compositor.compose_hard_scene`), one scene per test product in each:
+    The harder scene sets (see `eclip.training.compositor.compose_hard_scene`), one scene per test product in each:
     `"crowded"` (2-3 overlapping distractors of mixed scales on a shared busy background) and `"small"` (the named
     product small among 2-3 larger distractors). The background is another test photo; seeded per set.
     """
     import random
 
-    from training.compositor import HARD_SCENE_KINDS, compose_hard_scene
+    from eclip.training.compositor import HARD_SCENE_KINDS, compose_hard_scene
 
     out = {}
     for kind in HARD_SCENE_KINDS:

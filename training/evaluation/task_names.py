@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from training.cli import suggest
+from eclip.training.cli import suggest
 
 TASKS = ("zero_shot", "retrieval", "instance_retrieval", "linear_probe", "clustering", "matching", "restricted")
 # Which fashion-products splits each task reads (matching reads the product-matching files instead).

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.compositor import SCENE_DISTRACTORS, SCENE_SCALE_RANGE
-from training.evaluation.embedder import Embedder, image_text_scores, load_image, normalize
-from training.evaluation.plots import PLOT_FILES, plot_confusion, plot_instance_attention, plot_retrieval_examples
-from training.evaluation.report import DETAILS
-from training.evaluation.scenes import attention_grid, processed_to_canvas, scene_relevance
-from training.evaluation.task_names import TASK_SPLITS, TASKS, parse_tasks  # re-exported: their home is light
-from training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, TITLE_FIELD
-from training.matching_data import DEFAULT_SERIALIZATION
+from eclip.training.compositor import SCENE_DISTRACTORS, SCENE_SCALE_RANGE
+from eclip.training.evaluation.embedder import Embedder, image_text_scores, load_image, normalize
+from eclip.training.evaluation.plots import PLOT_FILES, plot_confusion, plot_instance_attention, plot_retrieval_examples
+from eclip.training.evaluation.report import DETAILS
+from eclip.training.evaluation.scenes import attention_grid, processed_to_canvas, scene_relevance
+from eclip.training.evaluation.task_names import TASK_SPLITS, TASKS, parse_tasks  # re-exported: their home is light
+from eclip.training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, TITLE_FIELD
+from eclip.training.matching_data import DEFAULT_SERIALIZATION
 
 RESTRICTED_PROMPTS = ("innerwear", "underwear", "lingerie", "a bra", "briefs")
 TARGET_PRECISION = 0.95
@@ -366,7 +366,7 @@ def task_clustering(run: TaskRun) -> dict:
 
 
 def _pair_scores(embedder: Embedder, pairs, desc) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine of the two records' text embeddings (texts already serialized by `training.matching_data`)."""
+    """Cosine of the two records' text embeddings (texts already serialized by `eclip.training.matching_data`)."""
     left = embedder.texts([p[0] for p in pairs], desc=f"{desc} left")
     right = embedder.texts([p[1] for p in pairs], desc=f"{desc} right")
     return np.sum(left * right, axis=1), np.array([p[2] for p in pairs])

@@ -2,7 +2,7 @@
 """
 Evaluation from a locked vision tower's hidden states: models trained with the same locked tower (a CLIP baseline,
 ECLIP and its ablations, several seeds) see the same hidden states for the same image, so the evaluation computes
-them once per image set and each model runs only its trainable rest (see `training.feature_cache`).
+them once per image set and each model runs only its trainable rest (see `eclip.training.feature_cache`).
 """
 
 from __future__ import annotations
