@@ -32,8 +32,8 @@ def _report():
 
 @pytest.fixture(scope="module")
 def probe_data(data_dir):
-    from training.compositor import compose_scene
-    from training.evaluation import build_scenes, load_split_rows
+    from eclip.training.compositor import compose_scene
+    from eclip.training.evaluation import build_scenes, load_split_rows
 
     rows = load_split_rows(data_dir, ["validation"], 16, 0)["validation"]
     return rows, build_scenes(rows, compose_scene, 0)
@@ -42,7 +42,7 @@ def probe_data(data_dir):
 def test_run_pretraining_calls_callbacks_and_returns_the_log(tmp_path):
     from transformers import TrainerCallback
 
-    from training.pretrain import load_config, run_pretraining
+    from eclip.training.pretrain import load_config, run_pretraining
 
     config = load_config(os.path.join(REPO_ROOT, "training", "configs", "tiny.yaml"))
     config["training"].update(output_dir=str(tmp_path / "model"), max_steps=3)
@@ -171,7 +171,7 @@ def test_variants_pin_the_objective_options_whatever_the_default_recipe():
     # the fixed recipe is EclipConfig's default (one definition), which the YAML of eclip-pretrain leaves alone
     from modeling_eclip import EclipConfig
     from modeling_eclip.configuration_eclip import FIRST_DESIGN
-    from training.pretrain import DEFAULT_CONFIG, load_config
+    from eclip.training.pretrain import DEFAULT_CONFIG, load_config
 
     defaults = EclipConfig()
     assert {name: fields["eclip_scene_matched"][name] for name in FIRST_DESIGN} == {
@@ -182,7 +182,7 @@ def test_variants_pin_the_objective_options_whatever_the_default_recipe():
 def test_first_relevant_ranks_reproduce_the_retrieval_metric():
     """The per-query ranks the bootstrap resamples give the same R@k and MRR as the evaluation's metric module."""
     from modeling_eclip.metrics import load_metric
-    from training.evaluation import first_relevant_ranks
+    from eclip.training.evaluation import first_relevant_ranks
 
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(40, 30))

@@ -219,7 +219,7 @@ def test_readme_tables_show_pooled_levels_per_seed_ratios_ablations_and_selectio
 def test_the_forest_plot_is_written_whole_with_a_row_per_measure(tmp_path, monkeypatch):
     report = _report(seeds=(0, 1, 2))
     drawn = []
-    from training.evaluation import plots
+    from eclip.training.evaluation import plots
 
     real = plots._pyplot
 

@@ -15,9 +15,9 @@ import torch
 from _heads_backbone import MATCHING_BENCHMARK, build_backbone
 from conftest import REPO_ROOT, tiny_config
 from modeling_eclip import EclipConfig, EclipForProductMatching
-from training import finetune_data
-from training.evaluation import load_matching
-from training.matching_data import (
+from eclip.training import finetune_data
+from eclip.training.evaluation import load_matching
+from eclip.training.matching_data import (
     DEFAULT_SERIALIZATION,
     MATCHING_DATASETS,
     SERIALIZATIONS,
@@ -117,7 +117,7 @@ def test_bad_lines_can_be_skipped_and_are_counted(tmp_path, caplog):
     path = tmp_path / "train.txt"
     lines = [f"{WALMART}\t{AMAZON}\t1"] + [BAD_LINES[case][0] for case in sorted(BAD_LINES)] + [f"{AMAZON}\t{WALMART}\t0"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="training.matching_data"):
+    with caplog.at_level(logging.WARNING, logger="eclip.training.matching_data"):
         pairs = read_pairs(str(path), "compact", skip_invalid=True)
     assert pairs.labels == [1, 0] and pairs.lines == [1, len(lines)]
     assert sum(pairs.skipped.values()) == len(BAD_LINES)
@@ -212,7 +212,7 @@ def test_a_matcher_saved_before_the_field_loads_as_the_bi_encoder(tmp_path, one_
 
 
 def test_cross_encoder_lora_trains_saves_reloads_and_merges(backbone, tokenizer, tmp_path, one_thread):
-    from training.lora import apply_lora, default_lora_targets, default_modules_to_save, load_adapter, save_adapter
+    from eclip.training.lora import apply_lora, default_lora_targets, default_modules_to_save, load_adapter, save_adapter
 
     torch.manual_seed(0)
     model = EclipForProductMatching.from_pretrained(backbone, modality="text", matching_mode="cross_encoder")
@@ -242,7 +242,7 @@ def test_cross_encoder_lora_trains_saves_reloads_and_merges(backbone, tokenizer,
 
 # ---------------------------------------------------------------------------------------------------- fine-tuning
 def test_cross_encoder_batches_cut_the_longer_side_first(tokenizer):
-    from training.finetune import PairCollator
+    from eclip.training.finetune import PairCollator
 
     long_text = " ".join(f"word{i}" for i in range(200))
     rows = [{"text_a": long_text, "text_b": "sony dsc-w120 pink", "labels": 1.0},
@@ -261,7 +261,7 @@ def test_cross_encoder_batches_cut_the_longer_side_first(tokenizer):
 
 
 def test_max_length_is_measured_on_the_training_pairs(tokenizer, data_dir):
-    from training.finetune import measured_max_length, pair_lengths
+    from eclip.training.finetune import measured_max_length, pair_lengths
 
     assert measured_max_length({"joint": list(range(1, 101))}, 512) == 96  # 95th percentile 95.05 -> 96
     assert measured_max_length({"a": [10] * 99, "b": [700]}, 512) == 16
@@ -272,7 +272,7 @@ def test_max_length_is_measured_on_the_training_pairs(tokenizer, data_dir):
 
 
 def test_predict_sorts_by_length_and_returns_rows_in_order(tokenizer, one_thread):
-    from training.finetune import PairCollator, predict
+    from eclip.training.finetune import PairCollator, predict
 
     torch.manual_seed(0)
     model = EclipForProductMatching(tiny_config(modality="text", matching_mode="cross_encoder")).eval()
@@ -291,8 +291,8 @@ def test_predict_sorts_by_length_and_returns_rows_in_order(tokenizer, one_thread
 def test_progress_lines_show_rate_and_eta(tokenizer, tmp_path, one_thread):
     from transformers import Trainer, TrainingArguments
 
-    from training.finetune import PairCollator
-    from training.progress import ProgressLogCallback
+    from eclip.training.finetune import PairCollator
+    from eclip.training.progress import ProgressLogCallback
 
     torch.manual_seed(0)
     model = EclipForProductMatching(tiny_config(modality="text", matching_mode="cross_encoder"))
@@ -334,7 +334,7 @@ def test_cross_encoder_fits_real_pairs(backbone, tokenizer, data_dir, one_thread
 
 @pytest.mark.slow
 def test_matching_cli_cross_encoder_end_to_end(backbone, data_dir, tmp_path, caplog):
-    from training.finetune import main
+    from eclip.training.finetune import main
 
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO, logger="eclip-finetune"):
