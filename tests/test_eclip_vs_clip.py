@@ -217,11 +217,11 @@ def test_cli_rejects_an_unknown_variant():
         _benchmark().main(["--variants", "clip,siglip", "--output-dir", "/nonexistent/never-created"])
 @pytest.mark.parametrize("report_path", ["eclip_vs_clip.json", os.path.join("eclip_vs_clip_seed1", "eclip_vs_clip.json")])
 def test_committed_results_match_the_readme(report_path):
-    """The README keeps the from-scratch comparison as its bootstrap tables, from committed JSON of runs of the script."""
+    """docs/results.md keeps the from-scratch comparison as its bootstrap tables, from committed JSON of runs of the script."""
     path = os.path.join(REPO_ROOT, "benchmarks", "results", report_path)
     with open(path, encoding="utf-8") as handle:
         report = json.load(handle)
-    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as handle:
+    with open(os.path.join(REPO_ROOT, "docs", "results.md"), encoding="utf-8") as handle:
         readme = handle.read()
     bench = _benchmark()
     if report_path == "eclip_vs_clip.json":
@@ -231,6 +231,6 @@ def test_committed_results_match_the_readme(report_path):
         assert name == data["baseline"] or data["ratio_to_baseline"]
     steps = {data["train"]["steps"] for data in report["variants"].values()}
     assert steps == {report["settings"]["steps"]}, "every variant must train for the same number of steps"
-    assert _report().bootstrap_markdown(report) in readme, f"the README's bootstrap table differs from {report_path}"
+    assert _report().bootstrap_markdown(report) in readme, f"the docs/results.md's bootstrap table differs from {report_path}"
     for data in report["variants"].values():
         assert all(v is None or math.isfinite(v) for v in data["metrics"].values())

@@ -261,10 +261,10 @@ def _committed_report() -> dict:
 
 
 def test_the_readme_shows_the_committed_report():
-    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as handle:
+    with open(os.path.join(REPO_ROOT, "docs", "results.md"), encoding="utf-8") as handle:
         readme = handle.read()
     assert bench.readme_markdown(_committed_report()) in readme, (
-        "README's pretrained-tower results differ from benchmarks/results/eclip_vs_clip_pretrained.json: paste "
+        "docs/results.md's pretrained-tower results differ from benchmarks/results/eclip_vs_clip_pretrained.json: paste "
         "bench.readme_markdown(report) there")
 
 
@@ -336,5 +336,5 @@ def test_the_readme_shows_the_committed_selection_probes():
     assert {variant for variant, _ in probes} >= {"eclip"}
     table = readme_table(probes)
     assert table.count("\n") == 2 + sum("scenes_text_free_by_weighting" in probe for _, probe in probes)
-    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as handle:
-        assert table in handle.read(), "paste `python benchmarks/selection_probe.py --table` into the README"
+    with open(os.path.join(REPO_ROOT, "docs", "results.md"), encoding="utf-8") as handle:
+        assert table in handle.read(), "paste `python benchmarks/selection_probe.py --table` into docs/results.md"

@@ -376,14 +376,14 @@ def test_benchmark_writes_each_run_and_reuses_them(tmp_path, data_dir):
 
 
 def test_committed_results_match_the_readme():
-    """The README's matching table is the committed JSON's, and the default serializer is the one it chose."""
+    """The docs/matching.md's matching table is the committed JSON's, and the default serializer is the one it chose."""
     bench = MATCHING_BENCHMARK
     with open(os.path.join(REPO_ROOT, "benchmarks", "results", "matching.json"), encoding="utf-8") as handle:
         report = json.load(handle)
-    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as handle:
+    with open(os.path.join(REPO_ROOT, "docs", "matching.md"), encoding="utf-8") as handle:
         readme = handle.read()
     table = bench.markdown_table(report)
-    assert table in readme, f"the README's matching table differs from benchmarks/results/matching.json:\n{table}"
+    assert table in readme, f"the docs/matching.md's matching table differs from benchmarks/results/matching.json:\n{table}"
     assert report["settings"] == {**bench.SETTINGS, "datasets": list(MATCHING_DATASETS), "seeds": [0, 1, 2],
                                   "limit": None, "max_steps": -1}
     assert DEFAULT_SERIALIZATION == report["choices"]["serialization"]["chosen"]
