@@ -86,6 +86,33 @@ DEFAULT_TRAINING_DATA = (
 )
 
 
+SMOKE_NOTE = (
+    "**A smoke model.** This checkpoint learnt from ECLIP's embedded synthetic catalogue (procedurally drawn "
+    "products) to check an installation and the code paths. It has never seen a real product photo, and on one it "
+    "is no better than guessing: for real photos use the fashion recipe (`eclip-pretrain --config "
+    "training/configs/fashion.yaml`) or a checkpoint trained on your own catalogue."
+)
+
+
+def is_smoke_model(facts: Mapping) -> bool:
+    """Whether the run's facts (the card's `eclip.training` metadata) say it learnt from the synthetic catalogue."""
+    return str(facts.get("dataset", "")).split(":")[0] == "synthetic"
+
+
+def trained_on(facts: Mapping, image_size=None) -> str:
+    """What the checkpoint learnt from, in words, from the same facts the card's metadata holds."""
+    dataset = str(facts.get("dataset") or "")
+    size = facts.get("image_size") or image_size
+    at = f" at {size}x{size} px" if size else ""
+    if is_smoke_model(facts):
+        return f"Trained on the embedded synthetic catalogue (procedurally drawn products){at}, not on real photos"
+    if "fashion-products" in dataset:
+        return f"Trained on fashion catalogue photos (one Indian retailer's catalogue){at}"
+    if dataset:
+        return f"Trained on `{dataset}`{at}"
+    return f"Trained on product photos and titles{at}"
+
+
 # ================================================================================================ helpers
 def _load_config(folder_or_config) -> tuple[dict, str | None]:
     """Config as a plain dict, and the folder it came from (if any)."""
@@ -400,18 +427,29 @@ def build_model_card(
         bases = [base_model] if isinstance(base_model, str) else list(base_model)
         training += "\n\nTowers initialised from " + ", ".join(f"`{b}`" for b in bases) + "."
 
-    intended_uses = "\n".join([
-        "- Zero-shot product categorisation (`zero-shot-image-classification` pipeline or `logits_per_image`).",
-        "- Text-to-image and image-to-text product search; image embeddings for vector indexes.",
-        "- Instance-level search: find the product a title names inside a busy photo "
-        "(`get_instance_features`, K embeddings per image)." if use_decoder else
-        "- A baseline for instance-level experiments (no instance embeddings).",
-        "- Frozen features for linear probes / fine-tuned heads: category classification, product matching, "
-        "product clustering, restricted-product recognition, attribute extraction.",
-        "",
-        "Not intended for decisions about people (the photos often show models wearing the products), nor as the "
-        "sole safeguard for restricted-product moderation.",
-    ])
+    smoke = is_smoke_model(training_facts)
+    if smoke:
+        summary = SMOKE_NOTE + "\n\n" + summary
+        card_data.tags = list(card_data.tags or []) + ["smoke-test"]
+        intended_uses = "\n".join([
+            "- Checking an installation and the code paths: loading, the pipelines, fine-tuning and evaluation.",
+            "",
+            "Not for real product photos: it has never seen one. Train the fashion recipe "
+            "(`eclip-pretrain --config training/configs/fashion.yaml`) or load a checkpoint trained on your catalogue.",
+        ])
+    else:
+        intended_uses = "\n".join([
+            "- Zero-shot product categorisation (`zero-shot-image-classification` pipeline or `logits_per_image`).",
+            "- Text-to-image and image-to-text product search; image embeddings for vector indexes.",
+            "- Instance-level search: find the product a title names inside a busy photo "
+            "(`get_instance_features`, K embeddings per image)." if use_decoder else
+            "- A baseline for instance-level experiments (no instance embeddings).",
+            "- Frozen features for linear probes / fine-tuned heads: category classification, product matching, "
+            "product clustering, restricted-product recognition, attribute extraction.",
+            "",
+            "Not intended for decisions about people (the photos often show models wearing the products), nor as the "
+            "sole safeguard for restricted-product moderation.",
+        ])
     usage_code = "\n".join([
         "import torch",
         "from PIL import Image",
@@ -438,8 +476,8 @@ def build_model_card(
         "`trust_remote_code` is not needed. Benchmarks: `eclip-evaluate --model <folder> --output eval/`."
     )
     limitations = "\n".join([
-        "- Trained and evaluated on fashion catalogue photos (one Indian retailer's catalogue, 224x224); other "
-        "verticals, languages and photo styles are untested.",
+        "- " + trained_on(training_facts, vision.get("image_size")) + "; other verticals, languages and photo "
+        "styles are untested.",
         "- Zero-shot accuracy depends on the prompt templates and the class names; the long tail of rare "
         "categories is weak.",
         "- Instance selection is learned without boxes: the text-selected query is not guaranteed to sit on the "

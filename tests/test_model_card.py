@@ -149,3 +149,23 @@ def test_template_ships_with_the_package():
     assert os.path.isfile(TEMPLATE_PATH)
     with open(TEMPLATE_PATH) as f:
         assert f.read().startswith("---\n{{ card_data }}\n---")
+
+
+def test_smoke_model_card_says_what_it_is_and_agrees_with_its_metadata(folder, tmp_path):
+    """eclip-pretrain's default run: the card's text comes from the same facts as its metadata (data, image size)."""
+    facts = {"dataset": "synthetic", "image_size": 64, "steps": 250}
+    write_model_card(folder, training=facts)
+    card = ModelCard.load(os.path.join(folder, "README.md"))
+    stored = card.data.to_dict()["eclip"]["training"]
+    assert stored["dataset"] == "synthetic" and stored["image_size"] == 64
+    assert "A smoke model" in card.text and "synthetic catalogue" in card.text
+    assert f"{stored['image_size']}x{stored['image_size']} px" in card.text
+    assert "224" not in card.text and "fashion catalogue photos" not in card.text
+    assert "smoke-test" in card.data.tags
+
+
+def test_fashion_card_states_its_data_and_resolution():
+    facts = {"dataset": "imagefolder:/data/fashion-products", "image_size": 168}
+    card = build_model_card(tiny_config(), training=facts)
+    assert "fashion catalogue photos" in card.text and "168x168 px" in card.text
+    assert "smoke" not in card.text.lower() and "smoke-test" not in card.data.tags
