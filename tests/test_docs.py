@@ -1,0 +1,61 @@
+"""docs/: the performance page's figures are its JSON's, and every link and cited result file exists.
+(The other study pages' tables are checked by their benchmark's tests: test_fashion_results, test_matching,
+test_eclip_vs_clip*, test_default_refit.)"""
+
+import json
+import os
+import re
+
+import pytest
+
+from conftest import REPO_ROOT
+
+DOCS = os.path.join(REPO_ROOT, "docs")
+RESULTS = os.path.join(REPO_ROOT, "benchmarks", "results")
+
+
+def page(name: str) -> str:
+    with open(os.path.join(DOCS, name), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def result(name: str) -> dict:
+    with open(os.path.join(RESULTS, name), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_performance_table_is_speed_json():
+    speed, text = result("speed.json"), page("performance.md")
+    inference, training = speed["inference"], speed["training"]
+    for key, label in (("image_batch1", "image embedding, batch 1"), ("image_batch64", "image embedding, batch 64")):
+        row = inference[key]
+        assert (f"| {label} | {row['clip_per_s']:.1f} img/s | {row['eclip_per_s']:.1f} img/s | "
+                f"**{row['ratio']:.2f}x** |") in text
+    text_ratios = f"**{inference['text_batch1']['ratio']:.2f}x / {inference['text_batch64']['ratio']:.2f}x**"
+    assert text_ratios in text
+    assert f"| {training['clip']['samples_per_s']:.2f} samples/s | {training['eclip_no_view']['samples_per_s']:.2f} " \
+           f"samples/s | **{training['eclip_no_view']['samples_per_s_ratio']:.2f}x** |" in text
+    cache = speed["gradient_cache"]["16x_cached"]
+    assert f"**{cache['peak_rss_ratio']:.2f}x** | **{cache['time_per_sample_ratio']:.2f}x**" in text
+
+
+def test_performance_vit_b16_and_text_chunks_are_their_json():
+    text = page("performance.md")
+    vit = result("speed_vit_b16.json")["inference"]
+    assert f"({vit['image_batch1']['eclip_per_s']:.2f} vs {vit['image_batch1']['clip_per_s']:.2f} img/s)" in text
+    assert f"**{vit['image_batch1']['ratio']:.2f}x**" in text
+    chunks = result("text_chunks.json")
+    assert f"{chunks['whole']['peak_rss_mb'] / 1000:.1f} GB peak memory" in text
+    assert f"{chunks['whole']['seconds']:.0f}\ns in one call" in text or \
+        f"{chunks['whole']['seconds']:.0f} s in one call" in text
+    assert f"{chunks['chunks']['peak_rss_mb'] / 1000:.1f} GB and {chunks['chunks']['seconds']:.0f} s in chunks" in text
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(DOCS) if n.endswith(".md")))
+def test_links_and_cited_results_exist(name):
+    text = page(name)
+    for link in re.findall(r"\]\(([^)#\s]+)", text):
+        if not link.startswith("http"):
+            assert os.path.exists(os.path.normpath(os.path.join(DOCS, link))), f"{name}: broken link {link}"
+    for cited in set(re.findall(r"benchmarks/results/[\w./-]+\.(?:json|png)", text)):
+        assert os.path.exists(os.path.join(REPO_ROOT, cited)), f"{name} cites {cited}, which is not committed"
