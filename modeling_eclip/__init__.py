@@ -14,8 +14,9 @@ from transformers import (
     AutoProcessor,
 )
 
-from . import configuration_eclip, modeling_eclip, processing_eclip
-from .configuration_eclip import FIRST_DESIGN, EclipConfig
+from . import configuration_eclip, loading_utils, modeling_eclip, processing_eclip, tower_utils
+from .configuration_eclip import EclipConfig
+from .loading_utils import atomic_directory, share_under_umask
 from .modeling_eclip import (
     EclipForProductClassification,
     EclipForProductMatching,
@@ -30,6 +31,7 @@ from .modeling_eclip import (
     EclipTokenClassificationOutput,
 )
 from .processing_eclip import DEFAULT_PRODUCT_TEXT_TEMPLATE, EclipProcessor, build_product_text, open_image
+from .tower_utils import vision_layers, vision_tower_head, vision_tower_tail
 
 AutoConfig.register(EclipConfig.model_type, EclipConfig, exist_ok=True)
 AutoModel.register(EclipConfig, EclipModel, exist_ok=True)
@@ -51,4 +53,10 @@ EclipForProductClassification.register_for_auto_class("AutoModelForSequenceClass
 EclipForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 
 # The public names are each module's own __all__ (imported above).
-__all__ = [*configuration_eclip.__all__, *modeling_eclip.__all__, *processing_eclip.__all__]
+__all__ = [
+    *configuration_eclip.__all__,
+    *modeling_eclip.__all__,
+    *processing_eclip.__all__,
+    *loading_utils.__all__,
+    *tower_utils.__all__,
+]

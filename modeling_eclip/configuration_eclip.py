@@ -17,13 +17,6 @@ SELECTION_TARGETS = ("named", "members", "retrieval")
 MATCHING_FEATURES = ("u", "v", "abs_diff", "product")
 MATCHING_MODES = ("bi_encoder", "cross_encoder")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
-# The objective options of the design as first written. EclipConfig's own defaults are the recommended recipe
-# (README, "Results"): scene-aware targets, one-to-one query matching, instances residual to the global embedding.
-# A saved config that lacks one of these fields was written before the field existed, when the first design was the
-# only behaviour, so it loads with this value (see `EclipConfig.from_dict`); the benchmarks pin it for their baselines.
-FIRST_DESIGN = {"scene_positives": False, "instance_matching": "max", "instance_residual": False}
-# What a saved config that lacks a field meant: it was written before the field existed.
-SAVED_BEFORE = {**FIRST_DESIGN, "selection_target": "named"}
 
 
 @strict
@@ -34,29 +27,27 @@ class EclipConfig(PreTrainedConfig):
 
     Args:
         vision_config (`dict` or `PreTrainedConfig`, *optional*):
-            Config of the vision tower (any `AutoModel` type giving a token sequence or a feature map). A dict needs a
-            `model_type`; defaults to a CLIP ViT (`clip_vision_model`).
+            Config of the vision tower (any `AutoModel` type giving tokens or a feature map; a dict needs a
+            `model_type`). Defaults to a CLIP ViT (`clip_vision_model`).
         text_config (`dict` or `PreTrainedConfig`, *optional*):
             Config of the text tower (any `AutoModel` text encoder). Defaults to BERT.
         projection_dim (`int`, *optional*, defaults to 512):
             Dimension of the shared image/text/instance embedding space.
         text_pooling (`str`, *optional*, defaults to `"mean"`):
-            How a text becomes one vector: `"cls"` (first token), `"mean"` (mask-aware mean), `"eos"` (last attended
-            token, CLIP-style) or `"pooler"` (the tower's own `pooler_output`).
+            Text vector: `"cls"` (first token), `"mean"` (mask-aware), `"eos"` (last attended token) or `"pooler"`.
         vision_pooling (`str`, *optional*, defaults to `"pooler"`):
-            How the global image vector `g` is taken: the tower's `pooler_output`, its first token, the token mean,
-            or `"cls_mean"`: the first token concatenated with the mean of the others (a ViT's class token and its
-            mean patch token, DINOv2's linear-probe features), twice the tower's width.
+            Global image vector `g`: `"pooler"`, `"cls"`, `"mean"` or `"cls_mean"` (first token and mean of the
+            others concatenated, twice the tower's width).
         logit_scale_init_value (`float`, *optional*, defaults to 2.6592):
-            Initial value of the learnable log temperature (ln(1/0.07), as in CLIP). Clamped at ln(100) in use.
+            Initial log temperature (ln(1/0.07), as in CLIP); at most ln(100), and clamped there in use.
         use_instance_decoder (`bool`, *optional*, defaults to `True`):
-            `False` gives a plain CLIP (`s = <g, t>`): the baseline of every experiment.
+            `False` gives a plain CLIP (`s = <g, t>`), the baseline.
         num_instance_queries (`int`, *optional*, defaults to 8):
             Number K of learnable instance queries.
         decoder_layers (`int`, *optional*, defaults to 2):
             Number of [self-attention, cross-attention, MLP] decoder layers.
         decoder_attention_heads (`int`, *optional*, defaults to 8):
-            Attention heads in each decoder attention.
+            Attention heads per decoder attention; must divide `decoder_hidden_size`.
         decoder_hidden_size (`int`, *optional*, defaults to 512):
             Width of the instance decoder.
         decoder_intermediate_size (`int`, *optional*):
@@ -64,69 +55,39 @@ class EclipConfig(PreTrainedConfig):
         decoder_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the decoder MLP.
         decoder_dropout (`float`, *optional*, defaults to 0.0):
-            Dropout on attention weights and residual branches of the decoder.
+            Dropout on the decoder's attention weights and residual branches, in [0, 1).
         layer_norm_eps (`float`, *optional*, defaults to 1e-5):
             Epsilon of the decoder layer norms.
         initializer_range (`float`, *optional*, defaults to 0.02):
-            Std of the normal initialisation of decoder and projection weights.
-        itc_weight, inter_weight, intra_weight, selection_weight (`float`, *optional*):
-            Weights of the global ITC, inter-product, intra-product and selection losses. A zero weight switches the
-            objective off (for ablations).
+            Std of the normal initialisation of the decoder's and the task heads' weights.
+        itc_weight, inter_weight, intra_weight, selection_weight (`float`, *optional*, defaults to 1, 1, 1, 0.5):
+            Weights of the global ITC, inter-product, intra-product and selection losses; 0 switches one off.
         scene_positives (`bool`, *optional*, defaults to `True`):
-            Scene-aware contrastive targets for the image-text losses (ITC and inter-product): when the batch says
-            which products each image shows (`member_ids`, written by the pretraining collator for its scenes), a
-            scene's positives are the texts of every product pasted into it, not only the named one, and a text's
-            positives are every image that shows its product. Without it the texts of a scene's distractors, which
-            are rows of the same batch, are its negatives, which penalises an instance query for finding them.
+            Image-text losses take as positives every product an image shows (`member_ids`), not only the named one.
         inter_temperature (`float`, *optional*):
-            Train the inter-product loss on the smooth maximum `tau * logsumexp_k(<q_k, t> / tau)` with this `tau`
-            instead of `max_k <q_k, t>`, so that every query, not only the winner, gets each text's gradient (the
-            hard max lets one query take every product). Inference always uses the hard max. `None`: hard max.
+            Train the inter-product loss on the smooth maximum over queries with this temperature; `None`: hard max.
         instance_matching (`str`, *optional*, defaults to `"one_to_one"`):
-            How the inter-product loss scores a scene against the texts of the products it shows. `"max"`: each
-            text takes its best query, `max_k <q_k, t>`, so one query can answer for every product (and does: query
-            collapse). `"one_to_one"`: those texts are assigned to distinct queries (the best one-to-one assignment,
-            no gradient, as DETR matches its object queries), so each query must find a different product; every
-            other pair keeps `max_k`. Needs `scene_positives=True` (the members must be positives to be matched) and
-            `num_instance_queries` at least the number of products a scene shows. Inference always uses `max_k`.
+            `"one_to_one"`: a scene's products are matched to distinct queries in the inter-product loss (needs
+            `scene_positives=True`, no `inter_temperature`); `"max"`: each text takes its best query.
         instance_residual (`bool`, *optional*, defaults to `True`):
-            Each instance embedding is the global image embedding plus the projected decoder state,
-            `q_k = normalize(W_v g + W_q h_k)`, instead of `normalize(W_q h_k)`: the decoder learns what each instance
-            adds to (or removes from) the whole-image embedding, which the global ITC trains from the first step,
-            instead of rebuilding a product embedding from scratch.
+            Instance embeddings are the global image embedding plus the projected decoder state.
         selection_target (`str`, *optional*, defaults to `"members"`):
-            What the selection head learns to find. `"named"`: the query the image's own text picks. `"members"`:
-            the queries the texts of every product the image shows pick (its own, and with scene-aware targets the
-            other products pasted into a scene), uniformly; for a plain photo the two agree. In a synthesised scene
-            nothing in the image says which pasted product the text names, so `"named"` can only learn which query
-            is picked most often (the prior); `"members"` learns where the products are. `"retrieval"`: no query
-            target; the head learns the weighting under which the text-free embedding (the selection-weighted
-            instances) retrieves the texts of the products the image shows, contrastively against the batch, with the
-            instances, texts and logit scale held fixed (`losses.selection_retrieval_loss`).
+            What the selection head learns: `"named"` (the query the image's text picks), `"members"` (the queries of
+            every product shown) or `"retrieval"` (the weighting that retrieves the shown products' texts).
         modality (`str`, *optional*, defaults to `"image"`):
-            Task heads only: which tower(s) describe a product, `"image"`, `"text"` or `"both"` (the two normalised
-            embeddings concatenated). Token classification always reads the text tower.
+            Task heads: what describes a product, `"image"`, `"text"` or `"both"`.
         classifier_dropout (`float`, *optional*, defaults to 0.0):
-            Task heads only: dropout on the features before the classification / matching layers.
+            Task heads: dropout before the classification / matching layers, in [0, 1).
         matching_features (`list[str]`, *optional*, defaults to `("u", "v", "abs_diff", "product")`):
-            [`EclipForProductMatching`] only: which of `u`, `v`, `|u - v|` (`"abs_diff"`) and `u * v`
-            (`"product"`) of the two product embeddings are concatenated into the match MLP.
+            [`EclipForProductMatching`]: which of `u`, `v`, `|u - v|` and `u * v` the match MLP reads.
         matching_hidden_size (`int`, *optional*):
-            [`EclipForProductMatching`] only: width of the match MLP; defaults to the width of its input (the product
-            embedding, or the text tower's pooled state for the cross-encoder).
+            [`EclipForProductMatching`]: width of the match MLP; defaults to the width of a product's features.
         matching_mode (`str`, *optional*, defaults to `"bi_encoder"`):
-            [`EclipForProductMatching`] only. `"bi_encoder"`: each product is embedded on its own and the MLP reads
-            `matching_features` of the two embeddings (what an embedding index needs). `"cross_encoder"`: the text
-            tower reads both products' texts as one sequence (`[CLS] a [SEP] b [SEP]`, as Ditto does) and the MLP
-            reads its pooled state (`text_pooling`); needs `modality="text"`.
+            [`EclipForProductMatching`]: `"bi_encoder"` (each product embedded alone) or `"cross_encoder"` (both
+            texts in one sequence; needs `modality="text"`).
 
-        `num_labels`, `id2label`, `label2id` and `problem_type` (from [`PreTrainedConfig`]) configure the classification
-        heads; a `num_labels` that disagrees with the length of `id2label` is an error.
-
-    The defaults of `scene_positives`, `instance_matching` and `instance_residual` are the recommended recipe (the
-    one that beats the CLIP baseline, README "Results"); `FIRST_DESIGN` holds the design as first written. A saved
-    config keeps the values it was saved with, and one saved before these fields existed (it lacks them) loads as the
-    first design, which is what it meant (and `selection_target="named"`, for the same reason).
+        `num_labels`, `id2label`, `label2id` and `problem_type` (from [`PreTrainedConfig`]) configure the task heads;
+        a `num_labels` that disagrees with `id2label` is an error.
 
     Example:
 
@@ -184,14 +145,10 @@ class EclipConfig(PreTrainedConfig):
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
         """
-        `PreTrainedConfig.from_dict` (what `from_pretrained` and `AutoConfig` load a saved config with), where a
-        field of `SAVED_BEFORE` (`FIRST_DESIGN` and `selection_target="named"`) missing from `config_dict` takes
-        that value rather than today's default:
-        the config was saved before the field existed. Every config saved since serialises the field.
+        `PreTrainedConfig.from_dict`, where `from_pretrained(folder, num_labels=N)` re-labels a saved head: a saved
+        `id2label` of another length gives way to `num_labels` (transformers then sets N default labels, or the
+        `id2label` passed with it).
         """
-        config_dict = {**{k: v for k, v in SAVED_BEFORE.items() if k not in config_dict}, **config_dict}
-        # `from_pretrained(folder, num_labels=N)` re-labels a saved head: a stale saved `id2label` of another length
-        # gives way to `num_labels` (transformers then sets N default labels, or the `id2label` passed with it).
         num_labels = kwargs.get("num_labels")
         if num_labels is not None:
             cls._check_labels(num_labels, kwargs.get("id2label"), kwargs.get("label2id"))
@@ -199,11 +156,6 @@ class EclipConfig(PreTrainedConfig):
             if saved is not None and len(saved) != num_labels:
                 config_dict = {k: v for k, v in config_dict.items() if k not in ("id2label", "label2id")}
         return super().from_dict(config_dict, **kwargs)
-
-    @classmethod
-    def from_json_file(cls, json_file):
-        """A saved config file, read as `from_pretrained` reads it (see [`~EclipConfig.from_dict`])."""
-        return cls.from_dict(cls._dict_from_json_file(json_file))
 
     @staticmethod
     def _check_labels(num_labels, id2label, label2id):
@@ -276,7 +228,7 @@ class EclipConfig(PreTrainedConfig):
                 raise ValueError(
                     "EclipConfig.instance_matching='one_to_one' needs scene_positives=True: the texts it assigns to "
                     "a scene's queries are the products the scene shows, which must be its positives. Pass "
-                    "instance_matching='max' with scene_positives=False (the design as first written: FIRST_DESIGN)."
+                    "instance_matching='max' with scene_positives=False."
                 )
             if self.inter_temperature is not None:
                 raise ValueError(
@@ -318,4 +270,4 @@ class EclipConfig(PreTrainedConfig):
             raise ValueError(f"EclipConfig.problem_type must be None or one of {PROBLEM_TYPES}, got {self.problem_type!r}.")
 
 
-__all__ = ["EclipConfig", "FIRST_DESIGN"]
+__all__ = ["EclipConfig"]

@@ -1,6 +1,9 @@
 """Catalog-aware contrastive losses for ECLIP.
 
-Small, pure functions of tensors in the style of open_clip's ``loss.py``.
+Small, pure functions of tensors in the style of open_clip's ``loss.py``; ``pretraining_loss`` weighs them into the
+pretraining objective (across processes given an all-gather), ``classification_loss`` is the task heads'. The module
+is ~700 lines because every objective of the model lives here, in the one file that ``save_pretrained`` ships beside
+the modeling code (remote-code loading trains with the same losses); each function stands alone.
 
 Conventions
 -----------
@@ -41,6 +44,8 @@ __all__ = [
     "selection_loss",
     "selection_weighted_embeds",
     "selection_retrieval_loss",
+    "pretraining_loss",
+    "classification_loss",
 ]
 
 
@@ -589,3 +594,111 @@ def selection_retrieval_loss(
         embeds, text_embeds.detach(), logit_scale.detach(), product_ids, all_embeds,
         None if all_text_embeds is None else all_text_embeds.detach(), all_product_ids, member_ids, all_member_ids,
     )
+
+
+def pretraining_loss(
+    config,
+    logit_scale: torch.Tensor,
+    text_embeds: torch.Tensor,
+    global_image_embeds: torch.Tensor,
+    instance_embeds: torch.Tensor | None = None,
+    selection_logits: torch.Tensor | None = None,
+    view_instance_embeds: torch.Tensor | None = None,
+    product_ids: torch.Tensor | None = None,
+    gather=None,
+    member_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted pretraining loss (DESIGN.md, objectives 1-5) of one process's rows; `EclipModel.compute_loss`.
+
+    Args:
+        config: the model's ``EclipConfig`` (loss weights, ``scene_positives``, ``instance_matching``,
+            ``inter_temperature``, ``selection_target``).
+        logit_scale: the clamped, exponentiated scale.
+        text_embeds, global_image_embeds: [N, D]; instance_embeds, view_instance_embeds: [N, K, D];
+            selection_logits: [N, K]: this process's normalised embeddings (no instances: the CLIP baseline).
+        product_ids: LongTensor [N], catalog ids; ``None`` makes every row its own product (one process only).
+        gather: maps a local tensor to the concatenation of every process's tensor, with gradients (an all-gather);
+            each loss then takes the local rows against the global columns ("local loss"). ``None``: one process.
+        member_ids: LongTensor [N, W], the products each image shows, its own id first; used by the image-text
+            losses when ``config.scene_positives`` is set, ignored otherwise.
+
+    Returns:
+        ``(loss, components)``: the weighted sum and a dict of the unweighted objectives that are on (``itc``,
+        ``inter``, ``intra``, ``selection``). Without instances the loss is the ITC alone.
+    """
+    if gather is not None and product_ids is None:
+        raise ValueError("product_ids are required when negatives are gathered across processes.")
+    if product_ids is not None and product_ids.shape[0] != text_embeds.shape[0]:
+        raise ValueError(f"product_ids has {product_ids.shape[0]} rows for a batch of {text_embeds.shape[0]}.")
+
+    def everywhere(tensor):  # an absent optional input (member_ids) stays absent
+        return None if gather is None or tensor is None else gather(tensor)
+
+    all_ids = everywhere(product_ids)
+    if not config.scene_positives:
+        member_ids = None
+    elif member_ids is not None and product_ids is None:
+        raise ValueError("member_ids need product_ids (the first member of each row is its own product id).")
+    all_members = everywhere(member_ids)
+    one_to_one = config.instance_matching == "one_to_one"
+    components: dict[str, torch.Tensor] = {}
+    weights = {"itc": config.itc_weight, "inter": config.inter_weight, "intra": config.intra_weight,
+               "selection": config.selection_weight}
+    if instance_embeds is None:
+        weights["itc"] = 1.0  # the CLIP baseline trains on the global ITC whatever the ECLIP weights say
+    if weights["itc"] > 0:
+        components["itc"] = catalog_contrastive_loss(
+            global_image_embeds, text_embeds, logit_scale, product_ids,
+            everywhere(global_image_embeds), everywhere(text_embeds), all_ids, member_ids, all_members,
+        )
+    if instance_embeds is not None:
+        if weights["inter"] > 0:
+            components["inter"] = inter_product_loss(
+                instance_embeds, text_embeds, logit_scale, product_ids,
+                everywhere(instance_embeds), everywhere(text_embeds), all_ids, member_ids, all_members,
+                temperature=config.inter_temperature, one_to_one=one_to_one,
+            )
+        selected, selected_index = select_instances(instance_embeds, text_embeds)
+        if weights["selection"] > 0 and selection_logits is not None:
+            if config.selection_target == "retrieval":
+                components["selection"] = selection_retrieval_loss(
+                    instance_embeds, selection_logits, text_embeds, logit_scale, product_ids,
+                    everywhere(instance_embeds), everywhere(selection_logits), everywhere(text_embeds), all_ids,
+                    member_ids, all_members,
+                )
+            else:
+                target = selected_index
+                if config.selection_target == "members" and member_ids is not None:
+                    target = member_selection_targets(
+                        instance_embeds, member_ids, text_embeds if gather is None else everywhere(text_embeds),
+                        product_ids if gather is None else all_ids, one_to_one=one_to_one,
+                    )
+                components["selection"] = selection_loss(selection_logits, target)
+        if weights["intra"] > 0 and view_instance_embeds is not None:
+            view_selected, _ = select_instances(view_instance_embeds, text_embeds)
+            components["intra"] = intra_product_loss(
+                selected, view_selected, logit_scale, product_ids, everywhere(selected), everywhere(view_selected),
+                all_ids,
+            )
+    if not components:
+        raise ValueError("Every pretraining objective is switched off (all loss weights are 0).")
+    loss = sum(weights[name] * value for name, value in components.items())
+    return loss, components
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None = None) -> torch.Tensor:
+    """transformers' sequence-classification loss, except that a one-logit head is binary (BCE), not regression,
+    unless ``problem_type="regression"`` says so. ``problem_type``: the config's (``None``: inferred)."""
+    num_labels = logits.shape[-1]
+    if problem_type is None:
+        if num_labels == 1:
+            problem_type = "multi_label_classification"
+        elif labels.dtype in (torch.long, torch.int):
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    if problem_type == "regression":
+        return torch.nn.functional.mse_loss(logits.view(-1), labels.to(logits.dtype).view(-1))
+    if problem_type == "single_label_classification":
+        return torch.nn.functional.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype).view(logits.shape))

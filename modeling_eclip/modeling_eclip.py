@@ -1,20 +1,22 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
-"""PyTorch ECLIP model: catalog-aware CLIP towers plus an instance decoder with learnable queries."""
+"""
+PyTorch ECLIP model: catalog-aware CLIP towers plus an instance decoder with learnable queries.
 
-import contextlib
-import inspect
-import json
+Like transformers' modeling files, this one holds the model classes and their outputs only: the instance decoder,
+`EclipModel` and its task heads. It is over 600 lines because a Hub folder's `auto_map` names each class as
+`modeling_eclip.<Class>`, so every class a saved folder may load lives in this one file. Folder I/O is in
+`loading_utils.py`, the towers' helpers in `tower_utils.py` and the objectives in `losses.py`; `save_pretrained`
+ships all four.
+"""
+
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -25,23 +27,20 @@ from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_eclip import EclipConfig
-from .losses import (
-    catalog_contrastive_loss,
-    instance_text_scores,
-    inter_product_loss,
-    intra_product_loss,
-    member_selection_targets,
-    select_instances,
-    selection_loss,
-    selection_retrieval_loss,
-    selection_weighted_embeds,
+from .loading_utils import (
+    atomic_directory,
+    corrupt_weights_named,
+    missing_keys_restored_by_adapter,
+    restored_by_adapter,
+    safe_load_path,
+    weights_restored_by_adapter,
 )
+from .losses import classification_loss, instance_text_scores, pretraining_loss, selection_weighted_embeds
+from .tower_utils import load_tower, tower_hidden_size, tower_init_kwargs, vision_tower_tail
 
 logger = logging.get_logger(__name__)
 
 LOGIT_SCALE_MAX = math.log(100.0)
-ADAPTER_CONFIG_NAME = "adapter_config.json"  # peft's; the name is fixed by the Hub's LoRA repos
-WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth")
 
 
 class _NestedToTuple:
@@ -230,7 +229,7 @@ class EclipDecoderLayer(GradientCheckpointingLayer):
         hidden_states = residual + self.dropout(hidden_states)
 
         residual = hidden_states
-        # Its map, when asked for, is recorded by `capture_outputs` (EclipPreTrainedModel._can_record_outputs).
+        # Its map, when asked for, is recorded by `capture_outputs` (EclipInstanceDecoder._can_record_outputs).
         hidden_states, _ = self.cross_attn(self.cross_attn_layer_norm(hidden_states), image_tokens, **kwargs)
         hidden_states = residual + self.dropout(hidden_states)
 
@@ -249,217 +248,6 @@ class EclipInstanceQueries(nn.Module):
         return self.embedding.weight.unsqueeze(0).expand(batch_size, -1, -1)
 
 
-class EclipInstanceDecoder(nn.Module):
-    """Learnable queries cross-attending to the image tokens; gives K instance states and a selection score each."""
-
-    def __init__(self, config: EclipConfig, vision_hidden_size: int):
-        super().__init__()
-        self.image_token_layer_norm = nn.LayerNorm(vision_hidden_size, eps=config.layer_norm_eps)
-        self.image_token_projection = nn.Linear(vision_hidden_size, config.decoder_hidden_size)
-        self.queries = EclipInstanceQueries(config)
-        self.layers = nn.ModuleList([EclipDecoderLayer(config) for _ in range(config.decoder_layers)])
-        self.final_layer_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
-        # No bias: a shift shared by all K scores changes neither their softmax nor the selection loss, so a bias
-        # would be a parameter that never learns.
-        self.selection_head = nn.Linear(config.decoder_hidden_size, 1, bias=False)
-
-    def forward(
-        self, image_tokens: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """
-        Args:
-            image_tokens (`torch.Tensor` of shape `(batch_size, num_image_tokens, vision_hidden_size)`)
-        Returns:
-            states `(batch_size, K, decoder_hidden_size)` and selection logits `(batch_size, K)`.
-        """
-        memory = self.image_token_projection(self.image_token_layer_norm(image_tokens))
-        hidden_states = self.queries(memory.shape[0]).to(memory.dtype)
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, memory, **kwargs)
-        hidden_states = self.final_layer_norm(hidden_states)
-        return hidden_states, self.selection_head(hidden_states).squeeze(-1)
-
-
-def _link_or_copy(source: str, destination: str) -> None:
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copy2(source, destination)
-
-
-def share_under_umask(folder: str) -> None:
-    """
-    Give `folder` and everything in it the mode a plain `mkdir` / `open` gives under the user's umask (0755 / 0644
-    for the usual 022). `tempfile.mkdtemp` makes staging folders 0700 and transformers writes weights 0600; a saved
-    model is meant to be read by others (a model server running as another user, shared storage, an image layer).
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    for root, _, files in os.walk(folder):
-        os.chmod(root, 0o777 & ~umask)
-        for name in files:
-            path = os.path.join(root, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o666 & ~umask)
-
-
-@contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike, keep_existing: bool = True) -> Iterator[str]:
-    """
-    Yield a staging folder next to `target`; on success it replaces `target`, on any error or kill it is discarded,
-    so `target` only ever holds a complete save. With `keep_existing`, files and sub-folders already in `target` that
-    the writer does not produce (a processor written earlier, Trainer checkpoints) are carried over, except weight
-    files, which would mix old shards with the new weights; without it `target` becomes exactly what was written.
-    The result is readable under the user's umask (`share_under_umask`). The swap is two renames; a kill between
-    them leaves the previous folder whole under `.NAME.old-*`.
-    """
-    target = os.path.abspath(os.fspath(target))
-    parent, name = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
-    try:
-        yield staging
-        if os.path.isdir(target):
-            for entry in os.listdir(target) if keep_existing else ():
-                source, destination = os.path.join(target, entry), os.path.join(staging, entry)
-                if os.path.lexists(destination) or entry.endswith(WEIGHT_SUFFIXES):
-                    continue
-                # The writer is done, so hard links cannot be written through: carrying checkpoints over is free.
-                if os.path.isdir(source):
-                    shutil.copytree(source, destination, copy_function=_link_or_copy)
-                else:
-                    _link_or_copy(source, destination)
-            share_under_umask(staging)
-            backup = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-            os.rename(target, os.path.join(backup, name))
-            os.rename(staging, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            share_under_umask(staging)
-            os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _hub_json(path: str, name: str, kwargs: dict) -> dict | None:
-    """The JSON file `name` of a local folder or a Hub repo (cached or downloaded), or `None` when it has none."""
-    if os.path.isdir(path):
-        file = os.path.join(path, kwargs.get("subfolder") or "", name)
-    else:
-        from transformers.utils import cached_file
-
-        download = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
-        file = cached_file(path, name, _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False, **download)
-    if not file or not os.path.isfile(file):
-        return None
-    with open(file, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def _tower_kwargs(config, pooling: str) -> dict:
-    """Drop a tower's pooling layer when it is not used, so that every parameter gets a gradient."""
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
-    model_class = MODEL_MAPPING.get(type(config), None)
-    if model_class is not None and pooling != "pooler":
-        if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
-            return {"add_pooling_layer": False}
-    return {}
-
-
-def _hidden_size(config) -> int:
-    if getattr(config, "hidden_size", None):
-        return config.hidden_size
-    if getattr(config, "hidden_sizes", None):  # convolutional towers (ResNet, ConvNeXt)
-        return config.hidden_sizes[-1]
-    raise ValueError(f"Cannot tell the output width of a {config.model_type!r} tower: no hidden_size(s) in its config.")
-
-
-def vision_layers(vision_model) -> nn.ModuleList:
-    """The transformer blocks of a ViT-like vision tower (DINOv2, ViT, CLIP vision), in order."""
-    for path in ("encoder.layer", "layers", "encoder.layers"):
-        module = vision_model
-        for name in path.split("."):
-            module = getattr(module, name, None)
-        if isinstance(module, nn.ModuleList):
-            return module
-    raise ValueError(
-        f"A {vision_model.config.model_type!r} vision tower has no list of transformer blocks that ECLIP knows how "
-        "to split (DINOv2, ViT and CLIP vision towers do): it can be locked whole, but not cached or partly unlocked."
-    )
-
-
-class _StopForward(Exception):
-    def __init__(self, hidden_states: torch.Tensor):
-        super().__init__()
-        self.hidden_states = hidden_states
-
-
-def vision_tower_head(vision_model, pixel_values: torch.Tensor, end_layer: int) -> torch.Tensor:
-    """
-    The hidden state of a ViT-like vision tower after block `end_layer` (`hidden_states[end_layer]` of
-    `output_hidden_states=True`, 0 being the embedding output), computed without running the later blocks. With
-    [`vision_tower_tail`] it splits the tower in two: `tail(head(x, k), k) == tower(x)`.
-
-    Returns:
-        `torch.Tensor` of shape `(batch_size, num_tokens, hidden_size)`.
-    """
-    layers = vision_layers(vision_model)
-    if not 0 <= end_layer <= len(layers):
-        raise ValueError(f"end_layer must be in [0, {len(layers)}] for this tower, got {end_layer}.")
-
-    def stop_before(module, args, kwargs):
-        raise _StopForward(args[0] if args else kwargs["hidden_states"])
-
-    def stop_after(module, args, output):
-        raise _StopForward(output[0] if isinstance(output, tuple) else output)
-
-    if end_layer < len(layers):
-        handle = layers[end_layer].register_forward_pre_hook(stop_before, with_kwargs=True)
-    else:
-        handle = layers[-1].register_forward_hook(stop_after)
-    try:
-        vision_model(pixel_values=pixel_values)
-    except _StopForward as stop:
-        return stop.hidden_states
-    finally:
-        handle.remove()
-    raise RuntimeError("The vision tower returned without running its transformer blocks.")
-
-
-def vision_tower_tail(vision_model, hidden_states: torch.Tensor, start_layer: int) -> BaseModelOutputWithPooling:
-    """
-    Finish a ViT-like vision tower from its hidden state after block `start_layer` (what the tower's
-    `output_hidden_states=True` gives as `hidden_states[start_layer]`, index 0 being the embedding output): run the
-    remaining blocks and the tower's final norm and pooling. `vision_tower_tail(tower, hs[k], k)` equals
-    `tower(pixel_values)` for every `k`; a locked tower's early blocks are thereby computed once (the feature cache)
-    while its last blocks still train.
-
-    Args:
-        hidden_states (`torch.Tensor` of shape `(batch_size, num_tokens, hidden_size)`)
-    """
-    layers = vision_layers(vision_model)
-    if not 0 <= start_layer <= len(layers):
-        raise ValueError(f"start_layer must be in [0, {len(layers)}] for this tower, got {start_layer}.")
-    model_type = vision_model.config.model_type
-    for layer in layers[start_layer:]:
-        hidden_states = layer(hidden_states, None)
-        if isinstance(hidden_states, tuple):
-            hidden_states = hidden_states[0]
-    if model_type == "clip_vision_model":
-        return BaseModelOutputWithPooling(
-            last_hidden_state=hidden_states, pooler_output=vision_model.post_layernorm(hidden_states[:, 0])
-        )
-    sequence = vision_model.layernorm(hidden_states)
-    if model_type == "vit":
-        pooled = vision_model.pooler(sequence) if vision_model.pooler is not None else None
-    else:  # DINOv2
-        pooled = sequence[:, 0]
-    return BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=pooled)
-
-
 class EclipPreTrainedModel(PreTrainedModel):
     config: EclipConfig
     config_class = EclipConfig
@@ -474,7 +262,6 @@ class EclipPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _no_split_modules = ["EclipDecoderLayer"]
-    _can_record_outputs = {"cross_attentions": OutputRecorder(EclipAttention, index=1, layer_name="cross_attn")}
     # Every loss here is a mean over its rows: Trainer must not pass `num_items_in_batch`.
     accepts_loss_kwargs = False
 
@@ -483,67 +270,21 @@ class EclipPreTrainedModel(PreTrainedModel):
         """
         `PreTrainedModel.from_pretrained`, restricted to safetensors: a folder holding only pickle checkpoints
         (`.bin`, `.pt`...) is refused, since unpickling can execute code, and a truncated or tampered safetensors
-        file gives an error naming the file instead of a deserialisation failure deep in the loader.
+        file gives an error naming the file. A LoRA adapter folder or repo loads as its base model with the adapter
+        on top (see `loading_utils.base_of_adapter`).
         """
-        from safetensors import SafetensorError
-
-        if kwargs.get("use_safetensors") is False:
-            raise ValueError("ECLIP reads safetensors only: use_safetensors=False is not supported.")
-        kwargs["use_safetensors"] = True
-        # `None`: the weights come as `state_dict=` with a `config=`, and there is no folder to check.
-        path = None if pretrained_model_name_or_path is None else os.fspath(pretrained_model_name_or_path)
-        if path is not None:
-            path = pretrained_model_name_or_path = cls._base_of_adapter(path, kwargs)
-        if path is not None and os.path.isdir(path):
-            folder = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
-            names = os.listdir(folder) if os.path.isdir(folder) else []
-            pickles = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")))
-            if pickles and not any(n.endswith(".safetensors") for n in names):
-                raise ValueError(
-                    f"{folder} holds only pickle checkpoints ({', '.join(pickles)}). ECLIP refuses them because "
-                    "unpickling can execute arbitrary code; convert them once in a trusted environment with "
-                    "`model.save_pretrained(folder)` (which writes safetensors)."
-                )
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        except SafetensorError as error:
-            raise ValueError(
-                f"The safetensors weights in {path} are truncated or corrupt ({error}); re-download or re-save them."
-            ) from error
-
-    @classmethod
-    def _base_of_adapter(cls, path: str, kwargs: dict) -> str:
-        """
-        A LoRA adapter (a folder or repo with `adapter_config.json` and no model weights, as `eclip-finetune --lora`
-        writes) loads as its base model with the adapter on top (transformers' PEFT integration, `adapter_kwargs`),
-        and with the head config saved next to the adapter (labels, modality) rather than the base's, so that
-        `AutoModelFor*.from_pretrained(adapter)` and `pipeline(task, model=adapter)` give the fine-tuned head.
-        Returns the path to load weights from (the base for an adapter, else `path`); updates `kwargs`.
-        """
-        adapter_kwargs = dict(kwargs.get("adapter_kwargs") or {})
-        # Auto classes find the adapter first: they pass it here (with its own revision), with the base already
-        # swapped in for a Hub repo but not for a local folder that has a config.json (transformers then expects the
-        # weights beside it).
+        path = safe_load_path(cls, pretrained_model_name_or_path, kwargs)
+        adapter_kwargs = kwargs.get("adapter_kwargs") or {}
         adapter = adapter_kwargs.get("_adapter_model_path")
-        if adapter is None or os.fspath(adapter) == path:
-            adapter_config = _hub_json(path, ADAPTER_CONFIG_NAME, kwargs)
-            base = (adapter_config or {}).get("base_model_name_or_path")
-            weights = ("model.safetensors", "model.safetensors.index.json")  # a full model with an adapter inside
-            if not base or any(os.path.isfile(os.path.join(path, name)) for name in weights):
-                return path
-            adapter, path = path, base
-            adapter_kwargs["_adapter_model_path"] = adapter
-            for key in ("revision", "subfolder"):  # they name the adapter's files; the base loads from its main
-                if key in kwargs:
-                    adapter_kwargs.setdefault(key, kwargs.pop(key))
-            kwargs["adapter_kwargs"] = adapter_kwargs
-        config = kwargs.get("config")
-        if not isinstance(config, PreTrainedConfig) or cls.__name__ not in (config.architectures or []):
-            download = {k: kwargs[k] for k in ("cache_dir", "token", "local_files_only") if k in kwargs}
-            download.update({k: adapter_kwargs[k] for k in ("revision", "subfolder") if adapter_kwargs.get(k)})
-            if _hub_json(adapter, "config.json", download) is not None:
-                kwargs["config"] = cls.config_class.from_pretrained(adapter, **download)
-        return path
+        restored = weights_restored_by_adapter(adapter, adapter_kwargs) if adapter else []
+        with corrupt_weights_named(path), restored_by_adapter(restored):
+            return super().from_pretrained(path, *model_args, **kwargs)
+
+    def post_init(self):
+        super().post_init()
+        # The head weights an adapter restores right after this load are not "newly initialized" (load report).
+        if restored := missing_keys_restored_by_adapter():
+            self._keys_to_ignore_on_load_missing = {*(self._keys_to_ignore_on_load_missing or ()), *restored}
 
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors), made atomic: a kill mid-save leaves the previous folder."""
@@ -555,13 +296,36 @@ class EclipPreTrainedModel(PreTrainedModel):
             super().save_pretrained(staging, *args, **kwargs)
 
     @torch.no_grad()
-    def _init_weights(self, module):
+    def initialize_weights(self):
+        """
+        `PreTrainedModel.initialize_weights` (every module gets the `_init_weights` of the model it belongs to), except
+        that each sub-model says for itself whether it is custom code. transformers hands the outermost model's flag
+        down, so in this custom-code model the towers (transformers' own models) would take the custom-code shortcut
+        that skips modules without parameters of their own, such as CLIP's attention and MLP blocks, whose
+        `_init_weights` sets their children's weights: a model materialised from the meta device (`from_pretrained`
+        with missing weights) would then get other tower weights than one built with `__init__`.
+        """
         from transformers import initialization as init
 
-        std = self.config.initializer_range
-        if isinstance(module, EclipInstanceQueries):
-            init.normal_(module.embedding.weight, std=std)
-        elif isinstance(module, EclipModel):
+        def apply(module: nn.Module, initialize, is_custom_code: bool):
+            for child in module.children():
+                if isinstance(child, PreTrainedModel):
+                    apply(child, child._initialize_weights, child.is_custom_code())
+                else:
+                    apply(child, initialize, is_custom_code)
+            initialize(module, is_custom_code)
+
+        with init.guard_torch_init_functions():
+            apply(self, self._initialize_weights, self.is_custom_code())
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """The projections and logit scale of [`EclipModel`]; every `nn.Linear`, `nn.LayerNorm` and `nn.Embedding`
+        of ECLIP's own modules (decoder, instance queries, heads) as transformers initialises them. The towers are
+        initialised by their own classes."""
+        from transformers import initialization as init
+
+        if isinstance(module, EclipModel):
             init.normal_(module.visual_projection.weight, std=module.vision_pooled_dim**-0.5)
             init.normal_(module.text_projection.weight, std=module.text_embed_dim**-0.5)
             if module.instance_projection is not None:
@@ -569,6 +333,51 @@ class EclipPreTrainedModel(PreTrainedModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
         elif isinstance(module, (nn.Linear, nn.LayerNorm, nn.Embedding)):
             super()._init_weights(module)
+
+
+class EclipInstanceDecoder(EclipPreTrainedModel):
+    """
+    Learnable queries cross-attending to the image tokens; gives K instance states and a selection score each. A
+    sub-model of [`EclipModel`], as the towers are, so that each records its own outputs: the decoder its
+    cross-attention maps (`output_attentions=True`), the towers their hidden states and attention maps.
+    """
+
+    _can_record_outputs = {"cross_attentions": OutputRecorder(EclipAttention, index=1, layer_name="cross_attn")}
+
+    def __init__(self, config: EclipConfig, vision_hidden_size: int):
+        super().__init__(config)
+        self.image_token_layer_norm = nn.LayerNorm(vision_hidden_size, eps=config.layer_norm_eps)
+        self.image_token_projection = nn.Linear(vision_hidden_size, config.decoder_hidden_size)
+        self.queries = EclipInstanceQueries(config)
+        self.layers = nn.ModuleList([EclipDecoderLayer(config) for _ in range(config.decoder_layers)])
+        self.final_layer_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
+        # No bias: a shift shared by all K scores changes neither their softmax nor the selection loss, so a bias
+        # would be a parameter that never learns.
+        self.selection_head = nn.Linear(config.decoder_hidden_size, 1, bias=False)
+        self.post_init()
+
+    def init_weights(self):
+        """Nothing here: the [`EclipModel`] holding the decoder initialises it with its own modules, in their order,
+        so that a seeded model gets the weights it got when the decoder was a plain module."""
+
+    @capture_outputs
+    def forward(self, image_tokens: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> tuple | EclipInstanceOutput:
+        """
+        Args:
+            image_tokens (`torch.Tensor` of shape `(batch_size, num_image_tokens, vision_hidden_size)`)
+        Returns:
+            [`EclipInstanceOutput`] with the final query states `last_hidden_state` `(batch_size, K,
+            decoder_hidden_size)`, the `selection_logits` `(batch_size, K)` and, when `output_attentions=True`, the
+            `cross_attentions`.
+        """
+        memory = self.image_token_projection(self.image_token_layer_norm(image_tokens))
+        hidden_states = self.queries(memory.shape[0]).to(memory.dtype)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, memory, **kwargs)
+        hidden_states = self.final_layer_norm(hidden_states)
+        return EclipInstanceOutput(
+            last_hidden_state=hidden_states, selection_logits=self.selection_head(hidden_states).squeeze(-1)
+        )
 
 
 class EclipModel(EclipPreTrainedModel):
@@ -601,18 +410,20 @@ class EclipModel(EclipPreTrainedModel):
         super().__init__(config)
         if vision_model is None:
             vision_model = AutoModel.from_config(
-                config.vision_config, **_tower_kwargs(config.vision_config, config.vision_pooling)
+                config.vision_config, **tower_init_kwargs(config.vision_config, config.vision_pooling)
             )
         if text_model is None:
-            text_model = AutoModel.from_config(config.text_config, **_tower_kwargs(config.text_config, config.text_pooling))
+            text_model = AutoModel.from_config(
+                config.text_config, **tower_init_kwargs(config.text_config, config.text_pooling)
+            )
         self.vision_model = vision_model
         self.text_model = text_model
         # The towers share the composite's sub-configs, so attention settings stay in sync.
         self.config.vision_config = self.vision_model.config
         self.config.text_config = self.text_model.config
 
-        self.vision_embed_dim = _hidden_size(config.vision_config)
-        self.text_embed_dim = _hidden_size(config.text_config)
+        self.vision_embed_dim = tower_hidden_size(config.vision_config)
+        self.text_embed_dim = tower_hidden_size(config.text_config)
         # "cls_mean" pools the class token and the mean patch token side by side: twice the tower's width.
         self.vision_pooled_dim = self.vision_embed_dim * (2 if config.vision_pooling == "cls_mean" else 1)
         self.visual_projection = nn.Linear(self.vision_pooled_dim, config.projection_dim, bias=False)
@@ -738,18 +549,19 @@ class EclipModel(EclipPreTrainedModel):
     def _decode_instances(
         self, tokens: torch.Tensor, global_embeds: torch.Tensor, output_attentions: bool = False
     ) -> EclipInstanceOutput:
-        """The instance decoder over the image tokens: K normalised instances, their selection logits, and the
-        text-free image embedding. Cross-attention maps are recorded by `capture_outputs` when asked for."""
-        states, selection_logits = self.instance_decoder(tokens, output_attentions=output_attentions)
-        projected = self.instance_projection(states)
+        """The instance decoder over the image tokens: K normalised instances, their selection logits, the text-free
+        image embedding and, when `output_attentions=True`, the decoder's cross-attention maps."""
+        decoded = self.instance_decoder(tokens, output_attentions=output_attentions, return_dict=True)
+        projected = self.instance_projection(decoded.last_hidden_state)
         if self.config.instance_residual:
             projected = projected + global_embeds.unsqueeze(1)
         instance_embeds = nn.functional.normalize(projected, dim=-1)
         return EclipInstanceOutput(
             instance_embeds=instance_embeds,
-            image_embeds=selection_weighted_embeds(instance_embeds, selection_logits),
-            selection_logits=selection_logits,
-            last_hidden_state=states,
+            image_embeds=selection_weighted_embeds(instance_embeds, decoded.selection_logits),
+            selection_logits=decoded.selection_logits,
+            last_hidden_state=decoded.last_hidden_state,
+            cross_attentions=decoded.cross_attentions,
         )
 
     def _output_attentions(self, kwargs: dict) -> bool:
@@ -813,7 +625,7 @@ class EclipModel(EclipPreTrainedModel):
             outputs.pooler_output = self._decode_instances(tokens, global_embeds).image_embeds
         return outputs
 
-    @capture_outputs
+    @can_return_tuple
     def get_instance_features(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -841,7 +653,7 @@ class EclipModel(EclipPreTrainedModel):
         instance.vision_model_output = vision_outputs
         return instance
 
-    @capture_outputs
+    @can_return_tuple
     @auto_docstring
     def forward(
         self,
@@ -922,6 +734,7 @@ class EclipModel(EclipPreTrainedModel):
             image_embeds=image_embeds,
             global_image_embeds=global_embeds,
             loss_components=loss_components,
+            cross_attentions=None if instance is None else instance.cross_attentions,
             text_model_output=text_outputs,
             vision_model_output=vision_outputs,
             **instances,
@@ -1026,66 +839,10 @@ class EclipModel(EclipPreTrainedModel):
             `inter`, `intra`, `selection`). Without the instance decoder the loss is the ITC alone (the CLIP
             baseline).
         """
-        config = self.config
-        scale = self.clamped_logit_scale()
-        if gather is not None and product_ids is None:
-            raise ValueError("product_ids are required when negatives are gathered across processes.")
-        if product_ids is not None and product_ids.shape[0] != text_embeds.shape[0]:
-            raise ValueError(f"product_ids has {product_ids.shape[0]} rows for a batch of {text_embeds.shape[0]}.")
-
-        def everywhere(tensor):  # an absent optional input (member_ids) stays absent
-            return None if gather is None or tensor is None else gather(tensor)
-
-        all_ids = everywhere(product_ids)
-        if not config.scene_positives:
-            member_ids = None
-        elif member_ids is not None and product_ids is None:
-            raise ValueError("member_ids need product_ids (the first member of each row is its own product id).")
-        all_members = everywhere(member_ids)
-        components: dict[str, torch.Tensor] = {}
-        weights = {"itc": config.itc_weight, "inter": config.inter_weight, "intra": config.intra_weight,
-                   "selection": config.selection_weight}
-        if instance_embeds is None:
-            weights["itc"] = 1.0  # the CLIP baseline trains on the global ITC whatever the ECLIP weights say
-        if weights["itc"] > 0:
-            components["itc"] = catalog_contrastive_loss(
-                global_image_embeds, text_embeds, scale, product_ids,
-                everywhere(global_image_embeds), everywhere(text_embeds), all_ids, member_ids, all_members,
-            )
-        if instance_embeds is not None:
-            if weights["inter"] > 0:
-                components["inter"] = inter_product_loss(
-                    instance_embeds, text_embeds, scale, product_ids,
-                    everywhere(instance_embeds), everywhere(text_embeds), all_ids, member_ids, all_members,
-                    temperature=config.inter_temperature, one_to_one=config.instance_matching == "one_to_one",
-                )
-            selected, selected_index = select_instances(instance_embeds, text_embeds)
-            if weights["selection"] > 0 and selection_logits is not None:
-                if config.selection_target == "retrieval":
-                    components["selection"] = selection_retrieval_loss(
-                        instance_embeds, selection_logits, text_embeds, scale, product_ids,
-                        everywhere(instance_embeds), everywhere(selection_logits), everywhere(text_embeds), all_ids,
-                        member_ids, all_members,
-                    )
-                else:
-                    target = selected_index
-                    if config.selection_target == "members" and member_ids is not None:
-                        target = member_selection_targets(
-                            instance_embeds, member_ids, text_embeds if gather is None else everywhere(text_embeds),
-                            product_ids if gather is None else all_ids,
-                            one_to_one=config.instance_matching == "one_to_one",
-                        )
-                    components["selection"] = selection_loss(selection_logits, target)
-            if weights["intra"] > 0 and view_instance_embeds is not None:
-                view_selected, _ = select_instances(view_instance_embeds, text_embeds)
-                components["intra"] = intra_product_loss(
-                    selected, view_selected, scale, product_ids, everywhere(selected), everywhere(view_selected),
-                    all_ids,
-                )
-        if not components:
-            raise ValueError("Every pretraining objective is switched off (all loss weights are 0).")
-        loss = sum(weights[name] * value for name, value in components.items())
-        return loss, components
+        return pretraining_loss(
+            self.config, self.clamped_logit_scale(), text_embeds, global_image_embeds, instance_embeds,
+            selection_logits, view_instance_embeds, product_ids, gather=gather, member_ids=member_ids,
+        )
 
     @classmethod
     def from_vision_text_pretrained(
@@ -1136,14 +893,10 @@ class EclipModel(EclipPreTrainedModel):
             )
         else:
             pooling = config_kwargs.get("vision_pooling", defaults["vision_pooling"])
-            vision_model = AutoModel.from_pretrained(
-                vision_model_name_or_path, **_tower_kwargs(vision_config, pooling), **vision_kwargs
-            )
+            vision_model = load_tower(vision_model_name_or_path, pooling, config=vision_config, **vision_kwargs)
         text_config = AutoConfig.from_pretrained(text_model_name_or_path)
         text_pooling = config_kwargs.get("text_pooling", defaults["text_pooling"])
-        text_model = AutoModel.from_pretrained(
-            text_model_name_or_path, **_tower_kwargs(text_config, text_pooling), **text_kwargs
-        )
+        text_model = load_tower(text_model_name_or_path, text_pooling, config=text_config, **text_kwargs)
         config = EclipConfig(
             vision_config=vision_model.config.to_dict(), text_config=text_model.config.to_dict(), **config_kwargs
         )
@@ -1322,25 +1075,6 @@ class EclipPreTrainedHead(EclipPreTrainedModel):
         return result
 
 
-def _classification_loss(config: EclipConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """transformers' sequence-classification loss, except that a one-logit head is binary (BCE), not regression,
-    unless `problem_type="regression"` says so."""
-    num_labels = logits.shape[-1]
-    problem_type = config.problem_type
-    if problem_type is None:
-        if num_labels == 1:
-            problem_type = "multi_label_classification"
-        elif labels.dtype in (torch.long, torch.int):
-            problem_type = "single_label_classification"
-        else:
-            problem_type = "multi_label_classification"
-    if problem_type == "regression":
-        return nn.functional.mse_loss(logits.view(-1), labels.to(logits.dtype).view(-1))
-    if problem_type == "single_label_classification":
-        return nn.functional.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
-    return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype).view(logits.shape))
-
-
 class EclipForProductClassification(EclipPreTrainedHead):
     r"""
     ECLIP product classifier: the normalised image embedding, text embedding or both (concatenated; each scaled by
@@ -1387,7 +1121,7 @@ class EclipForProductClassification(EclipPreTrainedHead):
             pixel_values, input_ids, attention_mask, token_type_ids, position_ids
         )
         logits = self.classifier(self.dropout(features))
-        loss = None if labels is None else _classification_loss(self.config, logits, labels)
+        loss = None if labels is None else classification_loss(logits, labels, self.config.problem_type)
         return EclipProductClassificationOutput(loss=loss, logits=logits, image_embeds=image_embeds,
                                                 text_embeds=text_embeds)
 

@@ -1,5 +1,6 @@
 """LoRA adapters (training/lora.py): default targets, what trains, adapter size, reload and merge equivalence."""
 
+import contextlib
 import json
 import os
 import re
@@ -215,6 +216,47 @@ def test_adapter_is_small_and_reloads_and_merges_exactly(backbone, processor, mo
     with torch.no_grad():
         again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()(**inputs).logits
     torch.testing.assert_close(again, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("modality", ["text", "both"])
+def test_loading_an_adapter_reports_only_what_it_does_not_restore(backbone, modality, tmp_path):
+    """The base checkpoint has no head and the adapter restores it (modules_to_save): `load_adapter` must not report
+    the head as newly initialised. A head weight the adapter lacks is still reported."""
+    from safetensors.torch import load_file, save_file
+
+    from _load_reports import load_reports
+    from eclip.training.lora import adapter_full_weights
+
+    torch.manual_seed(0)
+    peft_model = apply_lora(EclipForProductClassification.from_pretrained(backbone, num_labels=3, modality=modality),
+                            r=4, alpha=8)
+    adapter = tmp_path / "adapter"
+    save_adapter(peft_model, str(adapter))
+    expected = ["classifier.bias", "classifier.weight"] + ([QUERIES + ".weight"] if modality == "both" else [])
+    assert adapter_full_weights(str(adapter)) == sorted(expected)
+    with load_reports() as reports:
+        loaded = load_adapter(str(adapter))
+    assert reports == []
+    with load_reports() as reports:  # the Auto class (and so the pipelines) reads the adapter folder the same way
+        auto = AutoModelForSequenceClassification.from_pretrained(str(adapter))
+    assert reports == [] and type(auto) is EclipForProductClassification
+    with load_reports() as reports:  # a head with nothing to restore it is still reported as new
+        EclipForProductClassification.from_pretrained(backbone, num_labels=3, modality=modality)
+    assert len(reports) == 1 and "classifier.weight" in reports[0] and "MISSING" in reports[0]
+    assert type(loaded.get_base_model()) is EclipForProductClassification
+    torch.testing.assert_close(loaded.get_base_model().classifier.modules_to_save["default"].weight,
+                               peft_model.get_base_model().classifier.modules_to_save["default"].weight)
+
+    weights = load_file(adapter / "adapter_model.safetensors")
+    del weights["base_model.model.classifier.bias"]  # a broken adapter: this one is really missing
+    save_file(weights, adapter / "adapter_model.safetensors", metadata={"format": "pt"})
+    with load_reports() as reports, contextlib.suppress(KeyError):  # peft then refuses the broken adapter
+        load_adapter(str(adapter))
+    assert len(reports) == 1 and "classifier.bias" in reports[0] and "MISSING" in reports[0]
+    assert "classifier.weight" not in reports[0]
+    with load_reports() as reports, contextlib.suppress(KeyError):
+        AutoModelForSequenceClassification.from_pretrained(str(adapter))
+    assert len(reports) == 1 and "classifier.bias" in reports[0] and "classifier.weight" not in reports[0]
 
 
 @pytest.mark.slow

@@ -1,4 +1,8 @@
-"""EclipModel: the properties transformers' common model tests check, plus ECLIP's own contracts."""
+"""
+EclipModel's own contracts (config checks, outputs, losses, save / load, remote code, pipelines), with and without the
+instance decoder, on ECLIP's default towers; test_conformance.py runs transformers' common model tests themselves.
+Over 600 lines because it is the one test module of the model class, in the order of the model's features.
+"""
 
 import copy
 import json
@@ -6,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +17,10 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification, AutoProcessor, pipeline
 
-from conftest import REPO_ROOT, minilm_dir, tiny_config, tiny_processor
+from conftest import minilm_dir, tiny_config, tiny_processor
 from modeling_eclip import EclipConfig, EclipModel, EclipOutput
-from modeling_eclip.configuration_eclip import FIRST_DESIGN
 
 torch.set_num_threads(1)
-FIXTURES = Path(REPO_ROOT) / "tests" / "fixtures"
 
 
 def make_inputs(batch_images=3, batch_texts=2, image_size=32, seed=0):
@@ -67,43 +68,23 @@ def test_one_to_one_matching_needs_scene_positives_and_no_smooth_max():
     with pytest.raises(ValueError, match="alternatives: pass instance_matching='max'"):
         tiny_config(inter_temperature=0.1)
     assert tiny_config(instance_matching="max", inter_temperature=0.1).inter_temperature == 0.1
-    assert tiny_config(**FIRST_DESIGN).instance_matching == "max"
+    assert tiny_config(scene_positives=False, instance_matching="max").instance_matching == "max"
 
 
 RECIPE = {"scene_positives": True, "instance_matching": "one_to_one", "instance_residual": True}
 
 
 def _objectives(config) -> dict:
-    return {name: getattr(config, name) for name in FIRST_DESIGN}
+    return {name: getattr(config, name) for name in RECIPE}
 
 
 def test_the_default_config_is_the_recommended_recipe(tmp_path):
     assert _objectives(EclipConfig()) == RECIPE
     assert _objectives(tiny_config()) == RECIPE
-    EclipConfig().save_pretrained(tmp_path)  # and it is saved explicitly, so it keeps loading as saved
+    EclipConfig().save_pretrained(tmp_path)  # saved explicitly, so it loads as saved whatever the defaults become
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert {name: saved[name] for name in FIRST_DESIGN} == RECIPE
+    assert {name: saved[name] for name in RECIPE} == RECIPE
     assert _objectives(AutoConfig.from_pretrained(tmp_path)) == RECIPE
-
-
-@pytest.mark.parametrize("dropped, changed, expected", [
-    ((), {}, FIRST_DESIGN),  # written by the code before the recipe became the default: its saved values
-    (tuple(FIRST_DESIGN), {}, FIRST_DESIGN),  # written before the three fields existed: the design it meant
-    (("instance_matching", "instance_residual"), {"scene_positives": True}, {**FIRST_DESIGN, "scene_positives": True}),
-])
-def test_a_config_saved_before_keeps_its_meaning(tmp_path, dropped, changed, expected):
-    saved = json.loads((FIXTURES / "eclip_config_v0_1_0.json").read_text())  # written by the code of 104182c
-    saved = {**{key: value for key, value in saved.items() if key not in dropped}, **changed}
-    (tmp_path / "config.json").write_text(json.dumps(saved))
-    for loaded in (AutoConfig.from_pretrained(tmp_path), EclipConfig.from_pretrained(tmp_path),
-                   EclipConfig.from_json_file(tmp_path / "config.json"), EclipConfig.from_dict(dict(saved))):
-        assert _objectives(loaded) == expected
-        assert loaded.selection_target == "named"  # the fixture predates the field: its head learnt the named query
-    model = EclipModel.from_pretrained(None, config=AutoConfig.from_pretrained(tmp_path),
-                                       state_dict=EclipModel(tiny_config()).state_dict())
-    assert _objectives(model.config) == expected
-    model.config.save_pretrained(tmp_path / "again")  # saved again, it keeps that meaning explicitly
-    assert _objectives(EclipConfig(**json.loads((tmp_path / "again" / "config.json").read_text()))) == expected
 
 
 def test_unknown_tower_type_is_a_clear_error():
@@ -462,7 +443,9 @@ def test_save_load_round_trip_is_identical_and_safetensors_only(saved_folder):
     files = set(os.listdir(saved_folder))
     assert "model.safetensors" in files
     assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
-    assert {"configuration_eclip.py", "modeling_eclip.py", "processing_eclip.py", "losses.py"} <= files
+    code = {"configuration_eclip.py", "modeling_eclip.py", "processing_eclip.py", "losses.py", "loading_utils.py",
+            "tower_utils.py"}
+    assert code <= files  # every module the modeling code imports travels with it (remote code)
     auto_map = json.load(open(os.path.join(saved_folder, "config.json")))["auto_map"]
     assert auto_map["AutoModel"] == "modeling_eclip.EclipModel"
     torch.manual_seed(0)
@@ -480,6 +463,57 @@ def test_meta_device_initialisation():
     with torch.device("meta"):
         model = EclipModel(tiny_config())
     assert all(p.device.type == "meta" for p in model.parameters())
+
+
+@pytest.mark.parametrize("use_decoder", [True, False])
+def test_weights_missing_from_a_checkpoint_initialise_as_in_init(monkeypatch, use_decoder):
+    """transformers' `test_can_init_all_missing_weights`: materialised from the meta device (`from_pretrained` with no
+    weights), the model gets the weights `__init__` gives, towers included, when each module's init is seeded alike."""
+    from transformers import PreTrainedModel
+
+    initialize = PreTrainedModel._initialize_weights
+
+    def seeded(*args, **kwargs):
+        torch.manual_seed(42)
+        return initialize(*args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "_initialize_weights", seeded)
+    config = tiny_config(use_instance_decoder=use_decoder)
+    built = EclipModel(copy.deepcopy(config)).state_dict()
+    loaded = EclipModel.from_pretrained(None, config=copy.deepcopy(config), state_dict={}).state_dict()
+    assert built.keys() == loaded.keys()
+    assert [name for name in built if not torch.equal(built[name], loaded[name])] == []
+
+
+def test_output_capture_is_never_nested_nor_doubled(monkeypatch):
+    """transformers' `test_capture_outputs_decorator`: no `capture_outputs` runs inside another one recording the same
+    output (the BERT text tower records `cross_attentions` too, so only the decoder may capture the decoder's), and
+    hooks installed by a tower before the decoder's never record an output twice."""
+    from collections import Counter
+
+    from transformers.utils.output_capturing import CompileableContextVar
+
+    active, original_set, original_reset = Counter(), CompileableContextVar.set, CompileableContextVar.reset
+
+    def counting_set(self, value):
+        active.update(value.keys())
+        assert max(active.values(), default=0) <= 1, f"capture_outputs nested: {dict(active)}"
+        return original_set(self, value)
+
+    def counting_reset(self, token):
+        active.subtract(self.context_var.get().keys())
+        original_reset(self, token)
+
+    monkeypatch.setattr(CompileableContextVar, "set", counting_set)
+    monkeypatch.setattr(CompileableContextVar, "reset", counting_reset)
+    torch.manual_seed(0)
+    model = EclipModel(tiny_config(attn_implementation="eager")).eval()
+    inputs = make_inputs()
+    with torch.no_grad():
+        image = model.get_image_features(inputs["pixel_values"], output_hidden_states=True)  # the tower hooks first
+        out = model(**inputs, output_attentions=True, output_hidden_states=True)
+    assert len(image.hidden_states) == 3 and len(out.vision_model_output.hidden_states) == 3
+    assert len(out.text_model_output.attentions) == 2 and len(out.cross_attentions) == 2
 
 
 def test_ignore_mismatched_sizes_when_projection_dim_differs(saved_folder):

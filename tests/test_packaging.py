@@ -17,10 +17,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     """A wheel built from a copy of the tracked sources (building in place would leave build/ in the checkout)."""
     source = tmp_path_factory.mktemp("source")
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     for path in tracked.splitlines():
-        if path.startswith(("benchmarks/", "tests/", "docs/")):
-            continue
+        if path.startswith(("benchmarks/", "tests/", "docs/")) or not os.path.exists(os.path.join(REPO, path)):
+            continue  # the wheel is built from the working tree: a file deleted there is not in it
         os.makedirs(source / os.path.dirname(path), exist_ok=True)
         shutil.copy2(os.path.join(REPO, path), source / path)
     out = tmp_path_factory.mktemp("wheel")
@@ -39,7 +39,8 @@ def test_wheel_carries_the_recipes_templates_and_metric_scripts(wheel):
     names = set(wheel.namelist())
     for path in ("eclip/training/configs/default.yaml", "eclip/training/configs/fashion.yaml",
                  "eclip/training/accelerate_configs/ddp.yaml", "eclip/model_cards/template.md",
-                 "eclip/training/evaluation/cli.py", "modeling_eclip/modeling_eclip.py"):
+                 "eclip/training/evaluation/cli.py", "modeling_eclip/modeling_eclip.py",
+                 "modeling_eclip/loading_utils.py", "modeling_eclip/tower_utils.py"):
         assert path in names
     assert any(name.startswith("modeling_eclip/metrics/retrieval/") for name in names)
 

@@ -13,8 +13,7 @@ import torch
 from transformers import AutoModel
 
 from conftest import REPO_ROOT, tiny_config, tiny_processor
-from modeling_eclip import EclipModel
-from modeling_eclip.modeling_eclip import atomic_directory
+from modeling_eclip import EclipModel, atomic_directory
 
 
 @pytest.fixture

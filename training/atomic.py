@@ -2,7 +2,7 @@
 """
 Atomic file writes: a reader (or a run killed mid-write) sees the previous file or the new one, never a part of one.
 Every results, report, card and cache-manifest file of the project is written through here. (Model folders are
-swapped whole by `modeling_eclip.modeling_eclip.atomic_directory`, which the Hub-facing code needs for itself.)
+swapped whole by `modeling_eclip.loading_utils.atomic_directory`, which the Hub-facing code needs for itself.)
 """
 
 import json

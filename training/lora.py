@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch loads with the model, not with the command line's argument checks
@@ -210,7 +211,7 @@ def save_adapter(peft_model, directory: str, processor=None, card=None) -> None:
     The folder is written atomically (it becomes exactly the adapter: nothing of what it held before is kept, so no
     stale ``merged/`` or README survives) and is readable under the user's umask.
     """
-    from modeling_eclip.modeling_eclip import atomic_directory
+    from modeling_eclip import atomic_directory
 
     head = peft_model.get_base_model()
     for adapter_config in peft_model.peft_config.values():
@@ -264,5 +265,37 @@ def load_adapter(directory: str, base_model: str | None = None, is_trainable: bo
     head_class = getattr(modeling_eclip, architecture, None)
     if head_class is None:
         raise ValueError(f"{directory}/config.json names an unknown ECLIP head {architecture!r}.")
-    base = head_class.from_pretrained(base_model, config=config)
+    # The base checkpoint has no head: the adapter restores it (modules_to_save), so the head's weights that the
+    # adapter carries are not reported as newly initialised. One it does not carry still is.
+    from modeling_eclip.tower_utils import from_pretrained_ignoring
+
+    restored = [rf"^{re.escape(name)}$" for name in adapter_full_weights(directory)]
+    base = from_pretrained_ignoring(head_class, base_model, missing=restored, config=config)
     return PeftModel.from_pretrained(base, directory, is_trainable=is_trainable)
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+
+
+def adapter_full_weights(directory: str) -> list[str]:
+    """
+    The names (in the head, e.g. ``classifier.weight``) of the weights an adapter folder or Hub repo stores whole,
+    its ``modules_to_save``, as opposed to LoRA's low-rank factors: the weights loading the adapter restores. Empty
+    when the adapter has no safetensors weights file.
+    """
+    from safetensors import safe_open
+
+    path = os.path.join(directory, ADAPTER_WEIGHTS)
+    if not os.path.isdir(directory):
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = hf_hub_download(directory, ADAPTER_WEIGHTS)  # cached: peft then reads the same file
+        except Exception:  # noqa: BLE001  (cannot tell: nothing is exempt, and peft reports the real problem)
+            return []
+    if not os.path.isfile(path):
+        return []
+    with safe_open(path, framework="pt") as weights:
+        names = [name.removeprefix(PEFT_PREFIX) for name in weights.keys()]
+    return sorted(name for name in names if not any(part.startswith("lora_") for part in name.split(".")))

