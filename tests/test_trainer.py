@@ -15,7 +15,6 @@ from conftest import DATA_DIR, REPO_ROOT, minilm_dir, tiny_config, tiny_processo
 from transformers import TrainerCallback
 
 from modeling_eclip import EclipModel
-from modeling_eclip.configuration_eclip import FIRST_DESIGN
 from eclip.training.trainer import (
     EclipTrainer,
     EclipTrainingArguments,
@@ -124,6 +123,8 @@ def test_gradient_cache_with_dropout_equals_whole_batch_gradient(tmp_path, chunk
     assert max((other[name] - reference[name]).abs().max() for name in reference) > 1e-3
 
 
+# The objectives as first designed (hard max over the queries, own-product targets, no residual instances).
+FIRST_DESIGN = {"scene_positives": False, "instance_matching": "max", "instance_residual": False}
 SCENE_ONLY = {**FIRST_DESIGN, "scene_positives": True}  # the first design with scene-aware targets
 
 
@@ -440,6 +441,56 @@ def test_cli_end_to_end(tmp_path):
     assert logits.shape == (2, 2) and torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
+def test_cli_log_redirected_to_files_is_plain_current_and_says_where_everything_went(tmp_path):
+    """
+    `eclip-pretrain > out.log 2> err.log`: no carriage return anywhere (no library's tqdm bar), each progress line's
+    loss is the one logged at its own step or, between logging steps, the latest one with its step, and the last
+    lines name the model folder, its card and the checkpoints folder.
+    """
+    import json
+    import re
+
+    import yaml
+
+    with open(os.path.join(REPO_ROOT, "training", "configs", "tiny.yaml"), encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    config["training"]["logging_steps"] = 2
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "tiny-model"
+    command = [sys.executable, "-m", "eclip.training.pretrain", "--config", str(tmp_path / "tiny.yaml"),
+               "--max-steps", "6", "--save-steps", "6", "--output-dir", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "out.log", "w") as stdout, open(tmp_path / "err.log", "w") as stderr:
+        returncode = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr, timeout=240).returncode
+    stdout, stderr = (tmp_path / "out.log").read_text(), (tmp_path / "err.log").read_text()
+    assert returncode == 0, (stdout + stderr)[-5000:]
+    assert "\r" not in stdout and "\r" not in stderr
+
+    state = json.loads((tmp_path / "tiny-model-checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
+    logged = {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+    assert sorted(logged) == [2, 4, 6]
+    lines = [line for line in stderr.splitlines() if line.startswith("[eclip-pretrain] step ")]
+    assert [int(re.match(r"\[eclip-pretrain\] step (\d+)/6", line)[1]) for line in lines] == [1, 6]  # every 30 s
+    for line in lines:
+        step = int(re.match(r"\[eclip-pretrain\] step (\d+)", line)[1])
+        latest = max((s for s in logged if s <= step), default=None)
+        match = re.search(r", loss (\S+)(?: \(step (\d+)\))?$", line)
+        if latest is None:
+            assert match is None, line
+            continue
+        assert match is not None, line
+        assert float(match[1]) == pytest.approx(logged[latest], abs=5e-5), line
+        assert (int(match[2]) if match[2] else step) == latest, line
+
+    assert stdout.rstrip("\n").splitlines()[-3:] == [
+        f"  model:          {out}",
+        f"  model card:     {out / 'README.md'}",
+        f"  checkpoints:    {tmp_path / 'tiny-model-checkpoints'}",
+    ]
+    assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
+
+
 def test_cli_rejects_a_bad_config(tmp_path, capsys):
     """Each mistake is one line on stderr (with the closest valid name), exit status 2, and nothing written."""
     from eclip.training.pretrain import main
@@ -558,18 +609,64 @@ def test_gpu_defaults_keep_the_accelerator_fed():
     assert set(defaults) <= set(fields)
 
 
-def test_copied_trainer_internals_match_the_installed_transformers():
-    """training/trainer_internals.py repeats parts of Trainer's private _save_checkpoint; a transformers release that
-    changes it must make us re-sync the copy (then update the pinned hash), not silently drift."""
-    import transformers
+class BestAt(TrainerCallback):
+    """Marks `step` as the best step (as an evaluation with `metric_for_best_model` would), without an evaluation."""
 
-    from eclip.training import trainer_internals
+    def __init__(self, step: int):
+        self.step = step
 
-    assert trainer_internals.save_checkpoint_source_sha256() == trainer_internals.SAVE_CHECKPOINT_SHA256, (
-        f"transformers {transformers.__version__} changed Trainer._save_checkpoint, from which "
-        f"training/trainer_internals.py was copied ({trainer_internals.COPIED_FROM}): re-sync the copy, then "
-        "SAVE_CHECKPOINT_SHA256."
-    )
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            state.best_global_step = self.step
+
+
+def test_checkpoints_are_trainers_own_written_staged_then_published(tmp_path, monkeypatch):
+    """
+    Trainer's own `_save_checkpoint` (no copy of it: training/checkpoints.py) writes every file into
+    `tmp-checkpoint-N/checkpoint-N` while `checkpoint-N` does not exist yet; the folder is then renamed, the best
+    checkpoint is recorded under its published path (in the state and in each checkpoint's trainer_state.json), and
+    rotation keeps the best and the last.
+    """
+    import json
+
+    run = tmp_path / "run"
+    written = []
+    original = EclipTrainer._save_rng_state
+
+    def spy(self, output_dir):
+        step = self.state.global_step
+        assert os.path.realpath(output_dir) == os.path.realpath(run / f"tmp-checkpoint-{step}" / f"checkpoint-{step}")
+        assert not (run / f"checkpoint-{step}").exists()  # nothing is visible before the checkpoint is complete
+        assert (run / f"tmp-checkpoint-{step}" / f"checkpoint-{step}" / "model.safetensors").is_file()
+        written.append(step)
+        return original(self, output_dir)
+
+    monkeypatch.setattr(EclipTrainer, "_save_rng_state", spy)
+    trainer = make_trainer(tiny_model(), tmp_path, max_steps=6, save_strategy="steps", save_steps=2, logging_steps=1,
+                           learning_rate=1e-2, save_total_limit=2)
+    trainer.add_callback(BestAt(2))
+    trainer.train()
+    assert written == [2, 4, 6]
+    assert sorted(os.listdir(run)) == ["checkpoint-2", "checkpoint-6"]  # the best and the last; no staging left
+    best = str(run / "checkpoint-2")
+    assert trainer.state.best_model_checkpoint == best
+    for name in ("checkpoint-2", "checkpoint-6"):
+        assert json.loads((run / name / "trainer_state.json").read_text())["best_model_checkpoint"] == best
+        for file in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            assert (run / name / file).is_file()
+
+
+def test_a_transformers_that_writes_checkpoints_elsewhere_still_trains_and_says_so(tmp_path, monkeypatch, caplog):
+    """If a transformers release stopped writing checkpoints through `Trainer._get_output_dir`, its checkpoints are
+    kept as Trainer wrote them (not staged), with a warning: a newer install keeps working."""
+    from transformers import Trainer
+
+    monkeypatch.setattr(EclipTrainer, "_get_output_dir", Trainer._get_output_dir)  # staging is ignored
+    trainer = make_trainer(tiny_model(), tmp_path, max_steps=4, save_strategy="steps", save_steps=2, logging_steps=1)
+    with caplog.at_level(logging.WARNING, logger="eclip.training.checkpoints"):
+        trainer.train()
+    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint-2", "checkpoint-4"]
+    assert "checkpoints are not staged" in caplog.text
 
 
 @pytest.mark.slow

@@ -1,9 +1,23 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
-Staged checkpoints: Trainer's checkpoint is written into `tmp-checkpoint-N` and renamed to `checkpoint-N` only once
-complete, so a kill mid-save never leaves a partial `checkpoint-N` for `resume_from_checkpoint=True`
-(`get_last_checkpoint` matches `^checkpoint-(\\d+)$`) to pick, and neither that nor Trainer's `checkpoint-*` glob
-(`rotate_checkpoints`) ever matches a staging folder.
+Staged checkpoints: Trainer's checkpoint is written into `tmp-checkpoint-N/checkpoint-N` and renamed to
+`checkpoint-N` only once complete, so a kill mid-save never leaves a partial `checkpoint-N` for
+`resume_from_checkpoint=True` (`get_last_checkpoint` matches `^checkpoint-(\\d+)$`) to pick, and neither that nor
+Trainer's `checkpoint-*` glob (`rotate_checkpoints`) ever matches a staging folder.
+
+The checkpoint itself is written by the installed transformers' own `Trainer._save_checkpoint`, unchanged and not
+copied: `EclipTrainer` only points the run folder that method writes into (`Trainer._get_output_dir`) at the staging
+folder for the duration of the call, then publishes the result (rename, best-checkpoint path, rotation). So whatever
+a transformers release adds to a checkpoint lands in ours. What this relies on, and what happens if it changes:
+
+* `Trainer._save_checkpoint(model, trial)` is where Trainer saves a checkpoint (overridden by `EclipTrainer`; if a
+  release stopped calling it, checkpoints would be Trainer's own, unstaged: the kill-mid-save test of
+  tests/test_reliability.py fails);
+* it writes into `os.path.join(self._get_output_dir(trial), "checkpoint-N")` (if a release stopped asking
+  `_get_output_dir`, the checkpoint appears directly as `checkpoint-N`: it is kept, a warning says that it was not
+  staged, and tests/test_trainer.py's staging test fails).
+
+Either way a user's run keeps working on a newer transformers; only the staging is lost, loudly.
 """
 
 import contextlib
@@ -11,13 +25,16 @@ import os
 import re
 import shutil
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.utils import logging
 
-from modeling_eclip.modeling_eclip import share_under_umask
-from eclip.training.trainer_internals import checkpoint_location, finish_checkpoint, write_checkpoint
+from modeling_eclip import share_under_umask
+
+logger = logging.get_logger(__name__)
 
 STAGING_PREFIX = "tmp-"
 STAGING_PATTERN = re.compile(rf"^{STAGING_PREFIX}(old-)?{PREFIX_CHECKPOINT_DIR}-\d+$")
+TRAINER_STATE_NAME = "trainer_state.json"  # transformers.trainer.TRAINER_STATE_NAME
 
 
 def remove_stale_staging(run_dir: str) -> None:
@@ -50,23 +67,55 @@ def publish(staging: str, final_dir: str) -> None:
             os.close(descriptor)
 
 
-def save_staged_checkpoint(trainer, trial) -> None:
+def save_staged_checkpoint(trainer, run_dir: str, save_checkpoint) -> None:
     """
-    `Trainer._save_checkpoint`, staged: every process writes its part into the staging folder, then, after a
-    barrier, the main process renames it (an existing `checkpoint-N` is replaced) and rotates old checkpoints.
+    Run `save_checkpoint()` (Trainer's own `_save_checkpoint`) while `trainer.checkpoint_staging_dir` holds the staging
+    folder `run_dir/tmp-checkpoint-N` (`EclipTrainer._get_output_dir` returns it then), so that every process writes
+    its part into `tmp-checkpoint-N/checkpoint-N`; then, after a barrier, the main process points
+    `state.best_model_checkpoint` at the published path, renames the folder to `run_dir/checkpoint-N` (an existing one
+    is replaced) and rotates old checkpoints (Trainer's own rotation only saw the staging folder).
     """
-    run_dir, name = checkpoint_location(trainer, trial)
+    name = f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
     final_dir = os.path.join(run_dir, name)
-    staging = os.path.join(run_dir, f"{STAGING_PREFIX}{name}")
-    if trainer.args.should_save:
+    staging_root = os.path.join(run_dir, f"{STAGING_PREFIX}{name}")
+    staged = os.path.join(staging_root, name)
+    should_save = trainer.args.should_save
+    if should_save:
         remove_stale_staging(run_dir)  # left by a run killed mid-save
     trainer.accelerator.wait_for_everyone()
-    write_checkpoint(trainer, staging, final_dir)
+    trainer.checkpoint_staging_dir = staging_root
+    try:
+        save_checkpoint()
+    finally:
+        trainer.checkpoint_staging_dir = None
     trainer.accelerator.wait_for_everyone()  # every process's files are in the staging folder
-    if trainer.args.should_save:
-        publish(staging, final_dir)
+    state = trainer.state
+    # Trainer records the best checkpoint where it found it: in the staging folder when it is this very one.
+    best = state.best_model_checkpoint
+    if best is not None and os.path.dirname(os.path.abspath(best)) == os.path.abspath(staging_root):
+        state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
+    if should_save:
+        if os.path.isdir(staged):
+            if best != state.best_model_checkpoint and os.path.isfile(os.path.join(staged, TRAINER_STATE_NAME)):
+                state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+            publish(staged, final_dir)
+            shutil.rmtree(staging_root, ignore_errors=True)
+        elif os.path.isdir(final_dir):
+            logger.warning_once(
+                f"This transformers version wrote {name} directly rather than through Trainer._get_output_dir, so "
+                "checkpoints are not staged: a kill mid-save can leave a partial checkpoint (eclip.training.checkpoints)."
+            )
+            shutil.rmtree(staging_root, ignore_errors=True)
+        else:
+            raise RuntimeError(f"Trainer._save_checkpoint wrote neither {staged} nor {final_dir}.")
     trainer.accelerator.wait_for_everyone()
-    finish_checkpoint(trainer, final_dir, run_dir)
+    if should_save:
+        rotate_checkpoints(
+            output_dir=run_dir,
+            save_total_limit=trainer.args.save_total_limit,
+            best_model_checkpoint=state.best_model_checkpoint,
+            use_mtime=True,
+        )
 
 
 __all__ = ["STAGING_PATTERN", "STAGING_PREFIX", "publish", "remove_stale_staging", "save_staged_checkpoint"]

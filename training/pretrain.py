@@ -336,14 +336,14 @@ def build_model(model_config: dict, text_model_path: str, vocab_size: int, visio
     from transformers import AutoConfig, AutoModel, CLIPVisionConfig
 
     from modeling_eclip import EclipConfig, EclipModel
-    from modeling_eclip.modeling_eclip import _tower_kwargs  # drops pooling layers the ECLIP pooling leaves unused
+    from modeling_eclip.tower_utils import tower_init_kwargs as _tower_kwargs  # drops pooling layers ECLIP leaves unused
+    from modeling_eclip.tower_utils import load_tower  # the same, from a checkpoint: its unused pooler is not reported
 
     eclip_fields = dict(model_config.get("eclip") or {})
     defaults = EclipConfig.default_config_fields()
     vision_pooling = eclip_fields.get("vision_pooling", defaults["vision_pooling"])
     if vision_model_path is not None:
-        vision_config = AutoConfig.from_pretrained(vision_model_path)
-        vision_model = AutoModel.from_pretrained(vision_model_path, **_tower_kwargs(vision_config, vision_pooling))
+        vision_model = load_tower(vision_model_path, vision_pooling)
     else:
         vision_config = CLIPVisionConfig(
             image_size=int(model_config.get("image_size", 64)), **(model_config.get("vision_config") or {})
@@ -354,8 +354,7 @@ def build_model(model_config: dict, text_model_path: str, vocab_size: int, visio
         text_config = AutoConfig.for_model(**{"vocab_size": vocab_size, **model_config["text_config"]})
         text_model = AutoModel.from_config(text_config, **_tower_kwargs(text_config, text_pooling))
     else:
-        text_config = AutoConfig.from_pretrained(text_model_path)
-        text_model = AutoModel.from_pretrained(text_model_path, **_tower_kwargs(text_config, text_pooling))
+        text_model = load_tower(text_model_path, text_pooling)
     config = EclipConfig(
         vision_config=vision_model.config.to_dict(), text_config=text_model.config.to_dict(), **eclip_fields
     )
@@ -444,7 +443,7 @@ def build_feature_cache(model, collator, train_dataset, training_args, data_conf
             seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
             layer=start if training_args.feature_cache_layer is None else training_args.feature_cache_layer,
             max_length=data_config.get("max_length"),
-            show_progress=training_args.process_index == 0,
+            show_progress=training_args.process_index == 0 and not training_args.disable_tqdm,
         )
 
 
@@ -609,13 +608,18 @@ def run_pretraining(
         "num_skipped_images": trainer.num_skipped_images,
         "selection_refit": refit,
         "is_main_process": trainer.is_world_process_zero(),
+        # Where the checkpoints went (None: none were written, the folder was removed) and the model card.
+        "checkpoint_dir": checkpoint_dir if os.path.isdir(checkpoint_dir) else None,
+        "card": os.path.join(output_dir, "README.md"),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
+    from eclip.training.progress import disable_progress_bars_off_terminal
     from eclip.training.towers import MissingTowerPackage
 
     args = build_arg_parser().parse_args(argv)
+    disable_progress_bars_off_terminal()  # a log file gets plain lines, no carriage-return redraws
     try:
         check_hub_arguments(args)
         config = resolve_config(args)
@@ -641,7 +645,11 @@ def main(argv: list[str] | None = None) -> int:
                     *([f"  selection refit: agreement {refit['agreement_before']:.3f} -> {refit['agreement_after']:.3f}"
                        f" (top-query share {refit['top_query_share']:.3f}) on {refit['images']} training images, "
                        f"{refit['wall_time_s']:.0f} s"] if (refit := summary["selection_refit"]) else []),
+                    # Where every artefact went, last: the model folder, its card, the checkpoints.
                     f"  model:          {summary['output_dir']}",
+                    f"  model card:     {summary['card']}",
+                    f"  checkpoints:    {summary['checkpoint_dir']}" if summary["checkpoint_dir"] else
+                    "  checkpoints:    none written (save_strategy \"no\"; --save-steps N writes them, for --resume)",
                 ]
             ),
             flush=True,

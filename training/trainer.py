@@ -39,7 +39,7 @@ from transformers.trainer_utils import seed_worker
 from transformers.utils import is_datasets_available, logging
 
 from modeling_eclip.losses import LOSS_NAMES
-from modeling_eclip.modeling_eclip import atomic_directory, vision_layers
+from modeling_eclip import atomic_directory, vision_layers
 from eclip.training.batch_schedule import ScheduledBatchSampler, batch_size_at, parse_batch_schedule
 from eclip.training.checkpoints import save_staged_checkpoint
 from eclip.training.collectives import all_reduce_gradients, make_all_gather, row_counts
@@ -283,7 +283,8 @@ class EclipTrainer(Trainer):
             batch_sampler=sampler,
             collate_fn=collator,
             num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.args.dataloader_pin_memory,
+            # Pinned memory only speeds up copies to an accelerator; on a CPU run torch would just warn about it.
+            pin_memory=self.args.dataloader_pin_memory and self.args.device.type != "cpu",
             persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
             prefetch_factor=self.args.dataloader_prefetch_factor,
             worker_init_fn=functools.partial(
@@ -482,9 +483,16 @@ class EclipTrainer(Trainer):
         return output
 
     # ---------------------------------------------------------------------------------------------- saving
+    # While a checkpoint is written: the staging folder Trainer's own `_save_checkpoint` writes into.
+    checkpoint_staging_dir: str | None = None
+
+    def _get_output_dir(self, trial) -> str:
+        return self.checkpoint_staging_dir or super()._get_output_dir(trial)
+
     def _save_checkpoint(self, model, trial) -> None:
-        """Trainer's checkpoint, staged so that a kill mid-save never leaves a partial one (training/checkpoints.py)."""
-        save_staged_checkpoint(self, trial)
+        """Trainer's own checkpoint, staged so that a kill mid-save never leaves a partial one (training/checkpoints.py)."""
+        run_dir = super()._get_output_dir(trial)
+        save_staged_checkpoint(self, run_dir, lambda: super(EclipTrainer, self)._save_checkpoint(model, trial))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Checkpoints (internal calls) as Trainer does; a user's save goes through [`save_final_model`]."""

@@ -21,7 +21,8 @@ def build_scenes(rows: list[dict], compose_fn: Callable, seed: int) -> list[dict
 
     rng = random.Random(seed)
     scenes = []
-    for target in tqdm(range(len(rows)), desc="composing scenes", leave=False, disable=len(rows) < 50):
+    for target in tqdm(range(len(rows)), desc="composing scenes", leave=False,
+                      disable=True if len(rows) < 50 else None):
         count = min(rng.randint(*SCENE_DISTRACTORS), len(rows) - 1)
         distractors = rng.sample([i for i in range(len(rows)) if i != target], count) if count > 0 else []
         scene, box = compose_fn(
@@ -50,7 +51,8 @@ def build_hard_scenes(rows: list[dict], seed: int) -> dict[str, list[dict]]:
     for kind in HARD_SCENE_KINDS:
         rng = random.Random(f"eclip-hard-scenes:{kind}:{seed}")
         scenes = []
-        for target in tqdm(range(len(rows)), desc=f"composing {kind} scenes", leave=False, disable=len(rows) < 50):
+        for target in tqdm(range(len(rows)), desc=f"composing {kind} scenes", leave=False,
+                      disable=True if len(rows) < 50 else None):
             others = [i for i in range(len(rows)) if i != target]
             count = min(rng.randint(2, 3), len(others))
             distractors = rng.sample(others, count) if count else []
