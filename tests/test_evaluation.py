@@ -14,7 +14,16 @@ from transformers import AutoTokenizer, CLIPImageProcessorPil
 
 from conftest import REPO_ROOT, minilm_dir
 from modeling_eclip import EclipConfig, EclipModel, EclipProcessor
-from eclip.training import evaluation as ev
+from eclip.training.evaluation import main
+from eclip.training.evaluation.embedder import Embedder, image_text_scores, normalize
+from eclip.training.evaluation.plots import PLOT_FILES
+from eclip.training.evaluation.report import BASELINE_SUBDIR, json_default
+from eclip.training.evaluation.runner import evaluate_model
+from eclip.training.evaluation.scenes import attention_grid
+from eclip.training.evaluation.task_names import TASKS, parse_tasks
+from eclip.training.evaluation.tasks import selection_diagnostics
+from eclip.training.fashion import LABEL_FIELD, TITLE_FIELD, load_split_rows, read_fashion_metadata, stratified_subset
+from eclip.training.matching_data import MATCHING_DATASETS
 
 LIMIT = 40
 IMAGE_SIZE = 64
@@ -66,7 +75,7 @@ def evaluated(folders, data_dir, tmp_path_factory):
     output = str(tmp_path_factory.mktemp("eval"))
     model, processor = load(folders["eclip"])
     baseline, baseline_processor = load(folders["clip"])
-    results = ev.evaluate_model(
+    results = evaluate_model(
         model, processor, data_dir, "all", output, limit=LIMIT, baseline_model=baseline,
         baseline_processor=baseline_processor, model_path=folders["eclip"], baseline_path=folders["clip"],
         batch_size=32, show_progress=False,
@@ -80,14 +89,14 @@ METRIC_KEYS = {
     "instance_retrieval": {"text_to_image", "text_to_image_target_only", "attention_in_box_rate"},
     "linear_probe": {"image", "text", "both"},
     "clustering": {"nmi", "ari"},
-    "matching": set(ev.MATCHING_DATASETS),
+    "matching": set(MATCHING_DATASETS),
     "restricted": {"zero_shot", "linear_probe"},
 }
 RECALL_KEYS = {"recall@1", "recall@5", "recall@10", "mrr"}
 
 
 def check_tasks(tasks, eclip: bool):
-    assert set(tasks) == set(ev.TASKS)
+    assert set(tasks) == set(TASKS)
     for task, keys in METRIC_KEYS.items():
         assert keys <= set(tasks[task]), (task, tasks[task].keys())
         assert "skipped" not in tasks[task]
@@ -98,7 +107,7 @@ def check_tasks(tasks, eclip: bool):
         assert set(tasks["instance_retrieval"][variant]) == RECALL_KEYS
     for kind in ("image", "text", "both"):
         assert set(tasks["linear_probe"][kind]) == {"accuracy", "macro_f1"}
-    for name in ev.MATCHING_DATASETS:
+    for name in MATCHING_DATASETS:
         assert {"f1", "precision", "recall"} <= set(tasks["matching"][name])
     for kind in ("zero_shot", "linear_probe"):
         assert {"roc_auc", "recall_at_95_precision"} <= set(tasks["restricted"][kind])
@@ -120,7 +129,7 @@ def test_results_json_has_every_key(evaluated, folders):
     assert saved["model_path"] == folders["eclip"]
     assert saved["config"]["use_instance_decoder"] is True and saved["config"]["num_instance_queries"] == 4
     assert saved["data"]["fashion_products"] == {"train": LIMIT, "validation": LIMIT, "test": LIMIT}
-    assert saved["data"]["matching"] == {name: {"valid": LIMIT, "test": LIMIT} for name in ev.MATCHING_DATASETS}
+    assert saved["data"]["matching"] == {name: {"valid": LIMIT, "test": LIMIT} for name in MATCHING_DATASETS}
     assert saved["data"]["instance_scenes"] == LIMIT
     assert saved["wall_time_s"] > 0
     assert {"torch", "transformers", "evaluate", "python"} <= set(saved["versions"])
@@ -138,7 +147,7 @@ def test_results_json_has_every_key(evaluated, folders):
     entry = comparison["matching/walmart-amazon/roc_auc"]
     assert entry["ratio"] == pytest.approx(entry["model"] / entry["baseline"])
     assert comparison["instance_retrieval/attention_in_box_rate"]["ratio"] is None
-    assert saved == json.loads(json.dumps(results, default=ev.json_default))
+    assert saved == json.loads(json.dumps(results, default=json_default))
 
 
 def test_results_markdown(evaluated):
@@ -162,8 +171,8 @@ def test_every_plot_is_written(evaluated):
     results, output = evaluated
     for name in ("retrieval_examples.png", "zero_shot_confusion.png", "instance_attention.png"):
         check_png(os.path.join(output, name))
-    assert set(results["plots"].values()) == set(ev.PLOT_FILES.values())
-    baseline_dir = os.path.join(output, ev.BASELINE_SUBDIR)
+    assert set(results["plots"].values()) == set(PLOT_FILES.values())
+    baseline_dir = os.path.join(output, BASELINE_SUBDIR)
     for name in ("retrieval_examples.png", "zero_shot_confusion.png"):
         check_png(os.path.join(baseline_dir, name))
     # The baseline has no decoder, hence no cross-attention: the plot is skipped with a note.
@@ -184,16 +193,16 @@ def test_each_split_is_embedded_once(evaluated):
 def test_scores_are_the_models_logits(folders, data_dir, name):
     """The runner's image-text scores are the model's own logits (max over instances for ECLIP), unscaled."""
     model, processor = load(folders[name])
-    rows = [r for r in ev.read_fashion_metadata(data_dir) if r["split"] == "test"][:6]
-    embedder = ev.Embedder(model, processor, batch_size=4, show_progress=False)
+    rows = [r for r in read_fashion_metadata(data_dir) if r["split"] == "test"][:6]
+    embedder = Embedder(model, processor, batch_size=4, show_progress=False)
     images = embedder.images("rows", [r["path"] for r in rows])
-    texts = embedder.texts([r[ev.TITLE_FIELD] for r in rows])
+    texts = embedder.texts([r[TITLE_FIELD] for r in rows])
     pil = [Image.open(r["path"]).convert("RGB") for r in rows]
-    inputs = processor(images=pil, text=[r[ev.TITLE_FIELD] for r in rows], return_tensors="pt", padding=True)
+    inputs = processor(images=pil, text=[r[TITLE_FIELD] for r in rows], return_tensors="pt", padding=True)
     with torch.inference_mode():
         logits = model(**inputs).logits_per_image.numpy()
     scale = model.clamped_logit_scale().item()
-    np.testing.assert_allclose(ev.image_text_scores(images, texts) * scale, logits, atol=1e-4)
+    np.testing.assert_allclose(image_text_scores(images, texts) * scale, logits, atol=1e-4)
     # Asking again hits the cache.
     embedder.images("rows", [r["path"] for r in rows])
     assert embedder.embedded_images == len(rows)
@@ -209,7 +218,7 @@ def test_zero_shot_accuracy_comes_with_chance_and_majority_baselines(evaluated):
     zero_shot = results["tasks"]["zero_shot"]
     details = zero_shot["details"]
     assert zero_shot["chance_accuracy"] == pytest.approx(1.0 / details["num_classes"])
-    test_labels = [row[ev.LABEL_FIELD] for row in ev.load_split_rows(results["data_dir"], ["test"], LIMIT, 0)["test"]]
+    test_labels = [row[LABEL_FIELD] for row in load_split_rows(results["data_dir"], ["test"], LIMIT, 0)["test"]]
     commonest = max(set(test_labels), key=test_labels.count)
     assert zero_shot["majority_accuracy"] == pytest.approx(test_labels.count(commonest) / len(test_labels))
     assert test_labels.count(details["majority_class"]) == test_labels.count(commonest)
@@ -253,7 +262,7 @@ def test_texts_are_embedded_in_chunks_of_the_batch_size(folders):
             yield batch
 
     processor.iter_batches = spy
-    embedder = ev.Embedder(model, processor, batch_size=16, show_progress=False)
+    embedder = Embedder(model, processor, batch_size=16, show_progress=False)
     titles = [f"title {i}" for i in range(70)]
     chunked = embedder.texts(titles)
     assert sizes == [16, 16, 16, 16, 6]
@@ -264,7 +273,7 @@ def test_texts_are_embedded_in_chunks_of_the_batch_size(folders):
 
 def test_cli_update_card_and_entry_point(folders, data_dir, tmp_path):
     output = tmp_path / "cli"
-    code = ev.main(["--model", folders["eclip"], "--data", data_dir, "--tasks", "zero_shot,matching",
+    code = main(["--model", folders["eclip"], "--data", data_dir, "--tasks", "zero_shot,matching",
                     "--output", str(output), "--limit", "12", "--templates", "a photo of {}", "{}",
                     "--update-card", "--no-progress", "--seed", "1"])
     assert code == 0
@@ -306,15 +315,15 @@ class ExplodingModel:
 
 def test_unknown_task_lists_valid_tasks(data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"Unknown task\(s\) 'zeroshot'; valid tasks: all, zero_shot, retrieval"):
-        ev.evaluate_model(ExplodingModel(), None, data_dir, "zeroshot,retrieval", str(tmp_path))
+        evaluate_model(ExplodingModel(), None, data_dir, "zeroshot,retrieval", str(tmp_path))
     with pytest.raises(ValueError, match="valid tasks"):
-        ev.parse_tasks([])
+        parse_tasks([])
 
 
 def test_missing_data_dir_is_named(tmp_path):
     missing = str(tmp_path / "no-such-data")
     with pytest.raises(ValueError, match="no-such-data"):
-        ev.evaluate_model(ExplodingModel(), None, missing, "all", str(tmp_path / "out"))
+        evaluate_model(ExplodingModel(), None, missing, "all", str(tmp_path / "out"))
 
 
 def write_metadata(root, rows, header):
@@ -340,46 +349,46 @@ def test_missing_split_is_named(data_dir, tmp_path):
     write_metadata(tmp_path, [r for r in rows if r["split"] != "validation"], header)
     # Tasks that only read `test` do not need the validation split; those that tune on it fail clearly.
     with pytest.raises(ValueError, match=r"Split 'validation' has no rows in .*metadata\.csv"):
-        ev.evaluate_model(ExplodingModel(), None, str(tmp_path), "zero_shot,linear_probe", str(tmp_path / "o"))
+        evaluate_model(ExplodingModel(), None, str(tmp_path), "zero_shot,linear_probe", str(tmp_path / "o"))
 
 
 def test_missing_metadata_and_matching_files_are_named(data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"fashion-products/metadata\.csv"):
-        ev.evaluate_model(ExplodingModel(), None, str(tmp_path), "clustering", str(tmp_path / "o"))
+        evaluate_model(ExplodingModel(), None, str(tmp_path), "clustering", str(tmp_path / "o"))
     with pytest.raises(ValueError, match=r"product-matching/walmart-amazon/valid\.txt"):
-        ev.evaluate_model(ExplodingModel(), None, str(tmp_path), "matching", str(tmp_path / "o"))
+        evaluate_model(ExplodingModel(), None, str(tmp_path), "matching", str(tmp_path / "o"))
 
 
 def test_missing_images_and_bad_inputs(data_dir, tmp_path):
     header, rows = real_metadata(data_dir)
     write_metadata(tmp_path, rows, header)  # metadata only, no image files
     with pytest.raises(ValueError, match=r"image file\(s\) of split 'test' are missing"):
-        ev.evaluate_model(ExplodingModel(), None, str(tmp_path), "retrieval", str(tmp_path / "o"))
+        evaluate_model(ExplodingModel(), None, str(tmp_path), "retrieval", str(tmp_path / "o"))
     with pytest.raises(ValueError, match="exactly one"):
-        ev.evaluate_model(ExplodingModel(), None, data_dir, "zero_shot", str(tmp_path / "o"), templates=["a photo"])
+        evaluate_model(ExplodingModel(), None, data_dir, "zero_shot", str(tmp_path / "o"), templates=["a photo"])
     with pytest.raises(ValueError, match="limit"):
-        ev.evaluate_model(ExplodingModel(), None, data_dir, "zero_shot", str(tmp_path / "o"), limit=0)
+        evaluate_model(ExplodingModel(), None, data_dir, "zero_shot", str(tmp_path / "o"), limit=0)
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
 def test_stratified_subset_is_deterministic_and_covers_groups():
     items = [("a", i) for i in range(80)] + [("b", i) for i in range(15)] + [("c", i) for i in range(5)]
-    first = ev.stratified_subset(items, 20, seed=0, key=lambda x: x[0])
-    assert first == ev.stratified_subset(items, 20, seed=0, key=lambda x: x[0])
+    first = stratified_subset(items, 20, seed=0, key=lambda x: x[0])
+    assert first == stratified_subset(items, 20, seed=0, key=lambda x: x[0])
     assert len(first) == 20
     counts = {g: sum(1 for x in first if x[0] == g) for g in "abc"}
     assert counts["c"] >= 1 and counts["a"] > counts["b"] > 0  # proportional, no group dropped
     assert first == sorted(first, key=items.index)  # input order kept
-    assert len(ev.stratified_subset(items, 2, seed=0, key=lambda x: x[0])) == 2
-    assert ev.stratified_subset(items, None, seed=0, key=lambda x: x[0]) == items
-    assert ev.stratified_subset(items, 20, seed=1, key=lambda x: x[0]) != first
+    assert len(stratified_subset(items, 2, seed=0, key=lambda x: x[0])) == 2
+    assert stratified_subset(items, None, seed=0, key=lambda x: x[0]) == items
+    assert stratified_subset(items, 20, seed=1, key=lambda x: x[0]) != first
 
 
 def test_attention_grid_drops_cls():
-    grid = ev.attention_grid(np.arange(17, dtype=float))
+    grid = attention_grid(np.arange(17, dtype=float))
     assert grid.shape == (4, 4) and grid[0, 0] == 1.0
-    assert ev.attention_grid(np.arange(16, dtype=float)).shape == (4, 4)
-    assert ev.attention_grid(np.arange(7, dtype=float)) is None
+    assert attention_grid(np.arange(16, dtype=float)).shape == (4, 4)
+    assert attention_grid(np.arange(7, dtype=float)) is None
 
 
 def test_instance_retrieval_reports_text_free_hard_scenes_and_selection(evaluated):
@@ -402,8 +411,8 @@ def test_instance_retrieval_reports_text_free_hard_scenes_and_selection(evaluate
 def test_selection_diagnostics_tell_a_head_that_reads_the_image_from_one_that_learnt_the_prior():
     rng = np.random.default_rng(0)
     n, k, d = 60, 4, 8
-    texts = ev.normalize(rng.normal(size=(n, d)))
-    instances = ev.normalize(rng.normal(size=(n, k, d)))
+    texts = normalize(rng.normal(size=(n, d)))
+    instances = normalize(rng.normal(size=(n, k, d)))
     # Query (i % k) of image i is its product: the title picks it.
     for i in range(n):
         instances[i, i % k] = texts[i]
@@ -412,7 +421,64 @@ def test_selection_diagnostics_tell_a_head_that_reads_the_image_from_one_that_le
     reads[np.arange(n), np.arange(n) % k] = 5.0
     prior = np.zeros((n, k))
     prior[:, 0] = 5.0
-    good = ev.selection_diagnostics({"instance_embeds": instances, "selection_logits": reads}, texts, members)
-    bad = ev.selection_diagnostics({"instance_embeds": instances, "selection_logits": prior}, texts, members)
+    good = selection_diagnostics({"instance_embeds": instances, "selection_logits": reads}, texts, members)
+    bad = selection_diagnostics({"instance_embeds": instances, "selection_logits": prior}, texts, members)
     assert good["agreement"] == 1.0 and good["top_query_share"] == pytest.approx(0.25)
     assert bad["agreement"] == bad["top_query_share"] == pytest.approx(0.25)
+
+
+# ------------------------------------------------------------------------------------------ undecodable images
+def test_undecodable_images_are_skipped_or_refused_before_the_model_is_touched(data_dir, tmp_path):
+    """Every image of the rows read is checked first: a bad one is left out and named (default), or stops the run
+    before any model use and without creating the output folder (`on_bad_image="error"`)."""
+    import shutil
+
+    from eclip.training.evaluation.images import UnreadableImage
+    from eclip.training.evaluation.runner import prepare
+
+    header, rows = real_metadata(data_dir)
+    write_metadata(tmp_path, rows, header)
+    for row in rows:
+        target = tmp_path / "fashion-products" / row["file_name"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.join(data_dir, "fashion-products", row["file_name"]), target)
+    test_rows = [r for r in rows if r["split"] == "test"]
+    photo = tmp_path / "fashion-products" / test_rows[0]["file_name"]
+    photo.write_bytes(photo.read_bytes()[:200])
+    (tmp_path / "fashion-products" / test_rows[1]["file_name"]).write_text("not an image\n")
+
+    prepared = prepare(str(tmp_path), "zero_shot,linear_probe")
+    assert [r["id"] for r in prepared["splits"]["test"]] == [r["id"] for r in test_rows[2:]]
+    assert len(prepared["splits"]["train"]) == len(prepared["splits"]["validation"]) == 3
+    assert prepared["skipped_images"].summary() == (
+        f"skipped 2 unreadable images (test 2) in {tmp_path / 'fashion-products'}: {test_rows[0]['file_name']} "
+        f"(truncated), {test_rows[1]['file_name']} (not an image)")
+
+    output = tmp_path / "out"
+    with pytest.raises(UnreadableImage, match=rf"{test_rows[0]['file_name']} \(test split\) cannot be decoded"):
+        evaluate_model(ExplodingModel(), None, str(tmp_path), "zero_shot", str(output), on_bad_image="error")
+    assert not output.exists()
+
+
+def test_a_fine_tuned_folder_is_said_to_be_scored_through_its_backbone(tmp_path):
+    from eclip.training.evaluation.cli import fine_tuned_note
+
+    head = tmp_path / "head"
+    head.mkdir()
+    (head / "config.json").write_text(json.dumps({"architectures": ["EclipForProductClassification"],
+                                                  "id2label": {"0": "Apparel", "1": "Footwear"}}))
+    (head / "test_metrics.json").write_text(json.dumps({"task": "category", "label_column": "masterCategory"}))
+    assert fine_tuned_note(str(head)) == (
+        f"{head} holds a category head (EclipForProductClassification, masterCategory labels: Apparel, Footwear); "
+        f"eclip-evaluate scores its backbone's embeddings, not the head; the head's own test metrics are in "
+        f"{head / 'test_metrics.json'}")
+    (head / "adapter_config.json").write_text("{}")
+    assert "holds a LoRA adapter of a category head" in fine_tuned_note(str(head))
+    assert "with the adapter applied" in fine_tuned_note(str(head))
+    (head / "merged").mkdir()
+    (head / "merged" / "config.json").write_text(json.dumps({"architectures": ["EclipForTokenClassification"]}))
+    assert fine_tuned_note(str(head / "merged")).endswith(f"in {head / 'test_metrics.json'}")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text(json.dumps({"architectures": ["EclipModel"]}))
+    assert fine_tuned_note(str(plain)) is None and fine_tuned_note("org/model") is None

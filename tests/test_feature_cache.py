@@ -11,8 +11,7 @@ import torch
 from conftest import tiny_config, tiny_processor
 from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model, ViTConfig, ViTModel
 
-from modeling_eclip import EclipModel
-from modeling_eclip.modeling_eclip import vision_layers, vision_tower_head, vision_tower_tail
+from modeling_eclip import EclipModel, vision_layers, vision_tower_head, vision_tower_tail
 from eclip.training.data import PretrainingCollator, load_product_dataset
 from eclip.training.feature_cache import FeatureCache, lock_vision_tower
 from eclip.training.trainer import EclipTrainer, EclipTrainingArguments
@@ -225,7 +224,7 @@ def test_features_from_cached_hidden_states_equal_features_from_pixels():
 def test_evaluation_from_cached_tower_features_equals_evaluation_from_pixels(tmp_path, data_dir):
     """`evaluate_model(..., tower_features=...)` reads the locked blocks' hidden states (computed once, kept on disk)
     and gives the metrics of the pixel path; a model whose locked blocks differ is refused."""
-    from eclip.training.evaluation import evaluate_model
+    from eclip.training.evaluation.runner import evaluate_model
     from eclip.training.evaluation.tower_features import TowerFeatures
 
     model = tiny_dinov2_eclip().eval()
@@ -235,7 +234,7 @@ def test_evaluation_from_cached_tower_features_equals_evaluation_from_pixels(tmp
     features = TowerFeatures(model.vision_model, processor.image_processor, layer=2, folder=str(tmp_path / "feats"),
                              show_progress=False)
     cached = evaluate_model(model, processor, output_dir=str(tmp_path / "cached"), tower_features=features, **kwargs)
-    from eclip.training.evaluation import flatten_metrics
+    from eclip.training.evaluation.report import flatten_metrics
 
     a, b = flatten_metrics(pixels["tasks"]), flatten_metrics(cached["tasks"])
     assert a.keys() == b.keys()
@@ -246,3 +245,41 @@ def test_evaluation_from_cached_tower_features_equals_evaluation_from_pixels(tmp
     other = tiny_dinov2_eclip(seed=1)
     with pytest.raises(ValueError, match="differs from the cached tower"):
         evaluate_model(other, processor, output_dir=str(tmp_path / "other"), tower_features=features, **kwargs)
+
+
+def test_a_build_skips_and_counts_undecodable_images_as_pixel_training_does(tmp_path, caplog):
+    """A truncated JPEG and a text file among the photos: their rows are dropped from their batches and counted (in
+    the cache and in one line at the end of the build), as the pixel collator drops them; the rest is cached."""
+    import logging
+
+    from PIL import Image
+
+    from eclip.training.batch_schedule import ScheduledBatchSampler
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    lines = ["image_path,product_id,title"]
+    for index in range(6):
+        Image.new("RGB", (40, 40), (40 * index, 255 - 30 * index, 90)).save(photos / f"{index}.jpg")
+        lines.append(f"photos/{index}.jpg,{index},Product number {index}")
+    good = (photos / "0.jpg").read_bytes()
+    (photos / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (photos / "notes.txt").write_text("not an image\n")
+    # Rows 0 and 4 are the bad ones: the schedule's first batch (seed 0: rows 4 and 0) holds nothing to cache, and the
+    # build takes its shapes from the next one.
+    lines.insert(1, "photos/truncated.jpg,100,Truncated photo")
+    lines.insert(5, "photos/notes.txt,101,Text file")
+    (tmp_path / "products.csv").write_text("\n".join(lines) + "\n")
+    dataset = load_product_dataset(f"csv:{tmp_path / 'products.csv'}")
+    assert len(dataset) == 8
+
+    collator = PretrainingCollator(tiny_processor(IMAGE_SIZE), seed=0, max_length=24)
+    model = tiny_dinov2_eclip()
+    with caplog.at_level(logging.WARNING):
+        cache = FeatureCache.build(str(tmp_path / "cache"), model, collator, dataset, batch_size=2, passes=1, seed=0,
+                                   layer=lock_vision_tower(model, 0), show_progress=False)
+    assert [sorted(rows) for rows in ScheduledBatchSampler(8, [(0, 2)], num_batches=4, seed=0)][0] == [0, 4]
+    batches = [cache.collate([cache[i] for i in rows]) for rows in cache.batch_sampler(cache.num_batches)]
+    assert [int(b["image_hidden_states"].shape[0]) for b in batches] == [0, 2, 2, 2]  # every good photo, once
+    assert "skipped 2 rows over 1 passes whose image cannot be decoded" in caplog.text
+    assert "truncated.jpg" in caplog.text and "notes.txt" in caplog.text  # each named by the collator

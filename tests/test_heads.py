@@ -444,3 +444,49 @@ def test_restricted_image_run_end_to_end(backbone, data_dir, tmp_path):
     assert baseline["rule"] == "always restricted (constant score)" and baseline["roc_auc"] == 0.5
     model = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
     assert model.config.id2label == {0: "restricted"} and model.config.problem_type == "multi_label_classification"
+
+
+# ------------------------------------------------------------------------------------------- undecodable images
+def test_classification_collator_and_predict_leave_out_undecodable_images(processor, tmp_path):
+    """A truncated JPEG and a text file: the collator drops their rows (listed with why) or, asked to, refuses the
+    first with an error naming it; `predict` returns the other rows' logits and labels, aligned, in dataset order."""
+    import datasets
+
+    from eclip.training.evaluation.images import SkippedImages, UnreadableImage
+    from eclip.training.finetune import SKIPPED_KEY, ClassificationCollator, predict
+
+    paths = []
+    for index in range(4):
+        Image.new("RGB", (40, 40), (60 * index, 90, 200 - 40 * index)).save(tmp_path / f"{index}.jpg")
+        paths.append(str(tmp_path / f"{index}.jpg"))
+    good = (tmp_path / "0.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    order = [paths[0], str(tmp_path / "truncated.jpg"), paths[1], paths[2], str(tmp_path / "notes.txt"), paths[3]]
+    dataset = datasets.Dataset.from_dict(
+        {"image": [{"bytes": None, "path": p} for p in order], "labels": [0, 1, 2, 3, 4, 5]},
+        features=datasets.Features({"image": datasets.Image(decode=False), "labels": datasets.Value("int64")}),
+    )
+
+    collator = ClassificationCollator(processor, "image", 16)
+    batch = collator([dataset[i] for i in range(3)])
+    assert batch["pixel_values"].shape[0] == 2 and batch["labels"].tolist() == [0, 2]
+    assert batch[SKIPPED_KEY] == [(1, str(tmp_path / "truncated.jpg"), "truncated")]
+    empty = collator([dataset[1], dataset[4]])
+    assert empty["labels"].shape == (0,) and [why for _, _, why in empty[SKIPPED_KEY]] == ["truncated", "not an image"]
+    with pytest.raises(UnreadableImage, match=r"truncated\.jpg cannot be decoded \(truncated\)"):
+        ClassificationCollator(processor, "image", 16, on_bad_image="error")([dataset[i] for i in range(3)])
+
+    class Echo(torch.nn.Module):  # logits: the mean pixel, so each row's logit is its own image's
+        def forward(self, pixel_values):
+            return type("Output", (), {"logits": pixel_values.mean(dim=(1, 2, 3))[:, None]})()
+
+    echo = Echo()
+    echo.dummy = torch.nn.Parameter(torch.zeros(1))
+    skipped = SkippedImages(str(tmp_path))
+    (logits,), (labels,) = predict(echo, dataset, collator, batch_size=2, skipped=skipped, split="test")
+    assert labels.tolist() == [0, 2, 3, 5]
+    alone = [predict(echo, dataset.select([i]), collator, batch_size=1)[0][0][0, 0] for i in (0, 2, 3, 5)]
+    np.testing.assert_allclose(logits[:, 0], alone, rtol=1e-6)
+    assert skipped.summary() == ("skipped 2 unreadable images (test 2) in " + str(tmp_path)
+                                 + ": truncated.jpg (truncated), notes.txt (not an image)")

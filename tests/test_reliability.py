@@ -246,3 +246,51 @@ def test_corrupt_images_in_the_training_set_are_skipped_and_counted(tmp_path, ca
     assert trainer.state.log_history[-1]["num_skipped_images"] == 4  # the end-of-training summary
     assert "4 corrupt or unreadable images were skipped" in caplog.text
     assert caplog.text.count("cannot be decoded") == 4
+
+
+def test_fine_tuning_skips_corrupt_images_and_a_batch_left_empty(tmp_path):
+    """eclip-finetune's trainer: rows whose image does not decode leave their batch and are recorded once per file; a
+    batch with no decodable image is skipped (no forward, no gradient) and training goes on with the others."""
+    import datasets
+    from conftest import tiny_config
+
+    from modeling_eclip import EclipForProductClassification
+    from eclip.training.evaluation.images import SkippedImages
+    from eclip.training.finetune import ClassificationCollator, skipping_trainer_class
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    paths = []
+    for index in range(4):
+        Image.new("RGB", (40, 40), (60 * index, 90, 200 - 40 * index)).save(photos / f"{index}.jpg")
+        paths.append(str(photos / f"{index}.jpg"))
+    good = (photos / "0.jpg").read_bytes()
+    (photos / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (photos / "notes.txt").write_text("not an image\n")
+    bad = [str(photos / "truncated.jpg"), str(photos / "notes.txt")]
+    # Unshuffled batches of 2: the bad pair forms a batch of its own (skipped), the good photos two batches.
+    dataset = datasets.Dataset.from_dict(
+        {"image": [{"bytes": None, "path": p} for p in bad + paths], "labels": [0, 1, 0, 1, 0, 1]},
+        features=datasets.Features({"image": datasets.Image(decode=False), "labels": datasets.Value("int64")}),
+    )
+    torch.manual_seed(0)
+    model = EclipForProductClassification(tiny_config(num_labels=2, modality="image"))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    args = EclipTrainingArguments(
+        output_dir=str(tmp_path / "run"), max_steps=6, per_device_train_batch_size=2, report_to=[], use_cpu=True,
+        disable_tqdm=True, save_strategy="no", seed=0, train_sampling_strategy="sequential", learning_rate=1e-2,
+    )  # fmt: skip
+    trainer = skipping_trainer_class()(model=model, args=args, train_dataset=dataset,
+                                       data_collator=ClassificationCollator(tiny_processor(), "image", 16))
+    trainer.skipped_images = SkippedImages(str(photos))
+    forwards = []
+    model.register_forward_hook(lambda module, inputs, output: forwards.append(1))
+    trainer.train()
+    assert trainer.state.global_step == 6
+    assert len(forwards) == 4  # two epochs of three batches: the bad pair's batch never reaches the model
+    assert trainer.skipped_images.as_dict()["files"] == [
+        {"file": "truncated.jpg", "reason": "truncated", "splits": ["train"]},
+        {"file": "notes.txt", "reason": "not an image", "splits": ["train"]},
+    ]  # each file once, though met in both epochs
+    assert any(not torch.equal(before[name], p) for name, p in model.named_parameters())
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -15,6 +15,9 @@ After `passes` passes training cycles through the cached passes again.
 The cache lives under `root/<key>`, the key hashing everything its content depends on: the locked weights, the
 data, the processor (resolution, normalisation, tokenizer), the collator (seed, scene probability, compositor),
 the batch size, the passes and the block it stops at. A build killed midway resumes from its last flushed batch.
+
+An image that cannot be decoded is skipped by the collator as in pixel training (its row is dropped from its batch,
+logged and counted in `num_skipped_images`); the build ends with one line counting the rows it skipped.
 """
 
 import hashlib
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from modeling_eclip.modeling_eclip import vision_layers, vision_tower_head
+from modeling_eclip import vision_layers, vision_tower_head
 from eclip.training.atomic import atomic_write_json
 from eclip.training.batch_schedule import ScheduledBatchSampler
 
@@ -286,7 +289,14 @@ class FeatureCache(Dataset):
         was_training = tower.training
         tower.eval()
         try:
-            probe = collator([dataset[i] for i in next(iter(sampler))])
+            # The first batch with a decodable image sets the stored shapes (a batch of corrupt images has none).
+            probe = None
+            for indices in sampler:
+                probe = collator([dataset[i] for i in indices])
+                if probe["input_ids"].shape[0]:
+                    break
+            if probe is None or not probe["input_ids"].shape[0]:
+                raise ValueError("No image of the dataset can be decoded: there is nothing to cache.")
             with torch.inference_mode():
                 sample = vision_tower_head(tower, probe["pixel_values"][:1], layer)
             tokens, hidden = sample.shape[1:]
@@ -331,6 +341,7 @@ class FeatureCache(Dataset):
                 return np.concatenate(pieces).astype(dtype)
 
             bar = tqdm(total=num_batches, initial=done, desc="feature cache", unit="batch", disable=not show_progress)
+            skipped = 0
             with bar:
                 for index, indices in enumerate(sampler):
                     if index < done:
@@ -356,12 +367,16 @@ class FeatureCache(Dataset):
                     # Per batch, on its first row (the row that the first process reads).
                     arrays["batch_rows"][start] = count
                     arrays["batch_skipped"][start] = int(batch["num_skipped_images"])
+                    skipped += int(batch["num_skipped_images"])
                     bar.update(1)
                     if (index + 1) % _FLUSH_EVERY == 0 or index + 1 == num_batches:
                         for array in arrays.values():
                             array.flush()
                         atomic_write_json(os.path.join(folder, PROGRESS), {"batches_done": index + 1}, indent=2)
             del arrays
+            if skipped:
+                logger.warning("Feature cache %s: skipped %d rows over %d passes whose image cannot be decoded (each "
+                               "named above); pixel training skips the same rows.", folder, skipped, passes)
         finally:
             tower.train(was_training)
         return cls(folder)

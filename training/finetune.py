@@ -16,9 +16,15 @@ plus the head instead of every weight; ``--freeze-backbone`` trains the head alo
 (or the adapter and the head config, see the README's "LoRA adapters"), the processor, a model card and
 ``test_metrics.json`` (the test metrics with a trivial baseline next to them: majority class, all-``O`` tags, or
 "always a match / always restricted"). It is written atomically; one that already holds a model is replaced only with
-``--overwrite``, and ``--push-to-hub ORG/NAME`` publishes it in one commit. Arguments, paths, the label column and the
-LoRA spec are checked before torch, a model or the data load (one line, exit status 2); this module imports no torch
-at import time, so ``--help`` answers at once.
+``--overwrite``, and ``--push-to-hub ORG/NAME`` publishes it in one commit; nothing is written there (not even an
+empty folder) unless the run succeeds. Arguments, paths, the label column and the LoRA spec are checked before torch,
+a model or the data load (one line, exit status 2); this module imports no torch at import time, so ``--help`` answers
+at once.
+
+Images are decoded in the collator, as ``eclip-pretrain`` decodes them (``eclip.training.data.decode_image``); one
+that cannot be decoded (a truncated JPEG, a file that is no image) drops its row, and the run ends with one log line
+counting and naming such files (``test_metrics.json`` lists them all). ``--on-bad-image error`` stops at the first
+instead, with one line naming the file (exit status 1). The last lines printed say where each artefact went.
 
 Example::
 
@@ -34,7 +40,9 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 
@@ -48,6 +56,7 @@ from eclip.training.cli import (
     fail,
     suggest,
 )
+from eclip.training.evaluation.images import add_on_bad_image_argument
 from eclip.training.fashion import FASHION_DIR, LABEL_FIELD, METADATA_FILE
 from eclip.training.matching_data import DEFAULT_SERIALIZATION, SERIALIZATIONS
 
@@ -59,21 +68,54 @@ DEFAULT_MAX_LENGTH = {"category": 64, "restricted": 64, "attributes": 64, "match
 # Matching's default max_length: this quantile of the training pairs' token counts (measured per run).
 MAX_LENGTH_QUANTILE = 0.95
 TARGET_PRECISION = 0.95
+# The batch key under which a collator lists the rows it left out, `(position in the batch, image, why)`: the trainer
+# and `predict` take it off before the model sees the batch.
+SKIPPED_KEY = "skipped_images"
 
 
 # ----------------------------------------------------------------------------------------------------- collators
 class ClassificationCollator:
-    """Rows with ``image`` and/or ``productDisplayName`` and ``labels`` -> model inputs, processed on the fly."""
+    """
+    Rows with ``image`` and/or ``productDisplayName`` and ``labels`` -> model inputs, processed on the fly.
 
-    def __init__(self, processor, modality: str, max_length: int, label_dtype=None):
+    Images (undecoded ``{"bytes", "path"}`` dicts, paths or PIL images) are decoded here with pretraining's decoder
+    (``eclip.training.data.decode_image``: fully loaded, so a truncated file fails here). A row whose image cannot be
+    decoded is left out of the batch and listed under ``SKIPPED_KEY`` as ``(position, image, why)``
+    (``on_bad_image="skip"``), or raises ``UnreadableImage`` naming the file (``"error"``). A batch whose every image
+    failed holds only empty ``labels`` (and that list).
+    """
+
+    def __init__(self, processor, modality: str, max_length: int, label_dtype=None, on_bad_image: str = "skip"):
         self.processor, self.modality, self.max_length, self.label_dtype = processor, modality, max_length, label_dtype
+        self.on_bad_image = on_bad_image
+
+    def _decode(self, rows):
+        """The rows whose image decodes, their images, and `(position, image, why)` of the others."""
+        from eclip.training.data import decode_image
+        from eclip.training.evaluation.images import image_problem, image_source, unreadable
+
+        kept, images, dropped = [], [], []
+        for position, row in enumerate(rows):
+            try:
+                image = decode_image(row.get("image"))
+            # PIL raises OSError, SyntaxError, ValueError, struct.error... by format and damage (as in pretraining).
+            except Exception as error:  # noqa: BLE001
+                if self.on_bad_image == "error":
+                    raise unreadable(image_source(row.get("image")), error) from None
+                dropped.append((position, image_source(row.get("image")), image_problem(error)))
+                continue
+            kept.append(row)
+            images.append(image)
+        return kept, images, dropped
 
     def __call__(self, rows):
         import torch
 
-        batch = {}
+        batch, dropped = {}, []
         if self.modality in ("image", "both"):
-            images = [row["image"].convert("RGB") if hasattr(row["image"], "convert") else row["image"] for row in rows]
+            rows, images, dropped = self._decode(rows)
+            if not rows:
+                return {"labels": torch.zeros(0, dtype=self.label_dtype or torch.long), SKIPPED_KEY: dropped}
             batch["pixel_values"] = self.processor(images=images, return_tensors="pt")["pixel_values"]
         if self.modality in ("text", "both"):
             texts = [row.get("productDisplayName") or "" for row in rows]
@@ -83,6 +125,8 @@ class ClassificationCollator:
                 )
             )
         batch["labels"] = torch.tensor([row["labels"] for row in rows], dtype=self.label_dtype or torch.long)
+        if dropped:
+            batch[SKIPPED_KEY] = dropped
         return batch
 
 
@@ -203,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--logging-steps", type=int, default=20)
     parser.add_argument("--overwrite", action="store_true", help="replace an output folder that already holds a model.")
+    add_on_bad_image_argument(parser)
     add_hub_arguments(parser, "the output folder (model or adapter, merged/, processor, card, test metrics)")
     parser.add_argument("--base-model-id", default=None, metavar="REPO_ID",
                         help="Hub id of --model when it is a local folder: the pushed adapter's base model (default: "
@@ -356,27 +401,40 @@ def build_optimizer(model, learning_rate: float, head_learning_rate: float, weig
     return torch.optim.AdamW(param_groups)
 
 
-def predict(model, dataset, collator, batch_size: int):
+def predict(model, dataset, collator, batch_size: int, skipped=None, split: str | None = None):
     """Logits and labels of every row, in order (token task: lists of per-row arrays at labelled positions).
 
     Rows with a ``length`` column go through the model shortest first, so each batch pads to similar lengths; the
-    results come back in the dataset's order."""
+    results come back in the dataset's order. Rows the collator leaves out (an image that does not decode) are not
+    in the results (the labels come from the same batches, so they stay aligned); they are recorded in ``skipped``
+    (a ``SkippedImages``, under ``split``) when given."""
     import torch
 
     with torch.inference_mode():
-        return _predict(model, dataset, collator, batch_size)
+        return _predict(model, dataset, collator, batch_size, skipped, split)
 
 
-def _predict(model, dataset, collator, batch_size: int):
+def _predict(model, dataset, collator, batch_size: int, skipped=None, split=None):
     model.eval()
     device = next(model.parameters()).device
     order = np.arange(len(dataset))
     if "length" in dataset.column_names:
         order = np.argsort(np.asarray(dataset["length"]), kind="stable")
-    all_logits, all_labels, per_row = [], [], False
+    all_logits, all_labels, done, per_row = [], [], [], False
     for start in range(0, len(dataset), batch_size):
-        batch = collator([dataset[int(i)] for i in order[start : start + batch_size]])
+        indices = [int(i) for i in order[start : start + batch_size]]
+        batch = collator([dataset[i] for i in indices])
+        dropped = batch.pop(SKIPPED_KEY, None) or []
+        if dropped:
+            for _, source, why in dropped:
+                if skipped is not None:
+                    skipped.add(source, why, split)
+            gone = {position for position, _, _ in dropped}
+            indices = [index for position, index in enumerate(indices) if position not in gone]
         labels = batch.pop("labels")
+        if not indices:  # every image of the batch was skipped
+            continue
+        done.extend(indices)
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
         if logits.dim() == 3:  # token classification: keep the first sub-word of each word
             per_row = True
@@ -387,7 +445,11 @@ def _predict(model, dataset, collator, batch_size: int):
         else:
             all_logits.append(logits.numpy())
             all_labels.append(labels.numpy())
-    inverse = np.argsort(order, kind="stable")  # position of each dataset row in the processing order
+    if not done and len(dataset):
+        from eclip.training.evaluation.images import UnreadableImage
+
+        raise UnreadableImage(f"no image of the {split or 'evaluated'} split decodes (all {len(dataset)} skipped)")
+    inverse = np.argsort(done, kind="stable")  # position of each (kept) dataset row in the processing order
     if per_row:
         return [all_logits[i] for i in inverse], [all_labels[i] for i in inverse]
     if not all_logits:
@@ -427,12 +489,13 @@ def _always_positive(labels):
     return _pair_metrics(None, None, np.zeros(len(labels)), labels, threshold=0.0)
 
 
-def evaluate_task(task, model, splits, collator, batch_size, id2label=None, train_labels=None) -> dict:
-    """Test metrics (and the trivial baseline) of a trained head, with modeling_eclip.metrics."""
+def evaluate_task(task, model, splits, collator, batch_size, id2label=None, train_labels=None, skipped=None) -> dict:
+    """Test metrics (and the trivial baseline) of a trained head, with modeling_eclip.metrics; rows whose image does
+    not decode are left out and recorded in ``skipped`` (see ``predict``)."""
     from modeling_eclip.metrics import load_metric
 
     if task == "category":
-        logits, labels = predict(model, splits["test"], collator, batch_size)
+        logits, labels = predict(model, splits["test"], collator, batch_size, skipped, "test")
         logits, labels = _concat(logits), _concat(labels)
         metric = load_metric("classification")
         label_ids = list(range(len(id2label)))
@@ -442,7 +505,7 @@ def evaluate_task(task, model, splits, collator, batch_size, id2label=None, trai
         baseline["rule"] = f"majority class {id2label[majority]!r}"
         return {"test": test, "baseline": baseline}
     if task == "attributes":
-        logits, labels = predict(model, splits["test"], collator, batch_size)
+        logits, labels = predict(model, splits["test"], collator, batch_size, skipped, "test")
         predictions = [[id2label[int(i)] for i in row.argmax(-1)] for row in logits]
         references = [[id2label[int(i)] for i in row] for row in labels]
         metric = load_metric("entity_f1")
@@ -451,8 +514,8 @@ def evaluate_task(task, model, splits, collator, batch_size, id2label=None, trai
         baseline["rule"] = "every word O"
         return {"test": test, "baseline": baseline}
     if task == "restricted":
-        val_logits, val_labels = predict(model, splits["validation"], collator, batch_size)
-        test_logits, test_labels = predict(model, splits["test"], collator, batch_size)
+        val_logits, val_labels = predict(model, splits["validation"], collator, batch_size, skipped, "validation")
+        test_logits, test_labels = predict(model, splits["test"], collator, batch_size, skipped, "test")
         val_scores, test_scores = _sigmoid(_concat(val_logits)[:, 0]), _sigmoid(_concat(test_logits)[:, 0])
         test_labels = _concat(test_labels)
         test = _pair_metrics(val_scores, _concat(val_labels), test_scores, test_labels)
@@ -463,8 +526,8 @@ def evaluate_task(task, model, splits, collator, batch_size, id2label=None, trai
     if task == "matching":
         from modeling_eclip.metrics import best_f1_threshold
 
-        val_logits, val_labels = predict(model, splits["validation"], collator, batch_size)
-        test_logits, test_labels = predict(model, splits["test"], collator, batch_size)
+        val_logits, val_labels = predict(model, splits["validation"], collator, batch_size, skipped, "validation")
+        test_logits, test_labels = predict(model, splits["test"], collator, batch_size, skipped, "test")
         val_scores, test_scores = _sigmoid(_concat(val_logits)), _sigmoid(_concat(test_logits))
         val_labels, test_labels = _concat(val_labels), _concat(test_labels)
         val_source, test_source = np.asarray(splits["validation"]["source"]), np.asarray(splits["test"]["source"])
@@ -485,10 +548,12 @@ def evaluate_task(task, model, splits, collator, batch_size, id2label=None, trai
 # ----------------------------------------------------------------------------------------------------- main
 def run(args) -> dict:
     import torch
-    from transformers import AutoProcessor, Trainer, TrainingArguments, set_seed
+    from transformers import AutoProcessor, set_seed
 
     import modeling_eclip
     from eclip.training import finetune_data as data
+    from eclip.training.data import resolve_source
+    from eclip.training.evaluation.images import SkippedImages
     from eclip.training.lora import apply_lora, parse_lora_spec
     from eclip.training.progress import progress_callbacks
 
@@ -507,13 +572,14 @@ def run(args) -> dict:
         splits, id2label = data.category_dataset(args.data, args.label_column, args.modality, args.limit, args.seed)
         head_class = modeling_eclip.EclipForProductClassification
         head_kwargs.update(num_labels=len(id2label), id2label=id2label, problem_type="single_label_classification")
-        collator = ClassificationCollator(processor, args.modality, args.max_length)
+        collator = ClassificationCollator(processor, args.modality, args.max_length, on_bad_image=args.on_bad_image)
     elif args.task == "restricted":
         splits = data.restricted_dataset(args.data, args.modality, args.limit, args.seed)
         head_class = modeling_eclip.EclipForProductClassification
         id2label = {0: "restricted"}
         head_kwargs.update(num_labels=1, id2label=id2label, problem_type="multi_label_classification")
-        collator = ClassificationCollator(processor, args.modality, args.max_length, label_dtype=torch.float)
+        collator = ClassificationCollator(processor, args.modality, args.max_length, label_dtype=torch.float,
+                                          on_bad_image=args.on_bad_image)
     elif args.task == "attributes":
         splits = data.attribute_dataset(args.data, args.limit, args.seed)
         head_class = modeling_eclip.EclipForTokenClassification
@@ -548,8 +614,54 @@ def run(args) -> dict:
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100.0 * trainable / total)
 
     matching = args.task == "matching"
+    # Images are named relative to the dataset folder in the skipped-images line.
+    skipped = SkippedImages(os.path.abspath(resolve_source(args.data, FASHION_DIR))
+                            if args.task in ("category", "restricted") else None)
+    # Trainer creates its output_dir at once; with save_strategy "no" it writes nothing there, so it gets a scratch
+    # folder: the real one appears only in `write_outputs`' atomic swap, never empty or half-written after a failure.
+    scratch = tempfile.mkdtemp(prefix="eclip-finetune-")
+    try:
+        train_result, model = _train(args, model, splits, collator, skipped, scratch, progress_callbacks)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    results = evaluate_task(
+        args.task, model, splits, collator, args.eval_batch_size, id2label,
+        splits["train"]["labels"] if args.task == "category" else None, skipped,
+    )
+    if skipped:
+        logger.warning("%s", skipped.summary())
+    report = {
+        "task": args.task,
+        "model": args.model,
+        "modality": args.modality,
+        "label_column": args.label_column if args.task == "category" else None,
+        "lora": lora,
+        "freeze_backbone": bool(args.freeze_backbone or lora is not None),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "rows": rows,
+        "skipped_images": skipped.as_dict(),
+        "train_loss": float(train_result.training_loss),
+        "steps": int(train_result.global_step),
+        "train_seconds": float(train_result.metrics.get("train_runtime", float("nan"))),
+        "max_length": args.max_length,
+        **({"matching_mode": args.matching_mode, "serialization": args.serialization} if matching else {}),
+        **results,
+    }
+    report["artefacts"] = write_outputs(args, model, processor, report)
+    return report
+
+
+def _train(args, model, splits, collator, skipped, output_dir, progress_callbacks):
+    """`Trainer.train` on the training split (Trainer's scratch folder: `output_dir`); returns its result and the
+    model."""
+    import torch
+    from transformers import TrainingArguments
+
+    matching = args.task == "matching"
     training_args = TrainingArguments(
-        output_dir=args.output_dir,
+        output_dir=output_dir,
         # Matching: batches of similar lengths (sampled at random among groups), so dynamic padding pads little.
         train_sampling_strategy="group_by_length" if matching else "random",
         length_column_name="length",
@@ -571,45 +683,65 @@ def run(args) -> dict:
         dataloader_pin_memory=torch.cuda.is_available(),
     )
     optimizer = build_optimizer(model, args.learning_rate, args.head_learning_rate, args.weight_decay)
-    trainer = Trainer(
+    trainer = skipping_trainer_class()(
         model=model, args=training_args, train_dataset=splits["train"], data_collator=collator,
         optimizers=(optimizer, None), callbacks=progress_callbacks("eclip-finetune"),
     )
-    train_result = trainer.train()
-
-    results = evaluate_task(
-        args.task, model, splits, collator, args.eval_batch_size, id2label,
-        splits["train"]["labels"] if args.task == "category" else None,
-    )
-    report = {
-        "task": args.task,
-        "model": args.model,
-        "modality": args.modality,
-        "label_column": args.label_column if args.task == "category" else None,
-        "lora": lora,
-        "freeze_backbone": bool(args.freeze_backbone or lora is not None),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "rows": rows,
-        "train_loss": float(train_result.training_loss),
-        "steps": int(train_result.global_step),
-        "train_seconds": float(train_result.metrics.get("train_runtime", float("nan"))),
-        "max_length": args.max_length,
-        **({"matching_mode": args.matching_mode, "serialization": args.serialization} if matching else {}),
-        **results,
-    }
-    write_outputs(args, model, processor, report)
-    return report
+    trainer.skipped_images = skipped
+    return trainer.train(), model
 
 
-def write_outputs(args, model, processor, report: dict) -> None:
+def skipping_trainer_class():
+    """
+    `transformers.Trainer` that takes the collator's list of left-out rows (`SKIPPED_KEY`) off each batch, records
+    them in its `skipped_images` (a `SkippedImages`, split `train`), and skips a batch left with no row (no forward,
+    no gradient: its loss counts as 0), as `EclipTrainer` skips such a pretraining batch.
+    """
+    import torch
+    from transformers import Trainer
+
+    class SkippingTrainer(Trainer):
+        skipped_images = None
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            dropped = inputs.pop(SKIPPED_KEY, None) or []
+            if self.skipped_images is not None:
+                for _, source, why in dropped:
+                    self.skipped_images.add(source, why, "train")
+            if inputs["labels"].shape[0] == 0:
+                return torch.zeros((), device=self.args.device)
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return SkippingTrainer
+
+
+def artefacts(args, report: dict) -> dict[str, tuple[str, str]]:
+    """What `write_outputs` writes where: `{label: (path, what)}`, in the order the final lines list them."""
+    out = args.output_dir
+    head = {"category": "EclipForProductClassification", "restricted": "EclipForProductClassification",
+            "attributes": "EclipForTokenClassification", "matching": "EclipForProductMatching"}[report["task"]]
+    paths = {}
+    if report["lora"] is not None:
+        paths["adapter"] = (out, f"LoRA adapter + {head} head config and processor; load with "
+                                 "eclip.training.lora.load_adapter")
+        if args.merge_lora:
+            paths["merged model"] = (os.path.join(out, "merged"), f"{head}, LoRA merged in, with its processor and card")
+    else:
+        paths["model"] = (out, f"{head}, with its processor")
+    paths["test metrics"] = (os.path.join(out, "test_metrics.json"), "")
+    paths["model card"] = (os.path.join(out, "README.md"), "")
+    return paths
+
+
+def write_outputs(args, model, processor, report: dict) -> dict[str, tuple[str, str]]:
     """
     The output folder, swapped in whole (`atomic_directory`; an old one was accepted by `--overwrite` at the start):
     the model, or the adapter and the head config; the processor; a model card (title and snippets: the repo id
     when pushed, else the folder's name); `test_metrics.json`; with `--merge-lora`, `merged/` with its own card.
+    Returns `artefacts(args, report)`.
     """
     from eclip.model_cards.finetune_card import build_finetune_card
-    from modeling_eclip.modeling_eclip import atomic_directory
+    from modeling_eclip import atomic_directory
     from eclip.training.lora import save_adapter
 
     name = args.push_to_hub or os.path.basename(os.path.abspath(args.output_dir))
@@ -637,6 +769,7 @@ def write_outputs(args, model, processor, report: dict) -> None:
                 os.path.join(staging, "README.md"))
         with open(os.path.join(staging, "test_metrics.json"), "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2, default=_json_default)
+    return artefacts(args, report)
 
 
 def _json_default(value):
@@ -655,10 +788,18 @@ def main(argv=None) -> int:
     except UsageError as error:
         return fail(parser.prog, error)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    report = run(args)
+    from eclip.training.evaluation.images import UnreadableImage, one_line
+    from eclip.training.progress import disable_progress_bars_off_terminal
+
+    disable_progress_bars_off_terminal()  # a log file gets plain lines, no carriage-return redraws
+
+    try:
+        report = run(args)
+    except UnreadableImage as error:  # --on-bad-image error (also when a DataLoader worker met the image)
+        return fail(parser.prog, one_line(error), status=1)
     print(json.dumps({"task": report["task"], "test": report["test"], "baseline": report["baseline"]}, indent=2,
                      default=_json_default))
-    print(f"wrote {os.path.join(args.output_dir, 'test_metrics.json')}", flush=True)
+    print("\n".join(summary_lines(report)), flush=True)
     if args.push_to_hub:
         from eclip.training.hub import PushError, adapter_config_for_hub, push_folder
 
@@ -668,8 +809,26 @@ def main(argv=None) -> int:
                                  revision=args.hub_revision, replace=replace)
         except PushError as error:
             return fail(parser.prog, error, status=1)
-        print(f"pushed to {getattr(commit, 'commit_url', None) or args.push_to_hub}")
+        print(f"  pushed to:      {getattr(commit, 'commit_url', None) or args.push_to_hub}", flush=True)
     return 0
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The run's last lines: what was trained, the images skipped, and where every artefact went."""
+    label = f" ({report['label_column']})" if report.get("label_column") else ""
+    lines = ["", f"eclip-finetune finished: {report['task']}{label}, {report['steps']} steps"]
+    skipped = report.get("skipped_images") or {}
+    if skipped.get("count"):
+        splits: dict[str, int] = {}
+        for entry in skipped["files"]:
+            for split in entry["splits"]:
+                splits[split] = splits.get(split, 0) + 1
+        per_split = ", ".join(f"{split} {count}" for split, count in splits.items())
+        lines.append(f"  skipped images: {skipped['count']} unreadable ({per_split}; named in the warning above, all "
+                     "of them in test_metrics.json)")
+    for name, (path, what) in report["artefacts"].items():
+        lines.append(f"  {name + ':':<15} {path}" + (f"  ({what})" if what else ""))
+    return lines
 
 
 if __name__ == "__main__":

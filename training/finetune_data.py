@@ -25,6 +25,10 @@ Every task keeps the data's own ``train`` / ``validation`` / ``test`` split (pro
 
 ``limit`` keeps at most that many rows of each split (matching: of each benchmark's split), drawn with a fixed seed,
 so the class balance stays representative.
+
+Images stay undecoded (``datasets.Image(decode=False)``: ``{"bytes", "path"}`` dicts), as pretraining keeps them: the
+collator decodes them, so an undecodable file is the collator's business (skipped and counted, or one clear error;
+``eclip-finetune --on-bad-image``), never a crash inside ``datasets`` that names no file.
 """
 
 from __future__ import annotations
@@ -51,12 +55,20 @@ ENTITY_TYPES = ("BRAND", "GENDER", "COLOUR", "TYPE")
 BIO_LABELS = ("O",) + tuple(f"{prefix}-{entity}" for entity in ENTITY_TYPES for prefix in ("B", "I"))
 
 
+def _products(data_dir: str | None, modality: str, limit: int | None, seed: int) -> datasets.DatasetDict:
+    """``load_products`` with the ``image`` column (when the modality has one) left undecoded."""
+    splits = load_products(data_dir, modality, limit, seed)
+    if "image" in splits["train"].column_names:
+        splits = splits.cast_column("image", datasets.Image(decode=False))
+    return splits
+
+
 def category_dataset(
     data_dir: str | None, label_column: str = LABEL_FIELD, modality: str = "image", limit: int | None = None,
     seed: int = 0,
 ) -> tuple[datasets.DatasetDict, dict[int, str]]:
-    """Products with an integer ``labels`` column; classes are those of the training split."""
-    splits = load_products(data_dir, modality, limit, seed)
+    """Products with an integer ``labels`` column; classes are those of the training split. Images undecoded."""
+    splits = _products(data_dir, modality, limit, seed)
     if label_column not in splits["train"].column_names:
         raise ValueError(f"--label-column {label_column!r} is not a fashion-products column: {splits['train'].column_names}")
     classes = sorted({str(v) for v in splits["train"][label_column] if v is not None})
@@ -74,8 +86,8 @@ def category_dataset(
 def restricted_dataset(
     data_dir: str | None, modality: str = "image", limit: int | None = None, seed: int = 0
 ) -> datasets.DatasetDict:
-    """Products with a float ``labels`` column: 1.0 for Innerwear (restricted), 0.0 otherwise."""
-    splits = load_products(data_dir, modality, limit, seed)
+    """Products with a float ``labels`` column: 1.0 for Innerwear (restricted), 0.0 otherwise. Images undecoded."""
+    splits = _products(data_dir, modality, limit, seed)
     return splits.map(lambda v: {"labels": float(v == RESTRICTED_VALUE)}, input_columns=RESTRICTED_FIELD)
 
 

@@ -4,10 +4,16 @@
 the model load (a mistake is one line, exit status 2); `--help` imports nothing heavy. With `--update-card` the model
 folder's card gets the results (and keeps the facts of the card it had); `--push-to-hub ORG/NAME` (implies
 `--update-card`) then publishes the folder in one commit.
+
+An image that cannot be decoded is skipped, counted and named in one warning (`--on-bad-image skip`, the default), or
+stops the run before the model loads with one line naming it (`--on-bad-image error`, exit status 1). A fine-tuned
+folder (an `eclip-finetune` head, a LoRA adapter) is evaluated through its backbone's embeddings, which one log line
+says (the head's own metrics are in its `test_metrics.json`). The last lines say where each output went.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -22,6 +28,7 @@ from eclip.training.cli import (
     fail,
 )
 from eclip.training.evaluation.data import DEFAULT_TEMPLATES
+from eclip.training.evaluation.images import UnreadableImage, add_on_bad_image_argument, one_line
 from eclip.training.evaluation.task_names import TASKS
 
 
@@ -57,6 +64,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--confusion-classes", type=int, default=15, help="classes in the confusion-matrix plot")
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_on_bad_image_argument(parser)
     add_hub_arguments(parser, "--model's folder with its updated card (implies --update-card)")
     return parser
 
@@ -82,18 +90,73 @@ def check_args(args) -> None:
             raise UsageError(f"{flag} must be positive, got {value}.")
 
 
+HEAD_TASKS = {"EclipForProductClassification": "classification", "EclipForTokenClassification": "attribute-tagging",
+              "EclipForProductMatching": "product-matching"}
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def fine_tuned_note(folder: str) -> str | None:
+    """
+    One line saying what eclip-evaluate scores when `folder` is a fine-tuned head or a LoRA adapter (its backbone's
+    embeddings, not the head), naming the head's task and labels and where its own test metrics are; `None` for an
+    `EclipModel` folder, a Hub id or anything else.
+    """
+    if not os.path.isdir(folder):
+        return None
+    config = _read_json(os.path.join(folder, "config.json"))
+    head = next((name for name in config.get("architectures") or [] if name in HEAD_TASKS), None)
+    adapter = os.path.isfile(os.path.join(folder, "adapter_config.json"))
+    if head is None:
+        return None
+    # eclip-finetune --merge-lora writes the merged model to OUTPUT/merged, next to the run's test_metrics.json.
+    places = [folder]
+    if os.path.basename(os.path.normpath(folder)) == "merged":
+        places.append(os.path.dirname(os.path.normpath(folder)) or os.curdir)
+    metrics_path = next((os.path.join(where, "test_metrics.json") for where in places
+                         if os.path.isfile(os.path.join(where, "test_metrics.json"))), None)
+    metrics = _read_json(metrics_path) if metrics_path else {}
+    task = metrics.get("task") or HEAD_TASKS[head]
+    labels = [str(label) for _, label in sorted((config.get("id2label") or {}).items(), key=lambda kv: int(kv[0]))]
+    shown = ", ".join(labels[:8]) + (f", ... ({len(labels)} labels)" if len(labels) > 8 else "")
+    if shown:
+        shown = f", {metrics['label_column'] + ' ' if metrics.get('label_column') else ''}labels: {shown}"
+    what = f"a LoRA adapter of a {task} head" if adapter else f"a {task} head"
+    scored = "its base model's embeddings with the adapter applied" if adapter else "its backbone's embeddings"
+    where = (f"; the head's own test metrics are in {metrics_path}" if metrics_path
+             else "; the head itself is not evaluated")
+    return f"{folder} holds {what} ({head}{shown}); eclip-evaluate scores {scored}, not the head{where}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         check_args(args)
-        # Every input is checked before a checkpoint is loaded, so a typo fails in seconds.
+        from eclip.training.progress import disable_progress_bars_off_terminal
+
+        disable_progress_bars_off_terminal()  # a log file gets plain lines, no carriage-return redraws
+        # Every input is checked before a checkpoint is loaded, so a typo fails in seconds; every image is decoded.
         from eclip.training.evaluation.runner import prepare
 
-        prepare(args.data, args.tasks, args.limit, args.seed, args.templates)
+        prepared = prepare(args.data, args.tasks, args.limit, args.seed, args.templates,
+                           on_bad_image=args.on_bad_image, show_progress=not args.no_progress)
+    except UnreadableImage as error:  # --on-bad-image error
+        return fail(parser.prog, one_line(error), status=1)
     except (UsageError, ValueError) as error:  # prepare's ValueErrors name a task, a file or a split
         return fail(parser.prog, error)
+    for folder in (args.model, args.baseline):
+        note = fine_tuned_note(folder) if folder else None
+        if note:
+            logging.getLogger("eclip-evaluate").warning("%s", note)
 
     import torch
 
@@ -107,17 +170,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline_model = baseline_processor = None
     if args.baseline:
         baseline_model, baseline_processor = _load(args.baseline, device)
-    results = evaluate_model(
-        model, processor, args.data, args.tasks, args.output, limit=args.limit,
-        baseline_model=baseline_model, baseline_processor=baseline_processor,
-        model_path=args.model, baseline_path=args.baseline, batch_size=args.batch_size,
-        templates=args.templates, seed=args.seed, device=device, confusion_classes=args.confusion_classes,
-        update_card=args.update_card, show_progress=not args.no_progress, repo_id=args.push_to_hub,
-    )
+    try:
+        results = evaluate_model(
+            model, processor, args.data, args.tasks, args.output, limit=args.limit,
+            baseline_model=baseline_model, baseline_processor=baseline_processor,
+            model_path=args.model, baseline_path=args.baseline, batch_size=args.batch_size,
+            templates=args.templates, seed=args.seed, device=device, confusion_classes=args.confusion_classes,
+            update_card=args.update_card, show_progress=not args.no_progress, repo_id=args.push_to_hub,
+            on_bad_image=args.on_bad_image, prepared=prepared,
+        )
+    except UnreadableImage as error:  # an image that changed since it was checked
+        return fail(parser.prog, one_line(error), status=1)
     sys.stdout.write(results_markdown(results))
-    print(f"\nwrote {os.path.join(args.output, 'results.json')} and {os.path.join(args.output, 'results.md')}")
-    if results.get("model_card"):
-        print(f"wrote model card {results['model_card']}", flush=True)
+    print("\n".join(summary_lines(results, args.output)), flush=True)
     if args.push_to_hub:
         from eclip.training.hub import PushError, push_folder
 
@@ -125,8 +190,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             commit = push_folder(args.model, args.push_to_hub, private=args.hub_private, revision=args.hub_revision)
         except PushError as error:
             return fail(parser.prog, error, status=1)
-        print(f"pushed {args.model} to {getattr(commit, 'commit_url', None) or args.push_to_hub}")
+        print(f"  pushed:        {args.model} to {getattr(commit, 'commit_url', None) or args.push_to_hub}", flush=True)
     return 0
+
+
+def summary_lines(results: dict, output: str) -> list[str]:
+    """The run's last lines: what was evaluated, the images skipped, and where every output went."""
+    from eclip.training.evaluation.report import BASELINE_SUBDIR
+
+    tasks = results.get("tasks_run", [])
+    lines = ["", f"eclip-evaluate finished: {len(tasks)} task(s) ({', '.join(tasks)}) on {results.get('model_path')}"]
+    skipped = results.get("skipped_images") or {}
+    if skipped.get("count"):
+        lines.append(f"  skipped images: {skipped['count']} unreadable (named in the warning above and in results.json)")
+    lines.append(f"  results:        {os.path.join(output, 'results.json')}")
+    lines.append(f"  report:         {os.path.join(output, 'results.md')}")
+    plots = [os.path.join(output, name) for name in (results.get("plots") or {}).values()]
+    if plots:
+        lines.append(f"  plots:          {', '.join(plots)}")
+    baseline_plots = [os.path.join(output, BASELINE_SUBDIR, name)
+                      for name in ((results.get("baseline") or {}).get("plots") or {}).values()]
+    if baseline_plots:
+        lines.append(f"  baseline plots: {', '.join(baseline_plots)}")
+    if results.get("model_card"):
+        lines.append(f"  model card:     {results['model_card']}")
+    return lines
 
 
 if __name__ == "__main__":

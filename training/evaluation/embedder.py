@@ -12,8 +12,13 @@ from tqdm.auto import tqdm
 
 
 def load_image(source):
-    """A PIL image, or an image file, as RGB; a file that cannot be decoded raises `ValueError` naming it."""
+    """
+    A PIL image, or an image file, as RGB; a file that cannot be decoded raises `UnreadableImage` (a `ValueError`)
+    naming it and why (`truncated`, `not an image`, ...).
+    """
     from PIL import Image
+
+    from eclip.training.evaluation.images import unreadable
 
     if isinstance(source, Image.Image):
         return source.convert("RGB")
@@ -21,7 +26,7 @@ def load_image(source):
         with Image.open(source) as image:
             return image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"image {source} cannot be decoded: {error}") from error
+        raise unreadable(str(source), error, hint=False) from error
 
 
 def has_instance_decoder(model) -> bool:

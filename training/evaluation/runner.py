@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 
@@ -14,10 +15,18 @@ from eclip.training.compositor import compose_scene
 from eclip.training.data import resolve_data_dir
 from eclip.training.evaluation.data import DEFAULT_TEMPLATES, check_templates, load_matching
 from eclip.training.evaluation.embedder import Embedder
+from eclip.training.evaluation.images import DEFAULT_ON_BAD_IMAGE, SkippedImages, check_rows
 from eclip.training.evaluation.report import BASELINE_SUBDIR, compare, config_summary, versions, write_results
 from eclip.training.evaluation.scenes import build_hard_scenes, build_scenes
 from eclip.training.evaluation.tasks import TASK_FUNCTIONS, TASK_SPLITS, TaskRun, parse_tasks
-from eclip.training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, load_split_rows, read_fashion_metadata
+from eclip.training.fashion import (
+    FASHION_DIR,
+    LABEL_FIELD,
+    RESTRICTED_FIELD,
+    RESTRICTED_VALUE,
+    load_split_rows,
+    read_fashion_metadata,
+)
 
 logger = logging.getLogger("eclip.training.evaluation")
 
@@ -53,10 +62,17 @@ def _evaluate_one(model, processor, name, model_path, tasks, splits, matching, s
 
 
 def prepare(data_dir: str | None, tasks, limit: int | None = None, seed: int = 0,
-            templates: Sequence[str] | None = None, compose_fn: Callable | None = None) -> dict:
+            templates: Sequence[str] | None = None, compose_fn: Callable | None = None,
+            on_bad_image: str = DEFAULT_ON_BAD_IMAGE, show_progress: bool = False) -> dict:
     """
     Check every input and read the (limited) data rows, without touching a model: unknown tasks, a missing data
     folder, file or split, bad templates or a bad limit raise `ValueError` here, before any heavy work.
+
+    Every image of the rows read is decoded once here (`eclip.training.evaluation.images.check_rows`): the tasks index
+    the rows, so one whose image fails must go before any is embedded. Such a row is left out, and the files are
+    counted and named in one warning and in `skipped_images` (`on_bad_image="skip"`); with `"error"` the first one
+    raises `UnreadableImage` (a `ValueError`) naming the file. A `--limit`ed split keeps the rows that decode of its
+    sample (so it may hold fewer).
     """
     task_list = parse_tasks(tasks)
     data_dir = data_dir or resolve_data_dir()
@@ -67,9 +83,16 @@ def prepare(data_dir: str | None, tasks, limit: int | None = None, seed: int = 0
     templates = check_templates(templates if templates is not None else DEFAULT_TEMPLATES)
     needed_splits = [s for s in ("train", "validation", "test") if any(s in TASK_SPLITS[t] for t in task_list)]
     splits, class_names, restricted_negatives = {}, [], []
+    skipped = SkippedImages(os.path.abspath(os.path.join(data_dir, FASHION_DIR)))
     if needed_splits:
         all_rows = read_fashion_metadata(data_dir)
         splits = load_split_rows(data_dir, needed_splits, limit, seed)
+        for split in needed_splits:
+            splits[split] = check_rows(splits[split], on_bad_image, skipped, split, show_progress=show_progress)
+            if not splits[split]:
+                raise ValueError(f"Split {split!r}: no image of its rows decodes ({skipped.summary()}).")
+        if skipped:
+            logger.warning("%s", skipped.summary())
         class_names = sorted({r[LABEL_FIELD] for r in all_rows})
         restricted_negatives = sorted({r[RESTRICTED_FIELD] for r in all_rows} - {RESTRICTED_VALUE})
     matching = load_matching(data_dir, limit, seed) if "matching" in task_list else None
@@ -77,7 +100,7 @@ def prepare(data_dir: str | None, tasks, limit: int | None = None, seed: int = 0
         compose_fn = compose_scene
     return {"tasks": task_list, "data_dir": data_dir, "templates": templates, "splits": splits,
             "matching": matching, "class_names": class_names, "restricted_negatives": restricted_negatives,
-            "compose_fn": compose_fn}
+            "compose_fn": compose_fn, "skipped_images": skipped}
 
 
 def evaluate_model(
@@ -105,6 +128,8 @@ def evaluate_model(
     scenes: list[dict] | None = None,
     hard_scenes: dict[str, list[dict]] | None = None,
     repo_id: str | None = None,
+    on_bad_image: str = DEFAULT_ON_BAD_IMAGE,
+    prepared: dict | None = None,
 ) -> dict:
     """
     Run the ECLIP benchmarks on one model (and, given `baseline_model`, the CLIP baseline with the same code) and
@@ -127,13 +152,37 @@ def evaluate_model(
         scenes, hard_scenes: the instance-retrieval scenes (`build_scenes`, `build_hard_scenes` of the test rows
             with this seed), when the caller shares them between evaluations; built here otherwise.
         repo_id: the Hub repo the folder is published as: the card's title and loading snippet.
+        on_bad_image: a row whose image cannot be decoded is left out, counted and named (`"skip"`), or stops the
+            evaluation before anything is embedded (`"error"`: `UnreadableImage`); see `prepare`.
+        prepared: what `prepare` returned for these same arguments (`eclip-evaluate` checks its inputs first), so
+            that the data is not read and checked twice.
 
     Raises:
-        ValueError: unknown task, missing data folder / file / split, bad template or limit -- before any
-            embedding is computed.
+        ValueError: unknown task, missing data folder / file / split, bad template or limit, an undecodable image
+            with `on_bad_image="error"` -- before any embedding is computed.
+
+    `output_dir` is created here; when it did not exist and the evaluation fails, it is removed again (no half-written
+    folder).
     """
     t_start = time.perf_counter()
-    prepared = prepare(data_dir, tasks, limit, seed, templates, compose_fn)
+    if prepared is None:
+        prepared = prepare(data_dir, tasks, limit, seed, templates, compose_fn, on_bad_image)
+    created = not os.path.exists(output_dir)
+    try:
+        return _evaluate(model, processor, prepared, output_dir, limit, t_start, baseline_model=baseline_model,
+                         baseline_processor=baseline_processor, model_path=model_path, baseline_path=baseline_path,
+                         batch_size=batch_size, seed=seed, device=device, confusion_classes=confusion_classes,
+                         num_examples=num_examples, update_card=update_card, show_progress=show_progress,
+                         tower_features=tower_features, scenes=scenes, hard_scenes=hard_scenes, repo_id=repo_id)
+    except BaseException:
+        if created and os.path.isdir(output_dir):
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+
+
+def _evaluate(model, processor, prepared, output_dir, limit, t_start, *, baseline_model, baseline_processor,
+              model_path, baseline_path, batch_size, seed, device, confusion_classes, num_examples, update_card,
+              show_progress, tower_features, scenes, hard_scenes, repo_id) -> dict:
     task_list, splits, matching = prepared["tasks"], prepared["splits"], prepared["matching"]
     data_dir, templates, compose_fn = prepared["data_dir"], prepared["templates"], prepared["compose_fn"]
     class_names, restricted_negatives = prepared["class_names"], prepared["restricted_negatives"]
@@ -162,6 +211,9 @@ def evaluate_model(
         "hard_scenes": {kind: len(v) for kind, v in (hard_scenes or {}).items()},
         "num_articletype_classes": len(class_names),
     }
+    skipped = prepared.get("skipped_images")
+    if skipped:
+        results["notes"] = [*results.get("notes", []), skipped.summary()]
     results = {
         "model_path": results.pop("model_path"),
         "tasks_run": task_list,
@@ -171,6 +223,7 @@ def evaluate_model(
         "seed": seed,
         "templates": templates,
         **results,
+        "skipped_images": skipped.as_dict() if skipped is not None else {"count": 0, "files": []},
     }
     if baseline_model is not None:
         baseline = _evaluate_one(
