@@ -3,8 +3,8 @@
 Training speed from the feature cache against training from pixels, same model, same locked tower, same batches.
 
 ```bash
-python benchmarks/cache_speed.py                 # fashion model at 168 px, batch 64; ~10 min on 2 idle cores
-python benchmarks/cache_speed.py --image-size 112 --steps 3
+python -m benchmarks.cache_speed                 # fashion model at 168 px, batch 64; ~10 min on 2 idle cores
+python -m benchmarks.cache_speed --image-size 112 --steps 3
 ```
 
 Both runs train the fashion recipe's model (DINOv2-S locked, MiniLM-L6 trained, instance decoder) on the first
@@ -27,9 +27,8 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from benchmarks.fashion_recipe import FASHION_CONFIG
+from benchmarks.records import RESULTS, command, write_json
 
 
 def _timer():
@@ -53,7 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--data", default=None)
-    parser.add_argument("--output", default=os.path.join(REPO, "benchmarks", "results", "cache_speed.json"))
+    parser.add_argument("--output", default=os.path.join(RESULTS, "cache_speed.json"))
     args = parser.parse_args(argv)
 
     import torch
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
     from eclip.training.trainer import EclipTrainer, EclipTrainingArguments
 
     data_dir = os.path.abspath(args.data or resolve_data_dir())
-    config = load_config(os.path.join(REPO, "training", "configs", "fashion.yaml"))
+    config = load_config(FASHION_CONFIG)
     vision = default_vision_model()
     processor = build_processor(default_text_model(), args.image_size, vision)
     dataset = load_product_dataset(f"imagefolder:{data_dir}/fashion-products", split="train", limit=args.rows)
@@ -113,7 +112,7 @@ def main(argv=None) -> int:
             rates[kind].append(run(kind))
     medians = {kind: statistics.median(values) for kind, values in rates.items()}
     report = {
-        "command": "python benchmarks/cache_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command("benchmarks.cache_speed", sys.argv[1:] if argv is None else argv),
         "what": "EclipTrainer samples/s, fashion recipe model (DINOv2-S locked + MiniLM-L6 + decoder), "
                 "pixels vs feature cache, same batches",
         "settings": {"image_size": args.image_size, "batch_size": args.batch_size, "steps": args.steps,
@@ -126,10 +125,7 @@ def main(argv=None) -> int:
         "cache_build": {"seconds": build_seconds, "images": images_cached,
                         "images_per_s": images_cached / build_seconds},
     }
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    os.replace(args.output + ".tmp", args.output)
+    write_json(args.output, report)
     print(json.dumps({"speedup": report["speedup"], **medians}))
     return 0
 

@@ -4,9 +4,9 @@ Does the selection-head refit (`eclip.training.selection_refit`, `selection_refi
 (`training/configs/default.yaml`: the embedded synthetic catalogue, MiniLM-L6 and a 64-px ViT from scratch)?
 
 ```bash
-python benchmarks/default_refit.py --reuse               # 5 seeds, about 4 min each on 2 CPU cores
-python benchmarks/default_refit.py --table               # the README's table of the committed report
-python benchmarks/default_refit.py --seeds 0 --max-steps 4 --sets 1 --refit-images 40 \\
+python -m benchmarks.default_refit --reuse               # 5 seeds, about 4 min each on 2 CPU cores
+python -m benchmarks.default_refit --table               # docs/pretraining.md's table of the committed report
+python -m benchmarks.default_refit --seeds 0 --max-steps 4 --sets 1 --refit-images 40 \\
     --work-dir /tmp/dr --output /tmp/dr.json             # a smoke run
 ```
 
@@ -17,9 +17,8 @@ product pasted beside 1-3 others, as the evaluation composes them) and the plain
 top query belong to a shown product's title (`argmax_k <q_k, t>`), for the trained head, the refit head and the
 prior (the query most often picked, with hindsight over the seed's images); and text-free scene retrieval R@1 (the
 selection-weighted instance embedding; every scene that shows the product is relevant), before and after. Ratios
-with a paired bootstrap over held-out products, per seed and pooled (the same machinery as
-`benchmarks/eclip_vs_clip_pretrained.py`). Writes `--output` (JSON) and, per seed, a record under `--records`
-that `--reuse` keeps, so a session that stops mid-run loses nothing.
+with a paired bootstrap over held-out products, per seed and pooled (`benchmarks.stats`). Writes `--output` (JSON)
+and, per seed, a record under `--records` that `--reuse` keeps, so a session that stops mid-run loses nothing.
 
 The rule for the default recipe, fixed before the runs: the refit goes on in `default.yaml` if its scene agreement
 beats the prior (pooled interval above 1) and text-free scene R@1 is not worse than before (interval reaching 1 or
@@ -35,14 +34,12 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from benchmarks.records import REPO, RESULTS, check_reuse, cpu_name, read_json, write_json
+from benchmarks.scoring import scene_set_outcomes, selection_choices, selection_hits
+from benchmarks.stats import RESAMPLES, paired_ratios, query_draws, ratio_cell
 
-from benchmarks.bench_io import cpu_name, read_json, write_json  # noqa: E402  (needs REPO on sys.path)
-
-RECORDS = os.path.join(REPO, "benchmarks", "results", "default_refit_runs")
-OUTPUT = os.path.join(REPO, "benchmarks", "results", "default_refit.json")
+RECORDS = os.path.join(RESULTS, "default_refit_runs")
+OUTPUT = os.path.join(RESULTS, "default_refit.json")
 # name: (record key of the refit head's values, record key of the reference's values), both per held-out product
 COMPARISONS = {
     "scene_agreement_refit_vs_prior": ("scene_hit_after", "scene_hit_prior"),
@@ -57,7 +54,7 @@ COMPARISONS = {
 def held_out_rows(split: str = "test") -> list[dict]:
     """One photo per product of the synthetic catalogue's `split`, as evaluation rows (`path`: the PIL image)."""
     from eclip.training.data import load_product_dataset
-    from eclip.training.evaluation import TITLE_FIELD
+    from eclip.training.fashion import TITLE_FIELD
     from eclip.training.selection_refit import DatasetRows
 
     dataset = load_product_dataset("synthetic", split=split)
@@ -74,8 +71,8 @@ def head_outcomes(model, processor, rows: list[dict], scene_sets: list[list[dict
     picks (`scene_hit`), whether the prior's is (`scene_prior_hit`: the query picked most often over every set), the
     same on the plain photos (`photo_hit`, `photo_prior_hit`), and text-free scene R@1 (`text_free_r1`).
     """
-    from benchmarks.eclip_vs_clip_pretrained import scene_set_outcomes, selection_choices, selection_hits
-    from eclip.training.evaluation import TITLE_FIELD, Embedder
+    from eclip.training.evaluation.embedder import Embedder
+    from eclip.training.fashion import TITLE_FIELD
 
     embedder = Embedder(model, processor, show_progress=False)
     texts = embedder.texts([r[TITLE_FIELD] for r in rows])
@@ -101,7 +98,7 @@ def run_seed(seed: int, args) -> dict:
     import modeling_eclip  # noqa: F401
     from eclip.training.compositor import compose_scene
     from eclip.training.data import load_product_dataset
-    from eclip.training.evaluation import build_scenes
+    from eclip.training.evaluation.scenes import build_scenes
     from eclip.training.pretrain import build_arg_parser, resolve_config, run_pretraining
     from eclip.training.selection_refit import DatasetRows, refit_selection_head
 
@@ -140,14 +137,12 @@ def run_seed(seed: int, args) -> dict:
     }
 
 
-def report(records: dict[int, dict], resamples: int = 2000) -> dict:
-    """Per-seed and pooled paired-bootstrap ratios of every comparison (`COMPARISONS`), with the rule's verdict."""
-    from benchmarks.eclip_vs_clip_pretrained import paired_ratios
-
-    rng = np.random.default_rng(0)
-    draws = {s: rng.integers(0, r["products"], size=(resamples, r["products"])) for s, r in records.items()}
+def report(records: dict[int, dict], resamples: int = RESAMPLES) -> dict:
+    """Per-seed and pooled paired-bootstrap ratios of every comparison (`COMPARISONS`), with the rule's verdict. Every
+    comparison of a seed resamples the same held-out products."""
+    draw = query_draws(np.random.default_rng(0), {s: r["products"] for s, r in records.items()}, resamples)
     measures = {name: paired_ratios({s: (np.asarray(r[m], float), np.asarray(r[b], float)) for s, r in records.items()},
-                                    lambda s, n: draws[s])
+                                    draw)
                 for name, (m, b) in COMPARISONS.items()}
     beats_prior = (measures["scene_agreement_refit_vs_prior"]["pooled"]["ratio_ci95"][0] or 0) > 1
     upper = measures["text_free_scene_r1_refit_vs_trained"]["pooled"]["ratio_ci95"][1]
@@ -173,24 +168,17 @@ LABELS = {
 }
 
 
-def ratio_text(pooled: dict) -> str:
-    """`1.02x [1.01, 1.03]`; `-` for the ratio where the reference scored 0, open ends where the interval has none."""
-    low, high = pooled["ratio_ci95"]
-    ratio = "-" if pooled["ratio"] is None else f"{pooled['ratio']:.2f}x"
-    return f"{ratio} [{'-inf' if low is None else f'{low:.2f}'}, {'inf' if high is None else f'{high:.2f}'}]"
-
-
 def readme_table(result: dict) -> str:
-    """The README's table of a report: pooled levels, ratio and interval, and the per-seed ratios."""
+    """docs/pretraining.md's table of a report: pooled levels, ratio and interval, and the per-seed ratios."""
     seeds = result["seeds"]
     lines = [f"| measure | pooled | ratio [95 % CI] | per seed ({', '.join(map(str, seeds))}) |",
              "| --- | ---: | ---: | ---: |"]
     for name, entry in result["measures"].items():
         pooled = entry["pooled"]
-        per_seed = ", ".join("-" if entry["per_seed"][str(s)]["ratio"] is None
+        per_seed = ", ".join("n/a" if entry["per_seed"][str(s)]["ratio"] is None
                              else f"{entry['per_seed'][str(s)]['ratio']:.2f}" for s in seeds)
         lines.append(f"| {LABELS.get(name, name)} | {pooled['model']:.3f} / {pooled['baseline']:.3f} | "
-                     f"{ratio_text(pooled)} | {per_seed} |")
+                     f"{ratio_cell(pooled)} | {per_seed} |")
     return "\n".join(lines) + "\n"
 
 
@@ -205,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", default=None, help=f"Per-seed records (default {os.path.relpath(RECORDS, REPO)}; "
                         "with --work-dir elsewhere, WORK_DIR/records).")
     parser.add_argument("--output", default=OUTPUT)
-    parser.add_argument("--reuse", action="store_true", help="Keep trained models and per-seed records.")
-    parser.add_argument("--table", action="store_true", help="Print the README's table of the --output report.")
+    parser.add_argument("--reuse", action="store_true",
+                        help="Keep trained models and per-seed records (made with the same --sets and --refit-images).")
+    parser.add_argument("--table", action="store_true",
+                        help="Print docs/pretraining.md's table of the --output report.")
     args = parser.parse_args(argv)
     if args.table:
         print(readme_table(read_json(args.output)), end="")
@@ -225,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     records = {}
     for seed in seeds:
         path = os.path.join(records_dir, f"seed{seed}.json")
-        if not (args.reuse and os.path.isfile(path)):
+        if args.reuse and os.path.isfile(path):  # a kept record counts only if measured the way asked for now
+            kept = read_json(path)
+            check_reuse(path, {"scene_sets": kept.get("scene_sets"), "refit_images": kept["refit"].get("scenes")},
+                        {"scene_sets": args.sets, "refit_images": args.refit_images})
+        else:
             write_json(path, run_seed(seed, args))
         records[seed] = read_json(path)
         print(f"seed {seed}: {records[seed]['refit']['agreement_before']:.3f} -> "
@@ -234,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.output, result)
     for name, entry in result["measures"].items():
         pooled = entry["pooled"]
-        print(f"{name}: {pooled['model']:.3f} / {pooled['baseline']:.3f} = {ratio_text(pooled)}")
+        print(f"{name}: {pooled['model']:.3f} / {pooled['baseline']:.3f} = {ratio_cell(pooled)}")
     print(f"refit on in default.yaml by the rule: {result['refit_on']}")
     return 0
 

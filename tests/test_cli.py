@@ -21,7 +21,7 @@ def test_the_commands_import_no_torch_before_their_arguments_are_checked():
         "import sys\n"
         "import eclip.training.pretrain, eclip.training.finetune, eclip.training.evaluation, eclip.training.evaluation.cli, eclip.training.hub\n"
         "parsers = [eclip.training.pretrain.build_arg_parser(), eclip.training.finetune.build_parser(),\n"
-        "           eclip.training.evaluation.build_parser()]\n"
+        "           eclip.training.evaluation.cli.build_parser()]\n"
         "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

@@ -1,5 +1,5 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
-"""The default-recipe refit benchmark (`benchmarks/default_refit.py`): its verdict and its README table."""
+"""The default-recipe refit study (`python -m benchmarks.default_refit`): its verdict and its docs table."""
 
 import os
 
@@ -8,6 +8,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from benchmarks.default_refit import OUTPUT, main, readme_table, report
+from benchmarks.records import read_json, write_json
 
 
 def _records(after_scene: float, text_free_after: float, products: int = 200, seeds=(0, 1)) -> dict:
@@ -43,8 +44,6 @@ def test_the_table_prints_every_measure_with_its_interval_and_per_seed_ratios(ca
     assert table.count("\n") == 2 + len(result["measures"])
     low, high = result["measures"]["text_free_scene_r1_refit_vs_trained"]["pooled"]["ratio_ci95"]
     assert f"[{low:.2f}, {high:.2f}]" in table
-    from benchmarks.bench_io import write_json
-
     write_json(str(tmp_path / "r.json"), result)
     assert main(["--table", "--output", str(tmp_path / "r.json")]) == 0
     assert capsys.readouterr().out == table
@@ -52,17 +51,25 @@ def test_the_table_prints_every_measure_with_its_interval_and_per_seed_ratios(ca
 
 def test_a_reference_that_scored_zero_reads_as_no_ratio_in_the_summary_and_the_table(tmp_path, capsys):
     # A smoke run's untrained head can find nothing text-free: the summary must still print, not crash on the ratio.
-    from benchmarks.bench_io import read_json, write_json
-
     for seed, record in _records(0.8, 0.3).items():
-        record.update(seed=seed, text_free_r1_before=[0.0] * record["products"])
-        record["refit"].update(agreement_before=0.5, agreement_after=0.6)
+        record.update(seed=seed, scene_sets=5, text_free_r1_before=[0.0] * record["products"])
+        record["refit"].update(agreement_before=0.5, agreement_after=0.6, scenes=1500)
         write_json(str(tmp_path / "records" / f"seed{seed}.json"), record)
     assert main(["--seeds", "0,1", "--reuse", "--work-dir", str(tmp_path), "--output", str(tmp_path / "r.json")]) == 0
     assert "text_free_scene_r1_refit_vs_trained: 0.3" in (out := capsys.readouterr().out)
-    assert next(l for l in out.splitlines() if l.startswith("text_free")).endswith(" / 0.000 = - [-inf, inf]")
+    assert next(l for l in out.splitlines() if l.startswith("text_free")).endswith(" / 0.000 = n/a")
     line = next(l for l in readme_table(read_json(str(tmp_path / "r.json"))).splitlines() if "text-free" in l)
-    assert "/ 0.000 | - [" in line
+    assert "/ 0.000 | n/a | n/a, n/a |" in line
+
+
+def test_reuse_refuses_records_measured_another_way(tmp_path):
+    for seed, record in _records(0.8, 0.3, seeds=(0,)).items():
+        record.update(seed=seed, scene_sets=1)  # a smoke run's record
+        record["refit"].update(agreement_before=0.5, agreement_after=0.6, scenes=40)
+        write_json(str(tmp_path / "records" / f"seed{seed}.json"), record)
+    with pytest.raises(SystemExit, match=r"other settings \(refit_images, scene_sets\)"):
+        main(["--seeds", "0", "--reuse", "--work-dir", str(tmp_path), "--output", str(tmp_path / "r.json")])
+    assert not (tmp_path / "r.json").exists()
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -79,9 +86,8 @@ def test_bad_arguments_stop_before_any_training_with_a_clear_message(flags, mess
 
 def test_the_readme_shows_the_committed_default_refit_report():
     if not os.path.isfile(OUTPUT):
-        pytest.fail(f"{os.path.relpath(OUTPUT, REPO_ROOT)} is missing: run `python benchmarks/default_refit.py --reuse`")
-    from benchmarks.bench_io import read_json
-
+        pytest.fail(f"{os.path.relpath(OUTPUT, REPO_ROOT)} is missing: "
+                    "run `python -m benchmarks.default_refit --reuse`")
     with open(os.path.join(REPO_ROOT, "docs", "pretraining.md"), encoding="utf-8") as handle:
         assert readme_table(read_json(OUTPUT)) in handle.read(), \
-            "paste `python benchmarks/default_refit.py --table` into docs/pretraining.md"
+            "paste `python -m benchmarks.default_refit --table` into docs/pretraining.md"

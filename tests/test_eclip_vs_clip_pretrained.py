@@ -1,15 +1,15 @@
-"""The pretrained-tower comparison's statistics: which runs it trains, and the bootstrap pooled over seeds."""
+"""The pretrained-tower comparison (`python -m benchmarks.eclip_vs_clip_pretrained`): which runs it trains, the
+bootstrap pooled over seeds (`benchmarks.stats`), its records, tables and figure, and the selection probe."""
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-sys.path.insert(0, REPO_ROOT)
-from benchmarks import eclip_vs_clip_pretrained as bench  # noqa: E402
+from benchmarks import eclip_vs_clip_pretrained as bench
+from benchmarks import records, scoring, stats
 
 
 def test_every_seed_for_the_baseline_and_the_default_one_for_ablations():
@@ -73,15 +73,15 @@ def test_scene_sets_average_per_product_and_resample_with_it():
 
 
 def test_the_seed_level_interval_widens_with_the_spread_between_seeds():
-    steady, spread = bench.seed_level_interval([1.1, 1.1, 1.1]), bench.seed_level_interval([0.8, 1.1, 1.5])
+    steady, spread = stats.seed_level_interval([1.1, 1.1, 1.1]), stats.seed_level_interval([0.8, 1.1, 1.5])
     assert steady == pytest.approx([1.1, 1.1])
     assert spread[0] < 1.0 < 1.1 < spread[1]
     # exp(mean log -+ t_{0.975, 2} * sd / sqrt(3)), worked by hand for ratios e^0, e^0.2, e^0.4
     t = 4.302652729911275
     expected = np.exp(0.2 + np.array([-t, t]) * 0.2 / np.sqrt(3))
-    assert bench.seed_level_interval(list(np.exp([0.0, 0.2, 0.4]))) == pytest.approx(expected.tolist())
-    assert bench.seed_level_interval([1.2]) is None and bench.seed_level_interval([1.2, None]) is None
-    assert bench.seed_level_interval([1.2, 0.0]) is None
+    assert stats.seed_level_interval(list(np.exp([0.0, 0.2, 0.4]))) == pytest.approx(expected.tolist())
+    assert stats.seed_level_interval([1.2]) is None and stats.seed_level_interval([1.2, None]) is None
+    assert stats.seed_level_interval([1.2, 0.0]) is None
 
 
 def test_the_prior_is_the_query_picked_most_often_over_every_set_and_is_averaged_per_product():
@@ -89,9 +89,9 @@ def test_the_prior_is_the_query_picked_most_often_over_every_set_and_is_averaged
     picked = np.array([[[1, 0, 0], [1, 0, 0], [0, 1, 0]],
                        [[0, 1, 0], [1, 1, 0], [0, 1, 0]]], dtype=bool)
     head = np.zeros((2, 3), dtype=int)
-    _, prior_hit = bench.selection_hits({"selection_picked": picked, "selection_head": head})
+    _, prior_hit = scoring.selection_hits({"selection_picked": picked, "selection_head": head})
     np.testing.assert_allclose(prior_hit.mean(axis=0), [0.5, 0.5, 1.0])
-    _, prior_hit = bench.selection_hits({"selection_picked": picked[:1], "selection_head": head[:1]})
+    _, prior_hit = scoring.selection_hits({"selection_picked": picked[:1], "selection_head": head[:1]})
     np.testing.assert_allclose(prior_hit[0], [1.0, 1.0, 0.0])  # photos (`default_refit`): one set, no averaging
 
 
@@ -100,7 +100,7 @@ def test_selection_hits_count_the_heads_query_against_the_most_picked_one():
     picked[:, :, 1] = True  # query 1 is picked in every scene: the prior
     picked[0, 0, 3] = picked[1, 2, 0] = True
     head = np.array([[3, 2, 1], [0, 0, 0]])
-    head_hit, prior_hit = bench.selection_hits({"selection_picked": picked, "selection_head": head})
+    head_hit, prior_hit = scoring.selection_hits({"selection_picked": picked, "selection_head": head})
     np.testing.assert_array_equal(head_hit, [[1, 0, 1], [0, 0, 1]])
     np.testing.assert_array_equal(prior_hit, np.ones((2, 3)))
     result = bench.selection_against_prior({0: {"selection_picked": picked, "selection_head": head}}, resamples=100)
@@ -118,7 +118,7 @@ def test_the_readme_shows_the_selection_against_its_prior_when_the_report_has_it
     text = bench.readme_markdown(report)
     pooled = report["selection_against_prior"]["eclip"]["agreement"]["pooled"]
     row = next(line for line in text.splitlines() if line.startswith("| `eclip` |") and "/" in line)
-    assert row.endswith(f"| **{bench._cell(pooled)}** | {bench._interval(pooled['seed_ci95'])} |")
+    assert row.endswith(f"| **{stats.ratio_cell(pooled)}** | {stats.interval_text(pooled['seed_ci95'])} |")
     assert "| model | seed 0 | seed 1 | pooled ratio | across seeds |" in text
 
 
@@ -147,7 +147,7 @@ def test_equal_models_give_an_interval_around_one_and_a_zero_baseline_an_open_en
     once = {0: {"t2i_rank": np.array([1] + [7] * 49)}}
     entry = bench.pooled_bootstrap(once, never, resamples=200)["measures"]["t2i_r1"]["pooled"]
     assert entry["ratio"] is None and entry["ratio_ci95"][1] is None
-    assert "inf" in bench._cell({**entry, "ratio": 2.0})
+    assert "inf" in stats.ratio_cell({**entry, "ratio": 2.0})
 
 
 @pytest.mark.parametrize("seeds", [[0], [0, 1, 2]])
@@ -178,6 +178,18 @@ def test_a_run_record_round_trips_and_a_partial_one_does_not_count(tmp_path):
     assert not bench.has_record(folder)
 
 
+def test_reuse_keeps_a_record_only_with_the_same_settings():
+    """Every study's `--reuse` check: equal as written to JSON passes; any other budget stops, naming what differs."""
+    settings = {"steps": 360, "batch_size": 128, "learning_rate": 3e-4, "train_limit": None, "seeds": (0, 1)}
+    records.check_reuse("kept/train.json", json.loads(json.dumps(settings)), settings)
+    with pytest.raises(SystemExit, match=r"kept/train\.json was made with other settings \(batch_size, steps\)"):
+        records.check_reuse("kept/train.json", settings, {**settings, "steps": 300, "batch_size": 64})
+    with pytest.raises(SystemExit, match="other settings"):
+        records.check_reuse("matching.json", None, settings)
+    assert records.command("benchmarks.eclip_vs_clip_pretrained", ["--reuse", 3]) == (
+        "python -m benchmarks.eclip_vs_clip_pretrained --reuse 3")
+
+
 def _report(seeds=(0, 1), ablations=("eclip_no_intra",)):
     rng = np.random.default_rng(3)
     settings = {key: 1 for key in ("steps", "batch_size", "learning_rate", "image_size", "cache_passes",
@@ -203,7 +215,8 @@ def test_readme_tables_show_pooled_levels_per_seed_ratios_ablations_and_selectio
     text = bench.readme_markdown(report)
     pooled = report["comparisons"]["eclip"]["measures"]["scene_standard_r1"]["pooled"]
     across = pooled["seed_ci95"]
-    assert (f"| scene retrieval R@1 | {pooled['baseline']:.3f} | {pooled['model']:.3f} | **{bench._cell(pooled)}** | "
+    assert (f"| scene retrieval R@1 | {pooled['baseline']:.3f} | {pooled['model']:.3f} | "
+            f"**{stats.ratio_cell(pooled)}** | "
             f"[{across[0]:.2f}, {across[1]:.2f}] |") in text
     assert "pooled over seeds 0, 1" in text and "| measure | seed 0 | seed 1 | pooled |" in text
     assert text.count("| `eclip_no_intra` |") == 3  # its ablation, selection and wall-time rows
@@ -217,25 +230,21 @@ def test_readme_tables_show_pooled_levels_per_seed_ratios_ablations_and_selectio
 
 
 def test_the_forest_plot_is_written_whole_with_a_row_per_measure(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
     report = _report(seeds=(0, 1, 2))
     drawn = []
-    from eclip.training.evaluation import plots
+    original = plt.subplots
 
-    real = plots._pyplot
+    def subplots(*args, **kwargs):
+        fig, ax = original(*args, **kwargs)
+        drawn.append(ax)
+        return fig, ax
 
-    def recording_pyplot():
-        plt = real()
-        original = plt.subplots
-
-        def subplots(*args, **kwargs):
-            fig, ax = original(*args, **kwargs)
-            drawn.append(ax)
-            return fig, ax
-
-        monkeypatch.setattr(plt, "subplots", subplots)
-        return plt
-
-    monkeypatch.setattr(plots, "_pyplot", recording_pyplot)
+    monkeypatch.setattr(plt, "subplots", subplots)
     path = tmp_path / "forest.png"
     bench.plot_report(report, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob("*.partial*"))
@@ -337,4 +346,4 @@ def test_the_readme_shows_the_committed_selection_probes():
     table = readme_table(probes)
     assert table.count("\n") == 2 + sum("scenes_text_free_by_weighting" in probe for _, probe in probes)
     with open(os.path.join(REPO_ROOT, "docs", "results.md"), encoding="utf-8") as handle:
-        assert table in handle.read(), "paste `python benchmarks/selection_probe.py --table` into docs/results.md"
+        assert table in handle.read(), "paste `python -m benchmarks.selection_probe --table` into docs/results.md"

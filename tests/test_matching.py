@@ -16,7 +16,7 @@ from _heads_backbone import MATCHING_BENCHMARK, build_backbone
 from conftest import REPO_ROOT, tiny_config
 from modeling_eclip import EclipConfig, EclipForProductMatching
 from eclip.training import finetune_data
-from eclip.training.evaluation import load_matching
+from eclip.training.evaluation.data import load_matching
 from eclip.training.matching_data import (
     DEFAULT_SERIALIZATION,
     MATCHING_DATASETS,
