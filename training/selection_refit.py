@@ -159,7 +159,9 @@ def refit_selection_head(model, processor, rows: Sequence[dict], scenes: int = 1
     counted (`skipped_rows`). Returns the head's agreement with those choices before and after, on the fitted images.
     """
     from eclip.training.compositor import compose_scene
-    from eclip.training.evaluation import TITLE_FIELD, Embedder, build_scenes
+    from eclip.training.evaluation.embedder import Embedder
+    from eclip.training.evaluation.scenes import build_scenes
+    from eclip.training.fashion import TITLE_FIELD
     from eclip.training.evaluation.tasks import member_agreement, member_prior_share, member_queries
 
     if not getattr(model.config, "use_instance_decoder", False):
