@@ -88,8 +88,8 @@ DEFAULT_TRAINING_DATA = (
 
 SMOKE_NOTE = (
     "**A smoke model.** This checkpoint learnt from ECLIP's embedded synthetic catalogue (procedurally drawn "
-    "products) to check an installation and the code paths. It has never seen a real product photo, and on one it "
-    "is no better than guessing: for real photos use the fashion recipe (`eclip-pretrain --config "
+    "products) to check an installation and the code paths. It has never seen a real product photo, and on real "
+    "photos it is useless (zero-shot accuracy below always answering the commonest class): for real photos use the fashion recipe (`eclip-pretrain --config "
     "training/configs/fashion.yaml`) or a checkpoint trained on your own catalogue."
 )
 

@@ -300,7 +300,7 @@ def test_progress_lines_show_rate_and_eta(tokenizer, tmp_path, one_thread):
                                         "labels": [1.0, 0.0] * 4})
     callback = ProgressLogCallback("eclip-finetune", every_seconds=0, stream=io.StringIO())
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=3, report_to="none",
-                             save_strategy="no", remove_unused_columns=False, disable_tqdm=True)
+                             save_strategy="no", use_cpu=True, remove_unused_columns=False, disable_tqdm=True)
     Trainer(model=model, args=args, train_dataset=train, data_collator=PairCollator(tokenizer, 16, "cross_encoder"),
             callbacks=[callback]).train()
     lines = callback.lines
