@@ -1,7 +1,8 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
 ECLIP against its CLIP baseline on pretrained towers (DINOv2-S locked, MiniLM-L6 trained), several seeds, with
-ablations, from the locked tower's feature cache. From the repository root:
+ablations, from the locked tower's feature cache (~710 lines: one study, its training, scoring and report, kept
+together so that a record is read by the code that wrote it). From the repository root:
 
 ```bash
 python -m benchmarks.eclip_vs_clip_pretrained --reuse         # 5 seeds of clip + eclip, 1 of each ablation

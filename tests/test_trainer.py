@@ -1,4 +1,5 @@
 """
+(One file of ~700 lines: the trainer's tests share their tiny models and data helpers.)
 EclipTrainer and eclip-pretrain: gradient cache, negatives across two real processes, the batch-size schedule,
 exact resume, atomic final save, the CLI end to end, and a short run on the real fashion catalogue.
 """

@@ -1,5 +1,8 @@
 """``eclip-finetune``: fine-tune an ECLIP checkpoint on a downstream task with ``transformers.Trainer``.
 
+One module of ~830 lines because it is one command's pipeline, read top to bottom: the argument checks that run
+before anything loads, the four tasks' collators and metrics, the unreadable-image skipping, LoRA and the Hub step.
+
 Tasks (data and label rules in :mod:`eclip.training.finetune_data`):
 
 * ``category``    -- product category (``--label-column``, default ``articleType``) from image, text or both

@@ -1,6 +1,7 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
-`eclip-pretrain`: pretrain ECLIP with one command.
+`eclip-pretrain`: pretrain ECLIP with one command. (~670 lines: one command's pipeline, config checks before anything
+loads, towers, data, trainer, refit and the final folder, read top to bottom.)
 
 With no argument it trains on the embedded synthetic catalogue (no download) for a few minutes on a CPU and writes
 `./eclip-default`: safetensors weights, config, processor files and a model card, loadable with
