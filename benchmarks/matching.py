@@ -234,6 +234,8 @@ def run_benchmark(args) -> dict:
     torch.set_num_threads(args.threads)  # other jobs share the cores: one thread avoids OpenMP contention
     settings = {**SETTINGS, "datasets": list(args.datasets), "seeds": list(args.seeds), "limit": args.limit,
                 "max_steps": args.max_steps}
+    if args.float32:
+        settings["bf16"] = False
     report = _load(args.output, settings, args.reuse)
     session = {"command": command("benchmarks.matching", args.argv),
                "hardware": _hardware(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -304,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="smoke runs: at most N pairs per split")
     parser.add_argument("--max-steps", type=int, default=-1, help="smoke runs: steps per run instead of an epoch")
     parser.add_argument("--no-zero-shot", dest="zero_shot", action="store_false")
+    parser.add_argument("--float32", action="store_true",
+                        help="smoke runs: train in float32 (bf16 autocast is several times slower on CPUs without "
+                             "bf16 units); recorded in the settings, so --reuse keeps the two apart")
     parser.add_argument("--reuse", action="store_true", help="keep the runs already in --output (same settings)")
     return parser
 

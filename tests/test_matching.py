@@ -355,8 +355,8 @@ def test_matching_cli_cross_encoder_end_to_end(backbone, data_dir, tmp_path, cap
 def test_benchmark_writes_each_run_and_reuses_them(tmp_path, data_dir):
     bench = MATCHING_BENCHMARK
     output, work = tmp_path / "matching.json", tmp_path / "work"
-    args = ["--datasets", "walmart-amazon", "--seeds", "0,1", "--limit", "24", "--max-steps", "1",
-            "--output", str(output), "--work-dir", str(work), "--data", data_dir]
+    args = ["--datasets", "walmart-amazon", "--seeds", "0,1", "--limit", "24", "--max-steps", "1", "--float32",
+            "--threads", "2", "--output", str(output), "--work-dir", str(work), "--data", data_dir]
     assert bench.main(args + ["--reuse"]) == 0
     report = json.loads(output.read_text())
     best = report["choices"]["mode"]["best"]
