@@ -51,7 +51,8 @@ def test_console_scripts_point_into_the_namespace():
     scripts = dict(line.split(" = ") for line in parser["options.entry_points"]["console_scripts"].strip().splitlines())
     assert scripts == {"eclip-pretrain": "eclip.training.pretrain:main",
                        "eclip-finetune": "eclip.training.finetune:main",
-                       "eclip-evaluate": "eclip.training.evaluation:main"}
+                       "eclip-evaluate": "eclip.training.evaluation:main",
+                       "eclip-export": "eclip.training.export:main"}
 
 
 def test_installed_package_imports_outside_the_checkout(tmp_path):
