@@ -1,6 +1,6 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
-ONNX export of an ECLIP model and an onnxruntime inference path (issue #38, "Serve it fast").
+ONNX export of an ECLIP model and an onnxruntime inference path.
 
     python -m eclip.training.export FOLDER OUT
 
