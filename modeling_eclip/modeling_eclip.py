@@ -470,6 +470,12 @@ class EclipModel(EclipPreTrainedModel):
                 f"attention_mask shape {tuple(attention_mask.shape)} differs from {name} shape "
                 f"{tuple(input_ids.shape)}."
             )
+        max_positions = getattr(self.config.text_config, "max_position_embeddings", None)
+        if max_positions and input_ids.shape[1] > max_positions:
+            raise ValueError(
+                f"{name} has {input_ids.shape[1]} tokens, more than the text tower's {max_positions} positions: "
+                "truncate the texts (this model's processor does)."
+            )
         if torch.compiler.is_compiling() or input_ids.numel() == 0:
             return
         embeddings = self.text_model.get_input_embeddings()

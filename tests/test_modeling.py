@@ -219,6 +219,7 @@ def test_training_arguments_of_forward_are_keyword_only():
         (torch.tensor([[5, 6], [-3, 7]]), r"input_ids holds the token id -3 \(row 1, position 0\)"),
         (torch.tensor([[5.0, 6.0]]), "input_ids must hold integer token ids, got a torch.float32 tensor"),
         (torch.tensor([[True, False]]), "input_ids must hold integer token ids"),
+        (torch.full((1, 129), 5), r"input_ids has 129 tokens, more than the text tower's 128 positions"),
     ],
 )
 def test_bad_token_ids_name_the_input_and_the_value(ids, message):
