@@ -11,6 +11,7 @@ ships all four.
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,8 +277,11 @@ class EclipPreTrainedModel(PreTrainedModel):
         path = safe_load_path(cls, pretrained_model_name_or_path, kwargs)
         adapter_kwargs = kwargs.get("adapter_kwargs") or {}
         adapter = adapter_kwargs.get("_adapter_model_path")
-        restored = weights_restored_by_adapter(adapter, adapter_kwargs) if adapter else []
-        with corrupt_weights_named(path), restored_by_adapter(restored):
+        # Without an adapter here, an exemption set by the caller (`eclip.training.lora.load_adapter`) stays in force.
+        restoring = nullcontext()
+        if adapter:
+            restoring = restored_by_adapter(weights_restored_by_adapter(adapter, adapter_kwargs))
+        with corrupt_weights_named(path), restoring:
             return super().from_pretrained(path, *model_args, **kwargs)
 
     def post_init(self):

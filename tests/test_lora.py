@@ -225,7 +225,7 @@ def test_loading_an_adapter_reports_only_what_it_does_not_restore(backbone, moda
     from safetensors.torch import load_file, save_file
 
     from _load_reports import load_reports
-    from eclip.training.lora import adapter_full_weights
+    from modeling_eclip.loading_utils import weights_restored_by_adapter
 
     torch.manual_seed(0)
     peft_model = apply_lora(EclipForProductClassification.from_pretrained(backbone, num_labels=3, modality=modality),
@@ -233,7 +233,7 @@ def test_loading_an_adapter_reports_only_what_it_does_not_restore(backbone, moda
     adapter = tmp_path / "adapter"
     save_adapter(peft_model, str(adapter))
     expected = ["classifier.bias", "classifier.weight"] + ([QUERIES + ".weight"] if modality == "both" else [])
-    assert adapter_full_weights(str(adapter)) == sorted(expected)
+    assert weights_restored_by_adapter(str(adapter), {}) == sorted(expected)
     with load_reports() as reports:
         loaded = load_adapter(str(adapter))
     assert reports == []

@@ -28,7 +28,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch loads with the model, not with the command line's argument checks
@@ -266,36 +265,10 @@ def load_adapter(directory: str, base_model: str | None = None, is_trainable: bo
     if head_class is None:
         raise ValueError(f"{directory}/config.json names an unknown ECLIP head {architecture!r}.")
     # The base checkpoint has no head: the adapter restores it (modules_to_save), so the head's weights that the
-    # adapter carries are not reported as newly initialised. One it does not carry still is.
-    from modeling_eclip.tower_utils import from_pretrained_ignoring
+    # adapter carries are not reported as newly initialised (the mechanism `from_pretrained(adapter)` uses too). One
+    # it does not carry still is.
+    from modeling_eclip.loading_utils import restored_by_adapter, weights_restored_by_adapter
 
-    restored = [rf"^{re.escape(name)}$" for name in adapter_full_weights(directory)]
-    base = from_pretrained_ignoring(head_class, base_model, missing=restored, config=config)
+    with restored_by_adapter(weights_restored_by_adapter(directory, {})):
+        base = head_class.from_pretrained(base_model, config=config)
     return PeftModel.from_pretrained(base, directory, is_trainable=is_trainable)
-
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-PEFT_PREFIX = "base_model.model."
-
-
-def adapter_full_weights(directory: str) -> list[str]:
-    """
-    The names (in the head, e.g. ``classifier.weight``) of the weights an adapter folder or Hub repo stores whole,
-    its ``modules_to_save``, as opposed to LoRA's low-rank factors: the weights loading the adapter restores. Empty
-    when the adapter has no safetensors weights file.
-    """
-    from safetensors import safe_open
-
-    path = os.path.join(directory, ADAPTER_WEIGHTS)
-    if not os.path.isdir(directory):
-        from huggingface_hub import hf_hub_download
-
-        try:
-            path = hf_hub_download(directory, ADAPTER_WEIGHTS)  # cached: peft then reads the same file
-        except Exception:  # noqa: BLE001  (cannot tell: nothing is exempt, and peft reports the real problem)
-            return []
-    if not os.path.isfile(path):
-        return []
-    with safe_open(path, framework="pt") as weights:
-        names = [name.removeprefix(PEFT_PREFIX) for name in weights.keys()]
-    return sorted(name for name in names if not any(part.startswith("lora_") for part in name.split(".")))
