@@ -103,15 +103,20 @@ def finetuned(bad_data, tiny_model, tmp_path_factory):
     return result, cwd / "head"
 
 
-def test_finetune_skips_counts_and_names_undecodable_images(finetuned, bad_data):
-    result, output = finetuned
-    _, bad = bad_data
-    assert result.returncode == 0, result.stderr[-3000:]
+def assert_skip_line_names_every_file(result, bad):
+    """The command's one skip line counts the four bad files (two per split) and names each with its reason."""
     line = skip_line(result)
     assert "skipped 4 unreadable images (train 2, test 2)" in line, line
     for files in bad.values():
         for name, reason in files.items():
             assert f"{name} ({reason})" in line, line
+
+
+def test_finetune_skips_counts_and_names_undecodable_images(finetuned, bad_data):
+    result, output = finetuned
+    _, bad = bad_data
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_skip_line_names_every_file(result, bad)
     metrics = json.loads((output / "test_metrics.json").read_text())
     assert metrics["skipped_images"]["count"] == 4
     assert {entry["file"] for entry in metrics["skipped_images"]["files"]} == {n for f in bad.values() for n in f}
@@ -135,11 +140,7 @@ def test_evaluate_skips_counts_and_names_undecodable_images_and_says_what_it_sco
     data, bad = bad_data
     result = evaluate(head, data, "eval", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    line = skip_line(result)
-    assert "skipped 4 unreadable images (train 2, test 2)" in line, line
-    for files in bad.values():
-        for name, reason in files.items():
-            assert f"{name} ({reason})" in line, line
+    assert_skip_line_names_every_file(result, bad)
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["skipped_images"]["count"] == 4
     assert results["data"]["fashion_products"] == {"train": 5, "validation": 6, "test": 5}  # 7 rows, 2 bad
