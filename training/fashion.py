@@ -23,6 +23,33 @@ TITLE_FIELD = "productDisplayName"
 RESTRICTED_FIELD = "subCategory"
 RESTRICTED_VALUE = "Innerwear"  # the stand-in for adult products (DESIGN.md)
 
+# How a shopper names each articleType, written before any model was trained on text views and kept fixed (issue
+# #34): the words people type ("sneakers", "purse", "denim pants"), not the catalogue's tokens. Nothing trains on
+# these phrases; the `zero_shot_shopper` task classifies with them instead of the catalogue labels.
+SHOPPER_PHRASES = {
+    "Accessory Gift Set": "gift box of accessories", "Backpacks": "school bag", "Belts": "leather belt",
+    "Boxers": "boxer shorts", "Bra": "brassiere", "Bracelet": "bangle", "Briefs": "men's underwear",
+    "Capris": "cropped pants", "Caps": "baseball hat", "Casual Shoes": "sneakers", "Churidar": "fitted ethnic pants",
+    "Clutches": "evening bag", "Cufflinks": "shirt cuff studs", "Deodorant": "body spray", "Dresses": "frock",
+    "Duffel Bag": "gym bag", "Dupatta": "long stole", "Flats": "ballet flats", "Flip Flops": "beach slippers",
+    "Footballs": "soccer ball", "Formal Shoes": "dress shoes", "Fragrance Gift Set": "perfume gift box",
+    "Free Gifts": "freebie", "Gloves": "mittens", "Handbags": "purse", "Hat": "sun hat", "Headband": "hair band",
+    "Heels": "stilettos", "Innerwear Vests": "undershirt", "Jackets": "coat", "Jeans": "denim pants",
+    "Kurta Sets": "ethnic suit set", "Kurtas": "ethnic tunic", "Kurtis": "short ethnic top",
+    "Laptop Bag": "computer bag", "Leggings": "yoga pants", "Lounge Pants": "pajama pants",
+    "Lounge Shorts": "pajama shorts", "Messenger Bag": "shoulder bag", "Mobile Pouch": "phone case",
+    "Mufflers": "winter scarf", "Necklace and Chains": "pendant necklace",
+    "Perfume and Body Mist": "fragrance spray", "Rucksacks": "hiking backpack", "Sandals": "strappy sandals",
+    "Sarees": "sari", "Scarves": "neck scarf", "Shirts": "button-up shirt", "Shoe Accessories": "shoe care kit",
+    "Shorts": "bermudas", "Shrug": "bolero", "Skirts": "miniskirt", "Socks": "ankle socks",
+    "Sports Sandals": "hiking sandals", "Sports Shoes": "running trainers", "Stockings": "pantyhose",
+    "Stoles": "wrap", "Sunglasses": "shades", "Sweaters": "jumper", "Sweatshirts": "hoodie", "Ties": "necktie",
+    "Tights": "nylons", "Tops": "blouse", "Track Pants": "joggers", "Tracksuits": "jogging suit",
+    "Travel Accessory": "travel kit", "Trousers": "pants", "Trunk": "boxer briefs", "Tshirts": "tee shirt",
+    "Tunics": "long top", "Umbrellas": "parasol", "Waist Pouch": "fanny pack", "Waistcoat": "vest",
+    "Wallets": "billfold", "Watches": "wristwatch",
+}
+
 
 def read_fashion_metadata(data_dir: str) -> list[dict]:
     """Rows of `fashion-products/metadata.csv` as dicts (plus `path`, the image file), in file order."""
@@ -117,6 +144,7 @@ __all__ = [
     "METADATA_FILE",
     "RESTRICTED_FIELD",
     "RESTRICTED_VALUE",
+    "SHOPPER_PHRASES",
     "SPLITS",
     "TITLE_FIELD",
     "load_products",
