@@ -23,6 +23,7 @@ from PIL import Image
 
 from .compositor import SceneCompositor
 from .synthetic import make_synthetic_products
+from .text_views import check_text_views, draw_text_views
 
 logger = logging.getLogger(__name__)
 
@@ -354,6 +355,11 @@ class PretrainingCollator:
         make_views: build `view_pixel_values` (the intra-product objective); off saves half the image processing.
         seed: base seed of the augmentation randomness (see below).
         max_length: truncate texts to this many tokens (default: the tokenizer's limit).
+        text_views: the views of a product's fields a row's text is drawn from (`eclip.training.text_views`:
+            `full`, `title`, `category`, `leaf`, `attributes`, `shuffled`), one drawn per row and call. `None`: the
+            processor's template, one fixed text per product.
+        text_variants: with `text_views`, also return this many independent draws per row (`text_variants_*`,
+            below), for the feature cache, which stores them and cycles through them epoch by epoch.
 
     Returns (from `__call__(rows)`), with B the number of rows whose image decoded:
         - `input_ids`, `attention_mask` (and `token_type_ids` if the tokenizer makes them): `(B, L)` int64;
@@ -364,6 +370,8 @@ class PretrainingCollator:
         - `member_ids`: `(B, compositor.max_products)` int64, the products each main image shows: its own id first,
           then the distractors pasted into its scene, padded with its own id (scene-aware targets, see
           `EclipConfig.scene_positives`);
+        - with `text_variants > 1`: `text_variants_input_ids`, `text_variants_attention_mask` (and
+          `text_variants_token_type_ids`): `(B, text_variants, L')`, the row's draws, the first equal to its text;
         - `num_skipped_images`: int64 scalar, rows of this batch dropped because their image could not be decoded
           (each is logged with `logger.warning`). If every row was dropped, B is 0 and every tensor has 0 rows: the
           trainer must skip such a batch. The trainer also pops this key before the model's forward.
@@ -385,9 +393,17 @@ class PretrainingCollator:
         make_views: bool = True,
         seed: int = 0,
         max_length: int | None = None,
+        text_views: Sequence[str] | None = None,
+        text_variants: int = 1,
     ):
         if not 0.0 <= scene_probability <= 1.0:
             raise ValueError(f"scene_probability must be in [0, 1], got {scene_probability}.")
+        if isinstance(text_variants, bool) or not isinstance(text_variants, int) or text_variants < 1:
+            raise ValueError(f"text_variants must be a positive integer, got {text_variants!r}.")
+        if text_variants > 1 and text_views is None:
+            raise ValueError("text_variants > 1 draws several texts per product: it needs text_views.")
+        self.text_views = check_text_views(text_views) if text_views is not None else None
+        self.text_variants = text_variants
         self.processor = processor
         self.field_map = dict(field_map) if field_map is not None else None
         self.compositor = compositor if compositor is not None else SceneCompositor()
@@ -451,6 +467,9 @@ class PretrainingCollator:
         }
         if "token_type_ids" in self.processor.tokenizer.model_input_names:
             batch["token_type_ids"] = torch.zeros(0, 0, dtype=torch.long)
+        if self.text_variants > 1:
+            for name in [key for key in batch if key != "pixel_values"]:
+                batch[f"text_variants_{name}"] = torch.zeros(0, self.text_variants, 0, dtype=torch.long)
         batch["pixel_values"] = torch.zeros(0, *self._image_shape)
         if self.make_views:
             batch["view_pixel_values"] = torch.zeros(0, *self._image_shape)
@@ -461,7 +480,7 @@ class PretrainingCollator:
 
     def __call__(self, rows: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         rng = self._rng(rows)
-        images, texts, ids = [], [], []
+        images, texts, ids, variants = [], [], [], []
         skipped = 0
         for row in rows:
             fields = self._fields(row)
@@ -485,6 +504,11 @@ class PretrainingCollator:
                 if reference.startswith("<"):  # in-memory image: its pixels are the only identity it has
                     reference = hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()
                 product_id = reference
+            if self.text_views is not None:
+                drawn = draw_text_views(fields, self.text_views, self.text_variants,
+                                        self.processor.build_product_text, rng)
+                text = drawn[0]
+                variants.extend(drawn)
             images.append(image)
             texts.append(text)
             ids.append(product_id_to_int(product_id))
@@ -534,6 +558,12 @@ class PretrainingCollator:
         batch["pixel_values"] = pixel_values[: len(images)]
         if self.make_views:
             batch["view_pixel_values"] = pixel_values[len(images):]
+        if self.text_variants > 1:
+            drawn = self.processor.tokenizer(variants, return_tensors="pt", padding=True, truncation=True,
+                                             **text_kwargs)
+            for name in ("input_ids", "attention_mask", "token_type_ids"):
+                if name in batch:
+                    batch[f"text_variants_{name}"] = drawn[name].view(len(images), self.text_variants, -1)
         batch["product_ids"] = torch.tensor(ids, dtype=torch.long)
         batch["member_ids"] = torch.tensor(members, dtype=torch.long)
         batch["num_skipped_images"] = torch.tensor(skipped, dtype=torch.long)

@@ -10,7 +10,8 @@ tower once on every main image and second view, and stores its hidden states on 
 float16 by default) together with the tokenised texts, catalog ids and scene members. Training then reads
 [`FeatureCache`] batches instead of decoding, composing and embedding pixels: the losses equal those of pixel
 training with the same locked tower and the same batches (up to the storage precision), at a fraction of the cost.
-After `passes` passes training cycles through the cached passes again.
+After `passes` passes training cycles through the cached passes again; with `PretrainingCollator(text_views=...,
+text_variants=n)` the cache stores n texts per row and each cycle reads the next (a fresh text, the same pixels).
 
 The cache lives under `root/<key>`, the key hashing everything its content depends on: the locked weights, the
 data, the processor (resolution, normalisation, tokenizer), the collator (seed, scene probability, compositor),
@@ -177,11 +178,24 @@ class FeatureCache(Dataset):
             }
         return self._arrays[name]
 
+    @property
+    def text_variants(self) -> int:
+        """Texts stored per row (`PretrainingCollator.text_variants`): pass `p` over the cache reads draw `p % n`."""
+        return self.manifest["shapes"]["input_ids"][1] if len(self.manifest["shapes"]["input_ids"]) == 3 else 1
+
     def __len__(self) -> int:
         return self.num_batches * self.batch_size
 
     def __getitem__(self, index: int) -> dict:
-        return {name: self._array(name)[index] for name in self.manifest["arrays"]}
+        # Index `cycle * len(self) + row`: row `row` as the `cycle`-th pass over the cache reads it (its text is
+        # then that pass's draw; see `CachedBatchSampler`).
+        cycle, row = divmod(int(index), len(self))
+        item = {name: self._array(name)[row] for name in self.manifest["arrays"]}
+        if self.text_variants > 1:
+            for key in TEXT_KEYS:
+                if key in item:
+                    item[key] = item[key][cycle % self.text_variants]
+        return item
 
     def batch_rows(self, batch: int) -> list[int]:
         """Row indices of cached batch `batch` (fewer than `batch_size` if images of it were skipped)."""
@@ -275,7 +289,10 @@ class FeatureCache(Dataset):
             "template": processor.product_text_template,
             "collator": {"seed": collator.seed, "scene_probability": collator.scene_probability,
                          "make_views": collator.make_views, "compositor": repr(collator.compositor),
-                         "field_map": collator.field_map},
+                         "field_map": collator.field_map,
+                         # Only when set, so that caches built before text views existed keep their key.
+                         **({"text_views": list(collator.text_views), "text_variants": collator.text_variants}
+                            if getattr(collator, "text_views", None) is not None else {})},
             "batch_size": batch_size, "passes": passes, "seed": seed, "layer": layer, "dtype": dtype,
             "max_length": max_length,
         }
@@ -302,17 +319,19 @@ class FeatureCache(Dataset):
             tokens, hidden = sample.shape[1:]
             rows = num_batches * batch_size
             width = probe["member_ids"].shape[1]
+            variants = getattr(collator, "text_variants", 1)
+            text_shape = (rows, variants, max_length) if variants > 1 else (rows, max_length)
             shapes = {
                 "images": ((rows, tokens, hidden), dtype),
-                "input_ids": ((rows, max_length), "int32"),
-                "attention_mask": ((rows, max_length), "int8"),
+                "input_ids": (text_shape, "int32"),
+                "attention_mask": (text_shape, "int8"),
                 "product_ids": ((rows,), "int64"),
                 "member_ids": ((rows, width), "int64"),
                 "batch_rows": ((rows,), "int32"),
                 "batch_skipped": ((rows,), "int32"),
             }
             if "token_type_ids" in probe:
-                shapes["token_type_ids"] = ((rows, max_length), "int8")
+                shapes["token_type_ids"] = (text_shape, "int8")
             if collator.make_views:
                 shapes["views"] = ((rows, tokens, hidden), dtype)
             manifest = {**settings, "key": key, "num_batches": num_batches, "batches_per_pass": per_pass,
@@ -354,13 +373,14 @@ class FeatureCache(Dataset):
                         arrays["images"][rows_slice] = embed(batch["pixel_values"])
                         if collator.make_views:
                             arrays["views"][rows_slice] = embed(batch["view_pixel_values"])
-                        length = min(batch["input_ids"].shape[1], max_length)
+                        prefix = "text_variants_" if variants > 1 else ""
+                        length = min(batch[f"{prefix}input_ids"].shape[-1], max_length)
                         for key_name in TEXT_KEYS:
                             if key_name in shapes:
-                                values = np.zeros((count, max_length), dtype=shapes[key_name][1])
+                                values = np.zeros((count,) + text_shape[1:], dtype=shapes[key_name][1])
                                 if key_name == "input_ids":
                                     values[:] = pad_id
-                                values[:, :length] = batch[key_name][:, :length].numpy()
+                                values[..., :length] = batch[f"{prefix}{key_name}"][..., :length].numpy()
                                 arrays[key_name][rows_slice] = values
                         arrays["product_ids"][rows_slice] = batch["product_ids"].numpy()
                         arrays["member_ids"][rows_slice] = batch["member_ids"].numpy()
@@ -408,7 +428,8 @@ class CachedBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in range(self.num_batches):
-            rows = self.cache.batch_rows(batch % self.cache.num_batches)
+            cycle, cached = divmod(batch, self.cache.num_batches)
+            rows = [cycle * len(self.cache) + row for row in self.cache.batch_rows(cached)]
             share = -(-len(rows) // self.num_replicas)
             yield rows[self.rank * share : (self.rank + 1) * share]
 

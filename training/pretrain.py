@@ -51,7 +51,7 @@ DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.yaml")
 CONFIG_SECTIONS = ("model", "data", "training")
 # Keys of the model and data sections (the training section takes EclipTrainingArguments fields).
 MODEL_KEYS = ("text_model", "vision_model", "image_size", "vision_config", "text_config", "eclip")
-DATA_KEYS = ("dataset", "streaming", "limit", "max_length", "make_views")
+DATA_KEYS = ("dataset", "streaming", "limit", "max_length", "make_views", "text_views", "text_variants")
 LOCAL_DATA_KINDS = ("imagefolder", "csv", "json", "parquet")
 
 # ------------------------------------------------------------------------------------------------ configuration
@@ -539,6 +539,9 @@ def run_pretraining(
         make_views=bool(data_config.get("make_views", model.config.use_instance_decoder and model.config.intra_weight > 0)),
         seed=training_args.seed,
         max_length=data_config.get("max_length"),
+        text_views=data_config.get("text_views"),
+        # Pixel training draws a fresh text every batch; only the feature cache stores several per row.
+        text_variants=int(data_config.get("text_variants", 1)) if training_args.feature_cache_dir is not None else 1,
     )
     collator.compositor.check_instance_queries(model.config)
     cache, cache_started = None, time.time()
