@@ -85,6 +85,7 @@ def evaluated(folders, data_dir, tmp_path_factory):
 
 METRIC_KEYS = {
     "zero_shot": {"accuracy", "macro_f1", "weighted_f1"},
+    "zero_shot_shopper": {"accuracy", "macro_f1", "weighted_f1"},
     "retrieval": {"text_to_image", "image_to_text", "text_to_image_text_free"},
     "instance_retrieval": {"text_to_image", "text_to_image_target_only", "attention_in_box_rate"},
     "linear_probe": {"image", "text", "both"},
@@ -271,6 +272,27 @@ def test_texts_are_embedded_in_chunks_of_the_batch_size(folders):
     np.testing.assert_allclose(chunked, torch.nn.functional.normalize(whole, dim=-1).numpy(), atol=1e-5)
 
 
+def test_shopper_zero_shot_names_the_classes_as_shoppers_do(evaluated, folders):
+    from sklearn.metrics import f1_score
+
+    from eclip.training.fashion import SHOPPER_PHRASES
+
+    results, _ = evaluated
+    shopper = results["tasks"]["zero_shot_shopper"]
+    assert shopper["details"]["classes_without_a_phrase"] == []
+    model, processor = load(folders["eclip"])
+    rows = load_split_rows(results["data_dir"], ["test"], LIMIT, 0)["test"]
+    names = sorted({r[LABEL_FIELD] for r in read_fashion_metadata(results["data_dir"])})
+    embedder = Embedder(model, processor, show_progress=False)
+    phrases = embedder.class_embeddings([SHOPPER_PHRASES[n] for n in names], results["templates"])
+    predicted = image_text_scores(embedder.images("test", [r["path"] for r in rows]), phrases).argmax(axis=1)
+    labels = [names.index(r[LABEL_FIELD]) for r in rows]
+    expected = f1_score(labels, predicted, average="weighted", labels=sorted(set(labels)))
+    assert shopper["weighted_f1"] == pytest.approx(expected, abs=1e-6)
+    catalogue = embedder.class_embeddings(names, results["templates"])
+    assert not np.allclose(phrases, catalogue)  # the phrases, not the labels, were embedded
+
+
 def test_cli_update_card_and_entry_point(folders, data_dir, tmp_path):
     output = tmp_path / "cli"
     code = main(["--model", folders["eclip"], "--data", data_dir, "--tasks", "zero_shot,matching",
@@ -314,7 +336,8 @@ class ExplodingModel:
 
 
 def test_unknown_task_lists_valid_tasks(data_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"Unknown task\(s\) 'zeroshot'; valid tasks: all, zero_shot, retrieval"):
+    with pytest.raises(ValueError,
+                       match=r"Unknown task\(s\) 'zeroshot'; valid tasks: all, zero_shot, zero_shot_shopper, retrieval"):
         evaluate_model(ExplodingModel(), None, data_dir, "zeroshot,retrieval", str(tmp_path))
     with pytest.raises(ValueError, match="valid tasks"):
         parse_tasks([])

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 
 from eclip.training.cli import suggest
 
-TASKS = ("zero_shot", "retrieval", "instance_retrieval", "linear_probe", "clustering", "matching", "restricted")
+TASKS = ("zero_shot", "zero_shot_shopper", "retrieval", "instance_retrieval", "linear_probe", "clustering", "matching",
+         "restricted")
 # Which fashion-products splits each task reads (matching reads the product-matching files instead).
 TASK_SPLITS = {
     "zero_shot": ("test",),
+    "zero_shot_shopper": ("test",),
     "retrieval": ("test",),
     "instance_retrieval": ("test",),
     "linear_probe": ("train", "validation", "test"),

@@ -17,7 +17,7 @@ from eclip.training.evaluation.plots import PLOT_FILES, plot_confusion, plot_ins
 from eclip.training.evaluation.report import DETAILS
 from eclip.training.evaluation.scenes import attention_grid, processed_to_canvas, scene_relevance
 from eclip.training.evaluation.task_names import TASK_SPLITS, TASKS, parse_tasks  # re-exported: their home is light
-from eclip.training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, TITLE_FIELD
+from eclip.training.fashion import LABEL_FIELD, RESTRICTED_FIELD, RESTRICTED_VALUE, SHOPPER_PHRASES, TITLE_FIELD
 from eclip.training.matching_data import DEFAULT_SERIALIZATION
 
 RESTRICTED_PROMPTS = ("innerwear", "underwear", "lingerie", "a bra", "briefs")
@@ -60,17 +60,23 @@ def _metric(name: str):
     return load_metric(name)
 
 
-def task_zero_shot(run: TaskRun) -> dict:
+def _zero_shot_predictions(run: TaskRun, prompts: Sequence[str]) -> tuple[dict, np.ndarray, np.ndarray, list[int]]:
+    """Zero-shot articleType on the test split with one prompt name per class: (metrics, predictions, references,
+    the classes present in the test rows)."""
     images = run.split_images("test")
-    class_embeds = run.embedder.class_embeddings(run.class_names, run.templates, desc="class prompts")
-    scores = image_text_scores(images, class_embeds)
-    predictions = scores.argmax(axis=1)
+    class_embeds = run.embedder.class_embeddings(prompts, run.templates, desc="class prompts")
+    predictions = image_text_scores(images, class_embeds).argmax(axis=1)
     index = {name: i for i, name in enumerate(run.class_names)}
     references = np.array([index[label] for label in run.labels("test")])
     present = sorted(set(references.tolist()))
     metrics = _metric("classification").compute(
         predictions=predictions.tolist(), references=references.tolist(), labels=present
     )
+    return metrics, predictions, references, present
+
+
+def task_zero_shot(run: TaskRun) -> dict:
+    metrics, predictions, references, present = _zero_shot_predictions(run, run.class_names)
     # What a model with no information scores: a uniform guess over the classes, and always the commonest test class.
     support = np.bincount(references, minlength=len(run.class_names))
     shares = np.bincount(predictions, minlength=len(run.class_names)) / max(len(predictions), 1)
@@ -99,6 +105,25 @@ def task_zero_shot(run: TaskRun) -> dict:
             "most_predicted": [{"class": run.class_names[c], "share": float(shares[c])} for c in most_predicted],
             "confusion_rows": [run.class_names[c] for c in rows],
             "confusion_columns": names,
+        },
+    }
+
+
+def task_zero_shot_shopper(run: TaskRun) -> dict:
+    """
+    Zero-shot articleType with the classes named as shoppers say them (`SHOPPER_PHRASES`: "sneakers" for Casual
+    Shoes, "purse" for Handbags), the same templates and test photos as `zero_shot`. A class without a phrase keeps
+    its catalogue label (counted in the details).
+    """
+    metrics = _zero_shot_predictions(run, [SHOPPER_PHRASES.get(name, name) for name in run.class_names])[0]
+    return {
+        **metrics,
+        DETAILS: {
+            "num_classes": len(run.class_names),
+            "classes_without_a_phrase": [name for name in run.class_names if name not in SHOPPER_PHRASES],
+            "phrases": "eclip.training.fashion.SHOPPER_PHRASES (fixed before any text-view training)",
+            "templates": list(run.templates),
+            "f1_averaged_over": "classes present in the test rows",
         },
     }
 
@@ -462,6 +487,7 @@ def task_restricted(run: TaskRun) -> dict:
 
 TASK_FUNCTIONS = {
     "zero_shot": task_zero_shot,
+    "zero_shot_shopper": task_zero_shot_shopper,
     "retrieval": task_retrieval,
     "instance_retrieval": task_instance_retrieval,
     "linear_probe": task_linear_probe,
