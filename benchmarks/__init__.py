@@ -11,7 +11,9 @@ Studies (one script each; none imports another):
 - `default_refit`: the selection-head refit on the default recipe (docs/pretraining.md);
 - `fashion`, `fashion_resolution`: the fashion recipe, its validation sweep and its tower resolution (docs/fashion.md);
 - `cache_speed`, `speed`, `text_chunks`: speed and memory (docs/fashion.md, docs/performance.md);
-- `matching`: product matching against Ditto (docs/matching.md).
+- `matching`: product matching against Ditto (docs/matching.md);
+- `search`, `search_load`: catalogue search (index throughput, query latency, approximate recall, scene hit rate) and
+  the search server under a bounded local load.
 
 What they share:
 

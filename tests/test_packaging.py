@@ -39,7 +39,7 @@ def test_wheel_carries_the_recipes_templates_and_metric_scripts(wheel):
     names = set(wheel.namelist())
     for path in ("eclip/training/configs/default.yaml", "eclip/training/configs/fashion.yaml",
                  "eclip/training/accelerate_configs/ddp.yaml", "eclip/model_cards/template.md",
-                 "eclip/training/evaluation/cli.py", "modeling_eclip/modeling_eclip.py",
+                 "eclip/training/evaluation/cli.py", "eclip/training/search/api.py", "modeling_eclip/modeling_eclip.py",
                  "modeling_eclip/loading_utils.py", "modeling_eclip/tower_utils.py"):
         assert path in names
     assert any(name.startswith("modeling_eclip/metrics/retrieval/") for name in names)
@@ -52,7 +52,10 @@ def test_console_scripts_point_into_the_namespace():
     assert scripts == {"eclip-pretrain": "eclip.training.pretrain:main",
                        "eclip-finetune": "eclip.training.finetune:main",
                        "eclip-evaluate": "eclip.training.evaluation:main",
-                       "eclip-export": "eclip.training.export:main"}
+                       "eclip-export": "eclip.training.export:main",
+                       "eclip-index": "eclip.training.search.index:main",
+                       "eclip-search": "eclip.training.search.search:main",
+                       "eclip-serve": "eclip.training.search.serve:main"}
 
 
 def test_installed_package_imports_outside_the_checkout(tmp_path):

@@ -5,6 +5,7 @@ Every results, report, card and cache-manifest file of the project is written th
 swapped whole by `modeling_eclip.loading_utils.atomic_directory`, which the Hub-facing code needs for itself.)
 """
 
+import contextlib
 import json
 import os
 
@@ -29,4 +30,24 @@ def atomic_write_json(path: str | os.PathLike, value, **dumps_kwargs) -> None:
     atomic_write_text(path, json.dumps(value, **dumps_kwargs))
 
 
-__all__ = ["atomic_write_json", "atomic_write_text"]
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """
+    For writers that take a file name (`np.save`, `faiss.write_index`, `pyarrow.parquet.write_table`): yields a
+    temporary name next to `path` to write to; when the block ends without an error the file is flushed to disk and
+    renamed over `path`, otherwise removed. Its name ends `.tmp-PID` (no reader globs for it), so a run killed
+    mid-write leaves at most such a stray file, never a partial `path`.
+    """
+    path = os.fspath(path)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        yield temporary
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text"]
