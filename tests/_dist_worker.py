@@ -1,11 +1,13 @@
 # Copyright 2026 The ECLIP authors. Licensed under the Apache License, Version 2.0.
 """
-One process of the two-process test in `test_trainer.py` (run by `torchrun --nproc_per_node 2`, gloo on CPU).
+One process of the two-process test in `test_trainer.py` (run by `torchrun --nproc_per_node 2`, gloo on CPU) and of
+the one-GPU NCCL test in `test_gpu.py` (`torchrun --nproc_per_node 1 ... WORKDIR nccl`).
 
-Usage: `torchrun --nproc_per_node 2 tests/_dist_worker.py WORKDIR`. WORKDIR holds `model/` (a saved tiny ECLIP) and
-`data.pt` (the rows). Each process runs one real EclipTrainer optimizer step (DDP wrapping, scheduled sampler,
-gradient cache, all-gathered negatives) and writes `WORKDIR/rank{R}.pt` with the rows it saw, its local loss and
-the synchronised gradients just before the optimizer step.
+Usage: `torchrun --nproc_per_node N tests/_dist_worker.py WORKDIR [BACKEND]`, BACKEND `gloo` (default: CPU) or `nccl`
+(one GPU per process). WORKDIR holds `model/` (a saved tiny ECLIP) and `data.pt` (the rows). Each process runs one
+real EclipTrainer optimizer step (DDP wrapping, scheduled sampler, gradient cache, all-gathered negatives) and writes
+`WORKDIR/rank{R}.pt` with the rows it saw, its local loss, the synchronised gradients just before the optimizer step
+(on the CPU), the world size, the process group's backend and the device the model ran on.
 """
 
 import os
@@ -58,12 +60,20 @@ class GradientCapture(TrainerCallback):
         if "grads" not in self.trainer.record:
             model = self.trainer.accelerator.unwrap_model(self.trainer.model)
             self.trainer.record["grads"] = {
-                name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None
+                name: p.grad.detach().cpu().clone() for name, p in model.named_parameters() if p.grad is not None
             }
+            self.trainer.record["device"] = str(next(model.parameters()).device)
 
 
 def main():
     workdir = sys.argv[1]
+    backend = sys.argv[2] if len(sys.argv) > 2 else "gloo"
+    if backend not in ("gloo", "nccl"):
+        raise SystemExit(f"BACKEND must be gloo or nccl, got {backend!r}")
+    if backend == "nccl":
+        # The test compares the gradients with a float32 CPU reference: no TF32 in the GPU's matmuls and convolutions.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     model = EclipModel.from_pretrained(os.path.join(workdir, "model"))
     data = torch.load(os.path.join(workdir, "data.pt"))
     args = EclipTrainingArguments(
@@ -76,8 +86,8 @@ def main():
         logging_steps=1,
         save_strategy="no",
         report_to=[],
-        use_cpu=True,
-        ddp_backend="gloo",
+        use_cpu=backend == "gloo",
+        ddp_backend=backend,
         disable_tqdm=True,
         seed=0,
     )
@@ -85,7 +95,9 @@ def main():
     trainer.add_callback(GradientCapture(trainer))
     trainer.train()
     record = dict(trainer.record)
-    record["world_size"] = torch.distributed.get_world_size()
+    initialized = torch.distributed.is_initialized()
+    record["world_size"] = torch.distributed.get_world_size() if initialized else 1
+    record["backend"] = torch.distributed.get_backend() if initialized else None
     record["log"] = [entry for entry in trainer.state.log_history if "loss" in entry]
     torch.save(record, os.path.join(workdir, f"rank{trainer.args.process_index}.pt"))
 

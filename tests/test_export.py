@@ -224,3 +224,136 @@ def test_from_pretrained_needs_an_export(exported):
 
     with pytest.raises(ValueError, match="not an ECLIP ONNX export: it lacks vision_model.onnx"):
         EclipOnnxModel.from_pretrained(exported[0])
+
+
+# --------------------------------------------------------------------------------------------------------- int8
+INT8_MIN_COSINE = 0.98
+
+
+@pytest.fixture(scope="module")
+def exported_int8(exported, tmp_path_factory):
+    """The tiny ECLIP of `exported`, exported with `--quantize int8` through the CLI."""
+    from eclip.training.export import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("export-int8") / "eclip-onnx"
+    assert main([exported[0], str(out), "--quantize", "int8"]) == 0
+    torch.set_num_threads(threads)
+    return str(out)
+
+
+def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1).min().item()
+
+
+def test_int8_export_layout(exported_int8):
+    from eclip.training.quantization import INT8_FILES
+
+    names = set(os.listdir(exported_int8))
+    assert {"vision_model.onnx", "text_model.onnx", *INT8_FILES.values(), "onnx_export.json"} <= names
+    info = json.load(open(os.path.join(exported_int8, "onnx_export.json")))
+    assert info["precisions"]["float32"] == {"vision_model": "vision_model.onnx", "text_model": "text_model.onnx"}
+    int8 = info["precisions"]["int8"]
+    assert {int8["vision_model"], int8["text_model"]} == {"vision_model_int8.onnx", "text_model_int8.onnx"}
+    assert int8["quantization"]["weight_type"] == "QInt8" and int8["quantization"]["method"] == "dynamic"
+    assert int8["quantization"]["op_types"] == ["MatMul", "Gather"]
+    assert not [name for name in names if ".partial-" in name or ".old-" in name]
+
+
+def test_int8_graphs_agree_with_float32(exported_int8, real_batch):
+    """Same outputs, shapes and dtypes as the float32 graphs, and embeddings within a cosine of 0.98 on real data."""
+    from eclip.training.export import EclipOnnxModel
+
+    float32 = EclipOnnxModel.from_pretrained(exported_int8)
+    int8 = EclipOnnxModel.from_pretrained(exported_int8, precision="int8")
+    assert (float32.precision, int8.precision) == ("float32", "int8")
+    assert int8.runtime_info()["graphs"] == {"vision_model": "vision_model_int8.onnx",
+                                             "text_model": "text_model_int8.onnx"}
+    processor = tiny_processor()
+    images, titles = real_batch
+    pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
+    expected, got = float32.get_instance_features(pixel_values), int8.get_instance_features(pixel_values)
+    for name in ("image_embeds", "instance_embeds", "selection_logits"):
+        reference, quantized = getattr(expected, name), getattr(got, name)
+        assert quantized.shape == reference.shape and quantized.dtype == reference.dtype == torch.float32, name
+    assert _min_cosine(got.image_embeds, expected.image_embeds) > INT8_MIN_COSINE
+    assert _min_cosine(got.instance_embeds, expected.instance_embeds) > INT8_MIN_COSINE
+    torch.testing.assert_close(got.selection_logits, expected.selection_logits, atol=0.05, rtol=0)
+    torch.testing.assert_close(int8.get_image_features(pixel_values).pooler_output, got.image_embeds)
+    encoded = processor(text=titles, return_tensors="pt", padding=True)
+    reference, quantized = (model.get_text_features(**encoded).pooler_output for model in (float32, int8))
+    assert quantized.shape == reference.shape == (3, 16) and quantized.dtype == torch.float32
+    assert _min_cosine(quantized, reference) > INT8_MIN_COSINE
+    # The int8 graphs keep the model's input checks.
+    with pytest.raises(ValueError, match="pixel_values has .channels, height, width"):
+        int8.get_image_features(torch.zeros(1, 3, 64, 64))
+
+
+def test_int8_graphs_hold_int8_weights_and_are_smaller(exported_int8):
+    """Every MatMul with a constant weight runs as MatMulInteger on int8 weights, no Gather reads a float table
+    (the text tower's embeddings), and both files shrink: the text graph, mostly its embedding table, to under half."""
+    import onnx
+
+    for tower in ("vision_model", "text_model"):
+        float_path, int8_path = (os.path.join(exported_int8, f"{tower}{suffix}.onnx") for suffix in ("", "_int8"))
+        float_graph, int8_graph = onnx.load(float_path).graph, onnx.load(int8_path).graph
+        constants = {init.name for init in float_graph.initializer}
+        weighted = [node for node in float_graph.node if node.op_type == "MatMul" and node.input[1] in constants]
+        assert weighted, tower
+        int8_types = {init.name: init.data_type for init in int8_graph.initializer}
+        integer = [node for node in int8_graph.node if node.op_type == "MatMulInteger"]
+        assert len(integer) == len(weighted), tower
+        assert all(int8_types.get(node.input[1]) == onnx.TensorProto.INT8 for node in integer), tower
+        assert not [node.name for node in int8_graph.node
+                    if node.op_type in ("MatMul", "Gather") and node.input[0 if node.op_type == "Gather" else 1]
+                    in int8_types and int8_types[node.input[0 if node.op_type == "Gather" else 1]]
+                    == onnx.TensorProto.FLOAT], tower
+        ratio = os.path.getsize(int8_path) / os.path.getsize(float_path)
+        assert ratio < (0.5 if tower == "text_model" else 0.95), (tower, ratio)
+
+
+def test_int8_needs_a_quantized_export(exported):
+    from eclip.training.export import EclipOnnxModel
+
+    with pytest.raises(ValueError, match=r"has no int8 graphs: export with `eclip-export FOLDER OUT --quantize int8`"):
+        EclipOnnxModel.from_pretrained(exported[1], precision="int8")
+    with pytest.raises(ValueError, match="precision must be one of float32, int8, got 'fp16'"):
+        EclipOnnxModel.from_pretrained(exported[1], precision="fp16")
+
+
+def test_quantize_onnx_adds_int8_to_an_export_atomically(exported, tmp_path, monkeypatch):
+    """`quantize_onnx` on an existing export: a failure leaves the folder as it was; success adds the int8 graphs."""
+    import shutil
+
+    import onnxruntime.quantization
+
+    from eclip.training.cli import UsageError
+    from eclip.training.export import EclipOnnxModel
+    from eclip.training.quantization import quantize_onnx
+
+    out = tmp_path / "eclip-onnx"
+    shutil.copytree(exported[1], out)
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    real = onnxruntime.quantization.quantize_dynamic
+
+    def fails_on_text(source, target, **kwargs):
+        if "text_model" in str(source):
+            raise RuntimeError("unsupported op Foo\ndetails")
+        return real(source, target, **kwargs)
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", fails_on_text)
+    message = "the text_model graph cannot be quantized to int8: RuntimeError: unsupported op Foo$"
+    with pytest.raises(UsageError, match=message):
+        quantize_onnx(out)
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    assert sorted(os.listdir(tmp_path)) == ["eclip-onnx"]  # no staging folder left behind
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", real)
+    info = quantize_onnx(out)
+    assert info["precisions"]["int8"]["vision_model"] == "vision_model_int8.onnx"
+    assert json.load(open(out / "onnx_export.json")) == info
+    assert (out / "vision_model.onnx").read_bytes() == before["vision_model.onnx"]
+    model = EclipOnnxModel.from_pretrained(out, precision="int8")
+    assert model.get_text_features(torch.tensor([[101, 2417, 102]])).pooler_output.shape == (1, 16)

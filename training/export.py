@@ -13,20 +13,27 @@ writes, in transformers.js' split-CLIP layout (one graph per tower, as `Xenova/c
   `get_instance_features` returns them;
 - `OUT/text_model.onnx`: `input_ids, attention_mask (batch, sequence)` -> `text_embeds (batch, projection_dim)`, the
   projected (not normalised) text embedding `get_text_features` returns in `pooler_output`;
-- the processor files and `config.json`, so that OUT is self-contained.
+- the processor files and `config.json`, so that OUT is self-contained;
+- with `--quantize int8`, `OUT/vision_model_int8.onnx` and `OUT/text_model_int8.onnx`: the same graphs with int8
+  weights (dynamic quantization, `eclip.training.quantization`), about a quarter of the size.
+
+`OUT/onnx_export.json` records the graphs' inputs and outputs and, under `precisions`, the files of each precision
+(`float32`, and `int8` with its quantization settings).
 
 The batch axis is dynamic in both graphs and the sequence axis in the text graph; the image size is the one the
 vision tower was built for (fixed in the graph). Exported with torch's TorchScript exporter (`dynamo=False`): torch's
 default (dynamo) exporter needs `onnxscript`, which ECLIP does not depend on.
 
-[`EclipOnnxModel`] runs the two graphs with onnxruntime (CPU) and answers like `EclipModel`:
+[`EclipOnnxModel`] runs the two graphs of one precision with onnxruntime (CPU) and answers like `EclipModel`:
 `get_image_features` / `get_text_features` return a `BaseModelOutputWithPooling` whose `pooler_output` is the
-embedding, `get_instance_features` an `EclipInstanceOutput`.
+embedding, `get_instance_features` an `EclipInstanceOutput`. `EclipOnnxModel.from_pretrained(OUT, precision="int8")`
+runs the int8 graphs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import sys
@@ -38,6 +45,39 @@ EXPORT_INFO_FILE = "onnx_export.json"
 DEFAULT_OPSET = 17
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 PROG = "eclip-export"
+# What `EclipOnnxModel.from_pretrained(precision=...)` loads; `export_onnx(quantize=...)` writes the ones after float32.
+PRECISIONS = ("float32", "int8")
+QUANTIZE_CHOICES = PRECISIONS[1:]
+
+
+def read_export_info(folder: str | os.PathLike, precision: str = "float32") -> tuple[dict, dict[str, str]]:
+    """
+    `folder/onnx_export.json` and the graph files of `precision` in it, `{"vision_model": ..., "text_model": ...}`,
+    checked to exist. Reads JSON only (no onnxruntime, no torch), so a command can check an export before loading
+    anything. Raises `ValueError` saying what is missing and how to write it.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    folder = os.fspath(folder)
+    missing = [name for name in (VISION_FILE, TEXT_FILE, EXPORT_INFO_FILE)
+               if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise ValueError(f"{folder} is not an ECLIP ONNX export: it lacks {', '.join(missing)} "
+                         "(write one with `eclip-export FOLDER OUT`).")
+    with open(os.path.join(folder, EXPORT_INFO_FILE)) as f:
+        info = json.load(f)
+    # An export written before int8 existed has no `precisions`: its float32 graphs are its only ones.
+    precisions = info.get("precisions") or {"float32": {"vision_model": VISION_FILE, "text_model": TEXT_FILE}}
+    if precision not in precisions:
+        raise ValueError(f"{folder} has no {precision} graphs: export with `eclip-export FOLDER OUT --quantize "
+                         f"{precision}`, or add them to this export with "
+                         f"`eclip.training.quantization.quantize_onnx({folder!r})`.")
+    files = {tower: precisions[precision][tower] for tower in ("vision_model", "text_model")}
+    lost = [name for name in files.values() if not os.path.isfile(os.path.join(folder, name))]
+    if lost:
+        raise ValueError(f"{folder}'s onnx_export.json lists {precision} graphs it does not hold: "
+                         f"{', '.join(lost)}; export it again.")
+    return info, files
 
 
 # ------------------------------------------------------------------------------------------------------ export
@@ -120,18 +160,22 @@ def _check_folder(folder: str):
     return folder
 
 
-def export_onnx(model, processor, out: str, opset: int = DEFAULT_OPSET, batch_size: int = 2) -> dict:
+def export_onnx(model, processor, out: str, opset: int = DEFAULT_OPSET, batch_size: int = 2,
+                quantize: str | None = None) -> dict:
     """
     Export `model` (an [`EclipModel`], cast to float32 in place) and save `processor` and its config beside it in
-    `out` (written atomically: a failed export leaves `out` as it was; an existing `out` is replaced). Returns what
-    is written to `OUT/onnx_export.json`. Raises `eclip.training.cli.UsageError` (a `ValueError`) naming the tower
-    when a tower cannot be exported.
+    `out` (written atomically: a failed export leaves `out` as it was; an existing `out` is replaced). With
+    `quantize="int8"` the int8 graphs are written too (`eclip.training.quantization`). Returns what is written to
+    `OUT/onnx_export.json`. Raises `eclip.training.cli.UsageError` (a `ValueError`) naming the tower when a tower
+    cannot be exported or quantized, or for an unknown `quantize`.
     """
     import torch
 
     from eclip.training.cli import UsageError
     from modeling_eclip import atomic_directory
 
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise UsageError(f"quantize must be None or one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}.")
     config = model.config
     vision_config, text_config = config.vision_config, config.text_config
     model = model.float().eval()
@@ -166,6 +210,8 @@ def export_onnx(model, processor, out: str, opset: int = DEFAULT_OPSET, batch_si
                        "max_position_embeddings": max_positions, "vocab_size": vocab_size,
                        "model_type": text_config.model_type},
         "use_instance_decoder": model.instance_decoder is not None,
+        "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        "precisions": {"float32": {"vision_model": VISION_FILE, "text_model": TEXT_FILE}},
     }
     with atomic_directory(out, keep_existing=False) as staging, warnings.catch_warnings(), _unchecked(model):
         # The TorchScript exporter warns that it is legacy, and the tracer about Python-side shape arithmetic.
@@ -191,6 +237,10 @@ def export_onnx(model, processor, out: str, opset: int = DEFAULT_OPSET, batch_si
                     f"the {tower_type} {tower} tower cannot be exported to ONNX (unsupported tower): "
                     f"{type(error).__name__}: {first}"
                 ) from error
+        if quantize is not None:
+            from eclip.training.quantization import quantize_graphs
+
+            info["precisions"][quantize] = quantize_graphs(staging, staging, info["precisions"]["float32"])
         processor.save_pretrained(staging)
         config.save_pretrained(staging)
         with open(os.path.join(staging, EXPORT_INFO_FILE), "w") as f:
@@ -213,6 +263,10 @@ def main(argv=None) -> int:
     parser.add_argument("out", metavar="OUT", help="the folder to write the ONNX export to")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it already holds other files")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
+                        help="also write int8 graphs (OUT/vision_model_int8.onnx, OUT/text_model_int8.onnx: "
+                        "dynamic quantization of the weights; load with EclipOnnxModel.from_pretrained(OUT, "
+                        "precision='int8'))")
     args = parser.parse_args(argv)
     try:
         folder = _check_folder(args.folder)
@@ -226,6 +280,8 @@ def main(argv=None) -> int:
                 raise UsageError(f"OUT {args.out!r} is not empty: pass --overwrite to replace it.")
         if args.opset < 14:
             raise UsageError(f"--opset {args.opset}: ECLIP's attention needs opset 14 or newer.")
+        if args.quantize and importlib.util.find_spec("onnxruntime") is None:
+            raise UsageError(f"--quantize {args.quantize} needs onnxruntime's quantizer: pip install \"eclip[onnx]\".")
 
         from eclip.training.progress import disable_progress_bars_off_terminal
 
@@ -239,10 +295,11 @@ def main(argv=None) -> int:
             processor = AutoProcessor.from_pretrained(folder)
         except (OSError, ValueError, KeyError) as error:
             raise UsageError(f"cannot load FOLDER {args.folder!r}: {error}") from error
-        info = export_onnx(model, processor, out, opset=args.opset)
+        info = export_onnx(model, processor, out, opset=args.opset, quantize=args.quantize)
     except UsageError as error:
         return fail(PROG, error)
-    print(f"{PROG}: wrote {', '.join([VISION_FILE, TEXT_FILE])} (opset {info['opset']}) and the processor to {out}")
+    graphs = [name for files in info["precisions"].values() for name in (files["vision_model"], files["text_model"])]
+    print(f"{PROG}: wrote {', '.join(graphs)} (opset {info['opset']}) and the processor to {out}")
     return 0
 
 
@@ -260,46 +317,95 @@ def _no_extra_inputs(method: str, kwargs: dict):
 
 class EclipOnnxModel:
     """
-    The two graphs of an ECLIP ONNX export (see [`export_onnx`]), run with onnxruntime, with `EclipModel`'s feature
-    API. Inputs are checked here (rank, dtype, batch, sequence length, token range, channels and image size) and a
-    mistake is a `ValueError` naming the input, not an onnxruntime error.
+    The two graphs of one precision of an ECLIP ONNX export (see [`export_onnx`]), run with onnxruntime, with
+    `EclipModel`'s feature API. Inputs are checked here (rank, dtype, batch, sequence length, token range, channels
+    and image size) and a mistake is a `ValueError` naming the input, not an onnxruntime error.
 
     ```python
-    >>> model = EclipOnnxModel.from_pretrained("eclip-onnx")
+    >>> model = EclipOnnxModel.from_pretrained("eclip-onnx")  # precision="int8" for the quantized graphs
     >>> processor = AutoProcessor.from_pretrained("eclip-onnx")
     >>> image_embeds = model.get_image_features(**processor(images=images, return_tensors="pt")).pooler_output
     ```
+
+    Beside the feature methods it answers what `eclip-evaluate` asks of a model: `config`, `name_or_path`, `device`
+    and `dtype` (where and in what its inputs go and its outputs come back: CPU float32 tensors), `num_parameters()`.
+    It computes no hidden states or attention maps (`can_output_attentions` is `False`).
     """
 
-    def __init__(self, vision_session, text_session, info: dict, config=None):
+    can_output_attentions = False
+
+    def __init__(self, vision_session, text_session, info: dict, config=None, precision: str = "float32",
+                 name_or_path: str | None = None, files: dict[str, str] | None = None):
         self.vision_session = vision_session
         self.text_session = text_session
         self.info = info
         self.config = config
+        self.precision = precision
+        self.name_or_path = name_or_path
+        self.files = dict(files or {})  # {"vision_model": file name, "text_model": file name}
         self._vision_outputs = [output.name for output in vision_session.get_outputs()]
         self._text_input_names = [i.name for i in text_session.get_inputs()]
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, providers=None, session_options=None) -> "EclipOnnxModel":
+    def from_pretrained(cls, folder: str | os.PathLike, precision: str = "float32", providers=None,
+                        session_options=None) -> "EclipOnnxModel":
+        """
+        Load the export in `folder`: its `float32` graphs, or with `precision="int8"` the int8 graphs that
+        `eclip-export --quantize int8` writes. `providers` / `session_options` go to each `onnxruntime.InferenceSession`
+        (default: the CPU provider). Raises `ValueError` when `folder` is not an export or lacks that precision.
+        """
         import onnxruntime as ort
 
         folder = os.fspath(folder)
-        missing = [name for name in (VISION_FILE, TEXT_FILE, EXPORT_INFO_FILE)
-                   if not os.path.isfile(os.path.join(folder, name))]
-        if missing:
-            raise ValueError(f"{folder} is not an ECLIP ONNX export: it lacks {', '.join(missing)} "
-                             "(write one with `python -m eclip.training.export FOLDER OUT`).")
-        with open(os.path.join(folder, EXPORT_INFO_FILE)) as f:
-            info = json.load(f)
+        info, files = read_export_info(folder, precision)
         config = None
         if os.path.isfile(os.path.join(folder, "config.json")):
             from modeling_eclip import EclipConfig
 
             config = EclipConfig.from_pretrained(folder)
         providers = providers or ["CPUExecutionProvider"]
-        sessions = [ort.InferenceSession(os.path.join(folder, name), sess_options=session_options,
-                                         providers=providers) for name in (VISION_FILE, TEXT_FILE)]
-        return cls(*sessions, info=info, config=config)
+        sessions = [ort.InferenceSession(os.path.join(folder, files[tower]), sess_options=session_options,
+                                         providers=providers) for tower in ("vision_model", "text_model")]
+        return cls(*sessions, info=info, config=config, precision=precision, name_or_path=folder, files=files)
+
+    # --------------------------------------------------------------------------------- what a caller may ask
+    @property
+    def device(self):
+        """`cpu`: onnxruntime takes and returns host arrays, so inputs may live anywhere and outputs are CPU tensors."""
+        import torch
+
+        return torch.device("cpu")
+
+    @property
+    def dtype(self):
+        """`torch.float32`: the dtype the graphs take `pixel_values` in and return embeddings in (int8 graphs too,
+        whose weights only are quantized)."""
+        import torch
+
+        return torch.float32
+
+    @property
+    def use_instance_decoder(self) -> bool:
+        """Whether the vision graph computes the instance decoder's outputs (`get_instance_features`)."""
+        return bool(self.info.get("use_instance_decoder"))
+
+    def num_parameters(self) -> int | None:
+        """The exported PyTorch model's parameter count (`None` for an export that did not record it)."""
+        return self.info.get("num_parameters")
+
+    def runtime_info(self) -> dict:
+        """How this model runs: backend, precision, graph files and onnxruntime providers (for a results file)."""
+        import onnxruntime
+
+        precisions = self.info.get("precisions") or {}
+        return {
+            "backend": "onnxruntime",
+            "onnxruntime": onnxruntime.__version__,
+            "precision": self.precision,
+            "graphs": dict(self.files),
+            "providers": self.vision_session.get_providers(),
+            "quantization": (precisions.get(self.precision) or {}).get("quantization"),
+        }
 
     # ------------------------------------------------------------------------------------------- input checks
     @staticmethod
@@ -416,7 +522,7 @@ class EclipOnnxModel:
         return BaseModelOutputWithPooling(pooler_output=torch.from_numpy(embeds))
 
 
-__all__ = ["EclipOnnxModel", "export_onnx", "main"]
+__all__ = ["PRECISIONS", "EclipOnnxModel", "export_onnx", "main", "read_export_info"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,12 @@ An image that cannot be decoded is skipped, counted and named in one warning (`-
 stops the run before the model loads with one line naming it (`--on-bad-image error`, exit status 1). A fine-tuned
 folder (an `eclip-finetune` head, a LoRA adapter) is evaluated through its backbone's embeddings, which one log line
 says (the head's own metrics are in its `test_metrics.json`). The last lines say where each output went.
+
+With `--onnx`, `--model` is an ONNX export (`eclip-export FOLDER OUT`, a local folder) and the benchmarks run through
+onnxruntime on the CPU (`eclip.training.export.EclipOnnxModel`), its float32 graphs or, with `--onnx-precision int8`,
+the int8 ones (`eclip-export --quantize int8`); `--device` then applies to the `--baseline` only. Every task runs
+but `instance_retrieval` of a model with the instance decoder: it reads the decoder's cross-attention maps, which the
+export does not compute. An export has no model card to update (`--update-card` is refused).
 """
 
 from __future__ import annotations
@@ -25,11 +31,32 @@ from eclip.training.cli import (
     add_hub_arguments,
     check_hub_arguments,
     check_model_reference,
+    check_path,
     fail,
 )
 from eclip.training.evaluation.data import DEFAULT_TEMPLATES
 from eclip.training.evaluation.images import UnreadableImage, add_on_bad_image_argument, one_line
 from eclip.training.evaluation.task_names import TASKS
+from eclip.training.export import PRECISIONS
+
+# The tasks that read attention maps (the instance decoder's cross-attention), which an ONNX export does not compute.
+# Here, not in the runner, so that the command can refuse them before torch loads; the runner checks the model too.
+ATTENTION_TASKS = ("instance_retrieval",)
+
+
+def _load_onnx(path: str, precision: str, num_threads: int | None):
+    """The ONNX export in `path` (its `precision` graphs on onnxruntime's CPU provider) and its processor."""
+    import modeling_eclip  # noqa: F401  (registers ECLIP's processor with AutoProcessor)
+    import onnxruntime
+    from transformers import AutoProcessor
+
+    from eclip.training.export import EclipOnnxModel
+
+    options = onnxruntime.SessionOptions()
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+    model = EclipOnnxModel.from_pretrained(path, precision=precision, session_options=options)
+    return model, AutoProcessor.from_pretrained(path)
 
 
 def _load(path: str, device):
@@ -60,7 +87,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--update-card", action="store_true",
                         help="write README.md (model card with the results) into --model, keeping its earlier facts")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="--model is an ONNX export (eclip-export): run it with onnxruntime on the CPU "
+                        "(every task but instance_retrieval)")
+    parser.add_argument("--onnx-precision", choices=PRECISIONS, default=None,
+                        help="the export's graphs to run with --onnx (default float32; int8 needs "
+                        "eclip-export --quantize int8)")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default: cuda if available, else cpu); with --onnx, the --baseline's")
     parser.add_argument("--confusion-classes", type=int, default=15, help="classes in the confusion-matrix plot")
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -80,14 +114,49 @@ def check_args(args) -> None:
     check_hub_arguments(args)
     if args.push_to_hub:
         args.update_card = True
-    check_model_reference(args.model, local_because="--update-card (and --push-to-hub) write the card into the "
-                          "model's folder" if args.update_card else None)
+    if args.onnx_precision is not None and not args.onnx:
+        raise UsageError(f"--onnx-precision {args.onnx_precision} needs --onnx (--model an ONNX export).")
+    if args.onnx:
+        check_onnx_model(args)
+    else:
+        check_model_reference(args.model, local_because="--update-card (and --push-to-hub) write the card into "
+                              "the model's folder" if args.update_card else None)
     if args.baseline is not None:
         check_model_reference(args.baseline, "--baseline")
     for flag, value in (("--batch-size", args.batch_size), ("--confusion-classes", args.confusion_classes),
                         ("--num-threads", args.num_threads)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be positive, got {value}.")
+
+
+def check_onnx_model(args) -> None:
+    """`--onnx`: `--model` must be a local ONNX export holding the graphs of `--onnx-precision` and its config, and
+    the tasks must be ones an export can run. Reads JSON only (no torch); raises `UsageError`."""
+    from eclip.training.evaluation.task_names import parse_tasks
+    from eclip.training.export import read_export_info
+
+    if args.update_card:
+        raise UsageError("--onnx evaluates an export, which has no model card: --update-card and --push-to-hub "
+                         "write the PyTorch model's card (evaluate its folder without --onnx for that).")
+    try:
+        folder = check_path(args.model, "--model")  # names a near miss, or that it is a file
+    except UsageError as error:
+        raise UsageError(f"{str(error).rstrip('.')}: with --onnx, --model must be a local ONNX export folder "
+                         "(eclip-export FOLDER OUT writes one).") from None
+    precision = args.onnx_precision or PRECISIONS[0]
+    try:
+        info, _ = read_export_info(folder, precision)
+    except ValueError as error:
+        raise UsageError(f"--model with --onnx: {error}") from None
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise UsageError(f"--model {args.model!r} has no config.json beside its graphs: export it again with "
+                         "eclip-export.")
+    tasks = parse_tasks(args.tasks)
+    blocked = [task for task in tasks if task in ATTENTION_TASKS]
+    if blocked and info.get("use_instance_decoder"):
+        kept = ",".join(task for task in tasks if task not in ATTENTION_TASKS) or "zero_shot"
+        raise UsageError(f"--onnx: {', '.join(blocked)} reads the instance decoder's cross-attention maps, which "
+                         f"the ONNX export does not compute; pass --tasks {kept}, or evaluate the PyTorch model.")
 
 
 HEAD_TASKS = {"EclipForProductClassification": "classification", "EclipForTokenClassification": "attribute-tagging",
@@ -166,7 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    model, processor = _load(args.model, device)
+    if args.onnx:
+        model, processor = _load_onnx(args.model, args.onnx_precision or PRECISIONS[0], args.num_threads)
+    else:
+        model, processor = _load(args.model, device)
     baseline_model = baseline_processor = None
     if args.baseline:
         baseline_model, baseline_processor = _load(args.baseline, device)
@@ -199,7 +271,11 @@ def summary_lines(results: dict, output: str) -> list[str]:
     from eclip.training.evaluation.report import BASELINE_SUBDIR
 
     tasks = results.get("tasks_run", [])
-    lines = ["", f"eclip-evaluate finished: {len(tasks)} task(s) ({', '.join(tasks)}) on {results.get('model_path')}"]
+    runtime = (results.get("config") or {}).get("runtime") or {}
+    onnx = runtime.get("backend") == "onnxruntime"
+    how = f" (ONNX export, {runtime.get('precision')} graphs, onnxruntime)" if onnx else ""
+    lines = ["", f"eclip-evaluate finished: {len(tasks)} task(s) ({', '.join(tasks)}) on {results.get('model_path')}"
+             f"{how}"]
     skipped = results.get("skipped_images") or {}
     if skipped.get("count"):
         lines.append(f"  skipped images: {skipped['count']} unreadable (named in the warning above and in results.json)")

@@ -30,7 +30,22 @@ def load_image(source):
 
 
 def has_instance_decoder(model) -> bool:
-    return bool(getattr(model.config, "use_instance_decoder", False)) and getattr(model, "instance_decoder", None) is not None
+    """Whether `model` gives instance features: an `EclipModel` built with its decoder, or an ONNX export
+    (`EclipOnnxModel`, not a torch module) whose vision graph computes them."""
+    if not getattr(model.config, "use_instance_decoder", False):
+        return False
+    if isinstance(model, torch.nn.Module):
+        return getattr(model, "instance_decoder", None) is not None
+    return bool(getattr(model, "use_instance_decoder", False))
+
+
+def model_device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
+    """Where `model`'s inputs go and the floating dtype its images are fed in: its parameters' for a torch module;
+    for a runtime without parameters (`EclipOnnxModel`), the `device` and `dtype` it declares."""
+    if isinstance(model, torch.nn.Module):
+        parameter = next(model.parameters())
+        return parameter.device, parameter.dtype
+    return torch.device(model.device), model.dtype
 
 
 def normalize(array: np.ndarray) -> np.ndarray:
@@ -52,7 +67,8 @@ class Embedder:
         self.model = model
         self.processor = processor
         self.batch_size = batch_size
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        model_device, self.model_dtype = model_device_and_dtype(model)
+        self.device = torch.device(device) if device is not None else model_device
         self.name = name
         self.show_progress = show_progress
         self.is_eclip = has_instance_decoder(model)
@@ -61,6 +77,9 @@ class Embedder:
         # A locked tower's cached hidden states (`TowerFeatures`): images then skip the locked blocks.
         self.tower_features = tower_features
         if tower_features is not None:
+            if not isinstance(model, torch.nn.Module):
+                raise ValueError(f"tower_features feed cached hidden states to the PyTorch model's vision tower; "
+                                 f"{type(model).__name__} takes pixel values only: pass tower_features=None.")
             tower_features.check(model)
         self.embedded_images = 0  # counters, so tests can check that nothing is embedded twice
         self.embedded_texts = 0
@@ -117,7 +136,7 @@ class Embedder:
         image_embeds, instance_embeds, selection_logits, attention = [], [], [], []
         starts = list(range(0, len(sources), self.batch_size))
         hidden = None if self.tower_features is None else self.tower_features.hidden_states(sources, key)
-        model_dtype = next(self.model.parameters()).dtype
+        model_dtype = self.model_dtype
 
         def batch_inputs(start):
             if hidden is not None:
@@ -176,4 +195,4 @@ def image_text_scores(images: dict, text_embeds: np.ndarray, text_free: bool = F
     return out
 
 
-__all__ = ["Embedder", "has_instance_decoder", "image_text_scores", "load_image", "normalize"]
+__all__ = ["Embedder", "has_instance_decoder", "image_text_scores", "load_image", "model_device_and_dtype", "normalize"]

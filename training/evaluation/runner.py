@@ -13,8 +13,9 @@ import torch
 
 from eclip.training.compositor import compose_scene
 from eclip.training.data import resolve_data_dir
+from eclip.training.evaluation.cli import ATTENTION_TASKS
 from eclip.training.evaluation.data import DEFAULT_TEMPLATES, check_templates, load_matching
-from eclip.training.evaluation.embedder import Embedder
+from eclip.training.evaluation.embedder import Embedder, has_instance_decoder
 from eclip.training.evaluation.images import DEFAULT_ON_BAD_IMAGE, SkippedImages, check_rows
 from eclip.training.evaluation.report import BASELINE_SUBDIR, compare, config_summary, versions, write_results
 from eclip.training.evaluation.scenes import build_hard_scenes, build_scenes
@@ -31,13 +32,46 @@ from eclip.training.fashion import (
 logger = logging.getLogger("eclip.training.evaluation")
 
 
+def check_model_tasks(model, tasks: Sequence[str], role: str = "model") -> None:
+    """
+    Raise `ValueError` when `model` cannot run one of `tasks`: a model with the instance decoder that gives no
+    attention maps (an ONNX export, `EclipOnnxModel.can_output_attentions = False`) cannot run `instance_retrieval`.
+    """
+    blocked = [task for task in tasks if task in ATTENTION_TASKS]
+    if blocked and has_instance_decoder(model) and not getattr(model, "can_output_attentions", True):
+        kept = [task for task in tasks if task not in ATTENTION_TASKS]
+        raise ValueError(
+            f"the {role} ({type(model).__name__}) computes no attention maps, and {', '.join(blocked)} reads the "
+            f"instance decoder's cross-attention: leave it out of the tasks ({','.join(kept) or 'zero_shot'}) or "
+            "evaluate the PyTorch model."
+        )
+
+
+def model_summary(model) -> dict:
+    """`report.config_summary` of a torch model; for a runtime without torch parameters (`EclipOnnxModel`), the same
+    fields from its config, the parameter count its export recorded and how it ran (`runtime`)."""
+    if isinstance(model, torch.nn.Module):
+        return config_summary(model)
+    from types import SimpleNamespace
+
+    # config_summary reads `config` and counts `parameters()`: give it the config, and the count from the export.
+    summary = config_summary(SimpleNamespace(config=model.config, parameters=lambda: iter(())))
+    summary["num_parameters"] = model.num_parameters() if hasattr(model, "num_parameters") else None
+    if hasattr(model, "runtime_info"):
+        summary["runtime"] = model.runtime_info()
+    return summary
+
+
 def _evaluate_one(model, processor, name, model_path, tasks, splits, matching, scenes, output_dir, templates,
                   seed, class_names, restricted_negatives, batch_size, device, confusion_classes, num_examples,
                   show_progress, tower_features=None, hard_scenes=None) -> dict:
     os.makedirs(output_dir, exist_ok=True)
-    model.eval()
-    if device is not None:
-        model.to(device)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+        if device is not None:
+            model.to(device)
+    else:  # an ONNX export runs where its onnxruntime session does; its inputs go, and outputs come, as it says
+        device = None
     embedder = Embedder(model, processor, batch_size=batch_size, device=device, name=name,
                         show_progress=show_progress, tower_features=tower_features)
     run = TaskRun(embedder, splits, matching, scenes, output_dir, templates, seed, class_names, restricted_negatives,
@@ -51,7 +85,7 @@ def _evaluate_one(model, processor, name, model_path, tasks, splits, matching, s
         timings[task] = round(time.perf_counter() - t0, 3)
     return {
         "model_path": model_path,
-        "config": config_summary(model),
+        "config": model_summary(model),
         "tasks": results,
         "task_wall_time_s": timings,
         "eval_wall_time_s": time.perf_counter() - start,
@@ -137,7 +171,9 @@ def evaluate_model(
 
     Args:
         model, processor: an `EclipModel` (or anything with `get_text_features` / `get_image_features` /
-            `get_instance_features`) and its `EclipProcessor`.
+            `get_instance_features`), or an ONNX export's `eclip.training.export.EclipOnnxModel` (run where its
+            onnxruntime session runs, whatever `device`; every task but `instance_retrieval`, which reads attention
+            maps), and its `EclipProcessor`.
         data_dir: the shared data folder (default `$ECLIP_DATA_DIR`, else `/work/shared/data`).
         tasks: `"all"`, a comma list or a list of names from `TASKS`.
         limit: cap on rows per split (and on pairs per matching split), chosen deterministically (seeded,
@@ -159,7 +195,7 @@ def evaluate_model(
 
     Raises:
         ValueError: unknown task, missing data folder / file / split, bad template or limit, an undecodable image
-            with `on_bad_image="error"` -- before any embedding is computed.
+            with `on_bad_image="error"`, a task the model cannot run -- before any embedding is computed.
 
     `output_dir` is created here; when it did not exist and the evaluation fails, it is removed again (no half-written
     folder).
@@ -191,6 +227,9 @@ def _evaluate(model, processor, prepared, output_dir, limit, t_start, *, baselin
     model_path = model_path or getattr(model, "name_or_path", None) or "<in-memory model>"
     if update_card and not os.path.isdir(model_path):
         raise ValueError(f"update_card needs the model to be a local folder; {model_path!r} is not one.")
+    check_model_tasks(model, task_list)
+    if baseline_model is not None:
+        check_model_tasks(baseline_model, task_list, "baseline")
     os.makedirs(output_dir, exist_ok=True)
 
     if "instance_retrieval" not in task_list:
@@ -243,4 +282,4 @@ def _evaluate(model, processor, prepared, output_dir, limit, t_start, *, baselin
     return results
 
 
-__all__ = ["evaluate_model", "prepare"]
+__all__ = ["check_model_tasks", "evaluate_model", "model_summary", "prepare"]
