@@ -121,3 +121,19 @@ def test_runner_refuses_attention_tasks_of_an_export(onnx_folder, data_dir, tmp_
         evaluate_model(model, processor, data_dir, "zero_shot,instance_retrieval", str(tmp_path / "eval"),
                        limit=LIMIT, show_progress=False)
     assert not (tmp_path / "eval").exists()
+
+
+def test_the_accuracy_study_reports_each_runtime_against_pytorch(folders, data_dir, tmp_path):  # noqa: F811
+    from benchmarks.onnx_accuracy import RUNTIMES, main as study
+
+    output = tmp_path / "onnx_accuracy.json"
+    assert study(["--model", folders["eclip"], "--data", data_dir, "--limit", str(LIMIT), "--batch-size", "16",
+                  "--work-dir", str(tmp_path / "work"), "--output", str(output)]) == 0
+    report = json.loads(output.read_text())
+    assert set(report["metrics"]) == set(RUNTIMES)
+    assert os.path.isfile(tmp_path / "work" / "export" / "vision_model_int8.onnx")
+    for runtime in RUNTIMES[1:]:
+        for name, value in report["metrics"][runtime].items():
+            assert report["difference_to_pytorch"][runtime][name] == pytest.approx(
+                value - report["metrics"]["pytorch"][name])
+    assert all(abs(d) <= FLOAT32_ATOL for d in report["difference_to_pytorch"]["onnx_float32"].values())
