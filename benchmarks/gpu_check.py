@@ -16,7 +16,8 @@ The output JSON holds the device name, the torch / CUDA / cuDNN / NCCL versions,
 speed figures and the wall times.
 
 Exit status: 0 when both steps ran to the end and no test failed (skipped tests are listed, e.g. flash attention
-without flash-attn); 1 when a test failed or errored, or a step failed or timed out; 2 for bad arguments; 3
+without flash-attn); 1 when a test failed, errored or was cut off mid-test (`incomplete`), or a step failed
+or timed out; 2 for bad arguments; 3
 (`NO_CUDA_EXIT`) without CUDA: one line on stderr, nothing run and nothing written, so a CPU machine cannot overwrite
 a GPU result.
 
@@ -68,15 +69,18 @@ def pytest_runtest_logreport(report) -> None:
 def collect_report(path: str) -> list[dict]:
     """
     The per-test results of a report file the plugin wrote: `[{"test", "outcome", "seconds", "message"?}]` in run
-    order, `outcome` one of `passed`, `failed` (the test body), `error` (its setup or teardown) and `skipped`;
-    `seconds` sums the phases.
+    order, `outcome` one of `passed`, `failed` (the test body), `error` (its setup or teardown), `skipped` and
+    `incomplete` (its setup ran, neither failed nor skipped, but no `call` report followed: the step was killed
+    during the test, whose result is unknown); `seconds` sums the phases.
     """
     tests: dict[str, dict] = {}
+    phases: dict[str, set[str]] = {}
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 entry = json.loads(line)
                 test = tests.setdefault(entry["test"], {"test": entry["test"], "outcome": "passed", "seconds": 0.0})
+                phases.setdefault(entry["test"], set()).add(entry["when"])
                 test["seconds"] = round(test["seconds"] + entry["seconds"], 3)
                 if entry["outcome"] == "failed":
                     test["outcome"] = "failed" if entry["when"] == "call" else "error"
@@ -84,6 +88,11 @@ def collect_report(path: str) -> list[dict]:
                     test["outcome"] = "skipped"
                 if "message" in entry and "message" not in test:
                     test["message"] = entry["message"]
+    for name, test in tests.items():
+        # A setup that failed or skipped has no call phase; any other test without one never finished its body.
+        if "call" not in phases[name] and test["outcome"] == "passed":
+            test["outcome"] = "incomplete"
+            test.setdefault("message", "no call report: the step ended (killed or timed out) during the test")
     return list(tests.values())
 
 
@@ -121,7 +130,7 @@ def run_tests(test_files=TEST_FILES, timeout: float = DEFAULT_TESTS_TIMEOUT_S, m
     step["summary"] = counts
     # pytest exits 5 when no test is collected (all deselected): the step ran nothing it was asked to.
     step["ok"] = (not step["timed_out"] and step["returncode"] == 0 and not counts.get("failed")
-                  and not counts.get("error"))
+                  and not counts.get("error") and not counts.get("incomplete"))
     return step
 
 
@@ -220,7 +229,7 @@ def main(argv=None) -> int:
           f"{'ok' if report['speed']['ok'] else report['speed'].get('skipped') or 'failed'}; "
           f"{report['wall_s']:.0f} s; wrote {args.output}", flush=True)
     for test in tests["results"]:
-        if test["outcome"] in ("failed", "error"):
+        if test["outcome"] in ("failed", "error", "incomplete"):
             print(f"  {test['outcome']}: {test['test']}: {test.get('message', '')}", flush=True)
     return 0 if report["ok"] else 1
 

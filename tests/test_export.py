@@ -323,6 +323,21 @@ def test_int8_needs_a_quantized_export(exported):
         EclipOnnxModel.from_pretrained(exported[1], precision="fp16")
 
 
+def test_from_pretrained_keeps_its_positional_arguments(exported):
+    """`from_pretrained(folder, providers, session_options)` works as before `precision` existed, which is
+    keyword-only."""
+    import onnxruntime
+
+    from eclip.training.export import EclipOnnxModel
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    model = EclipOnnxModel.from_pretrained(exported[1], ["CPUExecutionProvider"], options)
+    assert model.precision == "float32" and model.vision_session.get_providers() == ["CPUExecutionProvider"]
+    with pytest.raises(TypeError):
+        EclipOnnxModel.from_pretrained(exported[1], ["CPUExecutionProvider"], options, "int8")
+
+
 def test_quantize_onnx_adds_int8_to_an_export_atomically(exported, tmp_path, monkeypatch):
     """`quantize_onnx` on an existing export: a failure leaves the folder as it was; success adds the int8 graphs."""
     import shutil

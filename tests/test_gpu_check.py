@@ -56,6 +56,30 @@ def test_collect_report_merges_the_phases_of_each_test(tmp_path):
     assert gpu_check.collect_report(str(tmp_path / "never-written.jsonl")) == []
 
 
+def test_a_test_killed_during_its_call_is_incomplete_not_passed(tmp_path, monkeypatch):
+    """A step killed mid-test leaves that test's setup report and no call report: its result is unknown."""
+    path = tmp_path / "report.jsonl"
+    phases = [
+        ("a", "setup", "passed", 0.5), ("a", "call", "passed", 2.0), ("a", "teardown", "passed", 0.1),
+        ("b", "setup", "passed", 0.3),  # killed here, during b's call
+    ]
+    path.write_text("".join(json.dumps({"test": t, "when": w, "outcome": o, "seconds": s}) + "\n"
+                            for t, w, o, s in phases))
+    results = gpu_check.collect_report(str(path))
+    assert [r["outcome"] for r in results] == ["passed", "incomplete"]
+    assert results[1]["seconds"] == 0.3 and "no call report" in results[1]["message"]
+
+    # run_tests' verdict: an incomplete test makes the step not ok, even when pytest itself exited 0.
+    def fake_step(command, timeout, env=None):
+        with open(env[gpu_check.REPORT_ENV], "w", encoding="utf-8") as handle:
+            handle.write(path.read_text())
+        return {"command": " ".join(command), "returncode": 0, "timed_out": False, "wall_s": 1.0, "output_tail": ""}
+
+    monkeypatch.setattr(gpu_check, "run_step", fake_step)
+    step = gpu_check.run_tests(timeout=10)
+    assert step["summary"] == {"passed": 1, "incomplete": 1} and not step["ok"]
+
+
 @pytest.mark.slow
 def test_the_plugin_reports_each_gpu_test():
     """The tests step as the GPU machine runs it; here every `gpu` test is reported skipped, with the reason."""

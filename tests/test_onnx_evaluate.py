@@ -107,6 +107,23 @@ def test_onnx_mistakes_are_one_line_before_torch_loads(folders, onnx_folder, dat
     assert not out.exists()
 
 
+def test_onnx_with_all_tasks_leaves_out_the_attention_tasks_in_one_line(onnx_folder, data_dir, tmp_path, caplog):
+    """`--tasks all` (the default) means every task the export can run: instance_retrieval goes, with one log line;
+    named outright it is refused (`test_onnx_mistakes_are_one_line_before_torch_loads`)."""
+    from eclip.training.evaluation.cli import build_parser, check_args
+    from eclip.training.evaluation.task_names import ATTENTION_TASKS, TASKS, parse_tasks
+
+    for tasks in ([], ["--tasks", "all"], ["--tasks", "all,zero_shot"]):
+        args = build_parser().parse_args(["--model", onnx_folder, "--onnx", "--data", data_dir,
+                                          "--output", str(tmp_path / "eval"), *tasks])
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="eclip-evaluate"):
+            check_args(args)
+        assert parse_tasks(args.tasks) == [task for task in TASKS if task not in ATTENTION_TASKS], tasks
+        lines = [record.getMessage() for record in caplog.records]
+        assert len(lines) == 1 and lines[0].startswith("--onnx: leaving out instance_retrieval"), lines
+
+
 def test_runner_refuses_attention_tasks_of_an_export(onnx_folder, data_dir, tmp_path):
     """The Python API says the same as the command, before anything is embedded or written."""
     from transformers import AutoProcessor
@@ -137,3 +154,28 @@ def test_the_accuracy_study_reports_each_runtime_against_pytorch(folders, data_d
             assert report["difference_to_pytorch"][runtime][name] == pytest.approx(
                 value - report["metrics"]["pytorch"][name])
     assert all(abs(d) <= FLOAT32_ATOL for d in report["difference_to_pytorch"]["onnx_float32"].values())
+
+    # --reuse keeps the export and evaluations made with the same settings...
+    work = tmp_path / "work"
+    recorded = json.loads((work / "pytorch.settings.json").read_text())
+    assert recorded["limit"] == LIMIT and recorded["tasks"] == "zero_shot,retrieval"
+    assert recorded["model"]["model_sha256"] and recorded["data"] == os.path.abspath(data_dir)
+    stamp = os.path.getmtime(work / "pytorch" / "results.json")
+    again = tmp_path / "again.json"
+    argv = ["--model", folders["eclip"], "--data", data_dir, "--limit", str(LIMIT), "--batch-size", "16",
+            "--work-dir", str(work), "--reuse"]
+    assert study([*argv, "--output", str(again)]) == 0
+    assert json.loads(again.read_text())["metrics"] == report["metrics"]
+    assert os.path.getmtime(work / "pytorch" / "results.json") == stamp
+    # ...and stops, naming what differs, when they were made otherwise: another limit, another model's weights.
+    with pytest.raises(SystemExit, match=r"pytorch/results.json was made with other settings \(limit\)"):
+        study([*argv[:5], str(LIMIT - 4), *argv[6:], "--output", str(again)])
+    settings = work / "export.settings.json"
+    changed = json.loads(settings.read_text())
+    changed["model"]["model_sha256"] = "0" * 64  # as if the model folder had been trained further
+    settings.write_text(json.dumps(changed))
+    with pytest.raises(SystemExit, match=r"vision_model_int8.onnx was made with other settings \(model\)"):
+        study([*argv, "--output", str(again)])
+    settings.unlink()  # a result without its recorded settings cannot be checked
+    with pytest.raises(SystemExit, match="has no record of the settings it was made with"):
+        study([*argv, "--output", str(again)])

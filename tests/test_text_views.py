@@ -48,6 +48,26 @@ def test_a_view_the_fields_cannot_fill_falls_back_to_the_full_text():
     assert view("leaf", {**FIELDS, "category": "Apparel > Topwear > Tshirts"}) == "Tshirts"
 
 
+def test_missing_and_dirty_fields_read_as_the_full_text_reads_them():
+    """NaN (a pandas / CSV gap) and None are missing, control characters and whitespace runs collapse, as in
+    `build_product_text`: no view says "nan"."""
+    nan = float("nan")
+    gappy = {"title": "Nike\x00 Tee\tBlue\n", "brand": nan, "category": ["Apparel", nan, "Tshirts\x07"],
+             "colour": nan, "gender": "Men", "usage": nan, "material": None, "season": nan}
+    assert view("title", gappy) == "Nike Tee Blue"
+    assert view("category", gappy) == "Apparel > Tshirts"
+    assert view("leaf", gappy) == "Tshirts"
+    assert view("attributes", gappy) == "Tshirts for Men"
+    assert view("full", gappy) == build_product_text(gappy) == "Nike Tee Blue | Apparel > Tshirts | gender: Men"
+    assert all("nan" not in view("shuffled", gappy, seed).lower() for seed in range(10))
+    # A category path given as one string, its last element missing or dirty.
+    assert view("leaf", {**gappy, "category": "Apparel > Topwear\x1f > Tshirts "}) == "Tshirts"
+    assert view("leaf", {**gappy, "category": ["Apparel", "Topwear", nan]}) == "Topwear"
+    bare = {"title": "Plain mug", "category": nan, "colour": None}
+    for name in ("category", "leaf", "attributes"):
+        assert view(name, bare) == build_product_text(bare) == "Plain mug"
+
+
 def test_unknown_views_are_refused_by_name():
     assert check_text_views("leaf, title") == ("leaf", "title")
     assert check_text_views(list(TEXT_VIEWS)) == TEXT_VIEWS
@@ -92,6 +112,20 @@ def test_the_collator_reads_the_views_it_is_given():
     assert sum(len(set(d)) == 2 for d in drawn) >= 6  # both views drawn for most rows (6 draws each)
 
 
+def test_more_text_variants_change_neither_the_scenes_nor_the_first_text():
+    """The feature cache (text_variants=n) and pixel training (one text) see the same batch for the same rows and
+    seed: the same scenes and second views, and as text the cache's first draw."""
+    processor = tiny_processor(IMAGE_SIZE)
+    rows = [load_product_dataset("synthetic:8", split="train")[i] for i in range(8)]
+    batches = {n: PretrainingCollator(processor, text_views=["leaf", "title", "shuffled"], text_variants=n, seed=3,
+                                      max_length=24)(rows) for n in (1, 4)}
+    one, four = batches[1], batches[4]
+    assert one["member_ids"][:, 1:].ne(one["member_ids"][:, :1]).any()  # scenes were composed: the check bites
+    for name in ("pixel_values", "view_pixel_values", "member_ids", "product_ids", "input_ids", "attention_mask"):
+        assert torch.equal(one[name], four[name]), name
+    assert decoded(processor, four["text_variants_input_ids"][:, 0]) == decoded(processor, one["input_ids"])
+
+
 def test_the_cache_gives_a_fresh_text_on_each_pass_over_the_same_pixels(tmp_path):
     processor = tiny_processor(IMAGE_SIZE)
     dataset = load_product_dataset("synthetic:16", split="train")
@@ -114,6 +148,16 @@ def test_the_cache_gives_a_fresh_text_on_each_pass_over_the_same_pixels(tmp_path
         torch.testing.assert_close(passes[0][batch]["image_hidden_states"], passes[3][batch]["image_hidden_states"])
         assert texts[3] == texts[0]  # three variants: the fourth pass reads the first again
         assert texts[0] != texts[1] or texts[1] != texts[2]
+        # Row by row, pass p reads the stored draw p % 3 (stored padded to max_length, collated to the longest).
+        rows = cache.batch_rows(batch)
+        for p in range(4):
+            ids = passes[p][batch]["input_ids"]
+            stored = torch.from_numpy(cache._array("input_ids")[rows][:, p % 3].astype(np.int64))
+            mask = cache._array("attention_mask")[rows][:, p % 3]
+            width = ids.shape[1]
+            assert width == int(mask.sum(axis=1).max()) and not mask[:, width:].any()
+            assert torch.equal(ids, stored[:, :width]), (batch, p)
+            assert torch.equal(passes[p][batch]["attention_mask"], torch.from_numpy(mask[:, :width].astype(np.int64)))
 
     # Training reads the cycling texts through the Trainer as from any cache.
     trainer = EclipTrainer(
@@ -126,3 +170,22 @@ def test_the_cache_gives_a_fresh_text_on_each_pass_over_the_same_pixels(tmp_path
     )
     trainer.train()
     assert all(np.isfinite(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+
+
+def test_pretraining_says_when_text_variants_go_unread():
+    from types import SimpleNamespace
+
+    from eclip.training.pretrain import text_variants_warning
+
+    def args(cache_dir, max_steps, accumulation=1):
+        return SimpleNamespace(feature_cache_dir=cache_dir, max_steps=max_steps,
+                               gradient_accumulation_steps=accumulation)
+
+    data = {"text_views": ["leaf", "title"], "text_variants": 3}
+    assert "ignored without training.feature_cache_dir" in text_variants_warning(data, args(None, 100))
+    # 40 cached batches: 40 steps read draw 0 only; 41 (or 21 steps of 2 accumulated batches) reach the second draw.
+    assert "only each row's first text is ever read" in text_variants_warning(data, args("cache", 40), 40)
+    assert text_variants_warning(data, args("cache", 41), 40) is None
+    assert text_variants_warning(data, args("cache", 21, 2), 40) is None
+    assert text_variants_warning({"text_views": ["leaf"]}, args(None, 100)) is None
+    assert text_variants_warning({**data, "text_variants": 1}, args(None, 100)) is None

@@ -381,7 +381,8 @@ class PretrainingCollator:
     depend only on which rows it holds, not on how many batches came before, in which worker, or whether the run was
     resumed (Trainer skips the batches a checkpoint already consumed without collating them: a per-call counter would
     shift every later scene). Different batches (a new epoch reshuffles them) get different scenes. Nothing global
-    is seeded or changed.
+    is seeded or changed. With `text_views`, each row's texts come from a generator seeded by one draw of the
+    batch's, so the scenes and the first text are the same whatever `text_variants` is.
     """
 
     def __init__(
@@ -505,8 +506,12 @@ class PretrainingCollator:
                     reference = hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()
                 product_id = reference
             if self.text_views is not None:
+                # One draw from the batch's generator per row, whatever `text_variants` is: the texts come from a
+                # generator of their own, so the scenes below (and the first text, `drawn[0]`) are the same for
+                # the feature cache's `text_variants=n` as for pixel training's single text.
+                text_rng = random.Random(rng.getrandbits(64))
                 drawn = draw_text_views(fields, self.text_views, self.text_variants,
-                                        self.processor.build_product_text, rng)
+                                        self.processor.build_product_text, text_rng)
                 text = drawn[0]
                 variants.extend(drawn)
             images.append(image)

@@ -347,12 +347,13 @@ class EclipOnnxModel:
         self._text_input_names = [i.name for i in text_session.get_inputs()]
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, precision: str = "float32", providers=None,
-                        session_options=None) -> "EclipOnnxModel":
+    def from_pretrained(cls, folder: str | os.PathLike, providers=None, session_options=None, *,
+                        precision: str = "float32") -> "EclipOnnxModel":
         """
         Load the export in `folder`: its `float32` graphs, or with `precision="int8"` the int8 graphs that
         `eclip-export --quantize int8` writes. `providers` / `session_options` go to each `onnxruntime.InferenceSession`
         (default: the CPU provider). Raises `ValueError` when `folder` is not an export or lacks that precision.
+        `precision` is keyword-only, so that `from_pretrained(folder, providers, session_options)` keeps its meaning.
         """
         import onnxruntime as ort
 

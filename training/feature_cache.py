@@ -291,7 +291,10 @@ class FeatureCache(Dataset):
                          "make_views": collator.make_views, "compositor": repr(collator.compositor),
                          "field_map": collator.field_map,
                          # Only when set, so that caches built before text views existed keep their key.
-                         **({"text_views": list(collator.text_views), "text_variants": collator.text_variants}
+                         # "text_rng": each row's texts come from a generator of their own (one draw from the
+                         # batch's), so text-view caches of the older, shared-generator draws are not reused.
+                         **({"text_views": list(collator.text_views), "text_variants": collator.text_variants,
+                             "text_rng": "per-row"}
                             if getattr(collator, "text_views", None) is not None else {})},
             "batch_size": batch_size, "passes": passes, "seed": seed, "layer": layer, "dtype": dtype,
             "max_length": max_length,

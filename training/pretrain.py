@@ -448,6 +448,26 @@ def build_feature_cache(model, collator, train_dataset, training_args, data_conf
         )
 
 
+def text_variants_warning(data_config: dict, training_args, cache_batches: int | None = None) -> str | None:
+    """
+    Why `data.text_variants` does nothing in this run, or `None` when it is used: only a feature cache stores
+    several texts per row (pixel training draws a fresh one every batch), and a cache's pass `p` reads draw
+    `p % text_variants`, so a run that reads no more batches than the cache holds (`cache_batches`) reads draw 0 only.
+    """
+    variants = int(data_config.get("text_variants", 1))
+    if variants <= 1:
+        return None
+    if training_args.feature_cache_dir is None:
+        return (f"data.text_variants={variants} is ignored without training.feature_cache_dir: pixel training draws "
+                "a fresh text view every batch, only the feature cache stores several per row.")
+    read = training_args.max_steps * training_args.gradient_accumulation_steps
+    if cache_batches is not None and 0 < read <= cache_batches:
+        return (f"data.text_variants={variants}: this run reads {read} batches, no more than the {cache_batches} the "
+                "feature cache holds, so only each row's first text is ever read; raise max_steps past the cache "
+                "(or lower feature_cache_passes) to cycle through the others.")
+    return None
+
+
 # --------------------------------------------------------------------------------------------------------- main
 def _has_accelerator() -> bool:
     import torch
@@ -548,6 +568,12 @@ def run_pretraining(
     if training_args.feature_cache_dir is not None:
         cache = build_feature_cache(model, collator, train_dataset, training_args, data_config)
     cache_seconds = time.time() - cache_started
+    unused_variants = text_variants_warning(data_config, training_args,
+                                            cache.num_batches if cache is not None else None)
+    if unused_variants:
+        import logging
+
+        logging.getLogger(__name__).warning(unused_variants)
     trainer = EclipTrainer(
         model=model,
         args=training_args,

@@ -23,23 +23,18 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
+# The processor's own field cleaning (NaN and None are missing, control characters and runs of whitespace collapse,
+# a list is a `" > "` path), so a view reads a field exactly as the `full` text does. `_field_text` is private to the
+# Hub-facing processor file, which must not grow a public name for training's sake; imported here on purpose.
+from modeling_eclip.processing_eclip import CATEGORY_SEPARATOR
+from modeling_eclip.processing_eclip import _field_text as _text
+
 TEXT_VIEWS = ("full", "title", "category", "leaf", "attributes", "shuffled")
 
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)):
-        return " > ".join(_text(v) for v in value if _text(v))
-    return " ".join(str(value).split())
-
-
 def _leaf(fields: Mapping) -> str:
-    category = fields.get("category")
-    if isinstance(category, (list, tuple)):
-        parts = [_text(part) for part in category if _text(part)]
-        return parts[-1] if parts else ""
-    return _text(category).split(" > ")[-1] if category else ""
+    category = _text(fields.get("category"))
+    return category.split(CATEGORY_SEPARATOR)[-1] if category else ""
 
 
 def check_text_views(views: Sequence[str]) -> tuple[str, ...]:

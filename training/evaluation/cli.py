@@ -14,7 +14,8 @@ With `--onnx`, `--model` is an ONNX export (`eclip-export FOLDER OUT`, a local f
 onnxruntime on the CPU (`eclip.training.export.EclipOnnxModel`), its float32 graphs or, with `--onnx-precision int8`,
 the int8 ones (`eclip-export --quantize int8`); `--device` then applies to the `--baseline` only. Every task runs
 but `instance_retrieval` of a model with the instance decoder: it reads the decoder's cross-attention maps, which the
-export does not compute. An export has no model card to update (`--update-card` is refused).
+export does not compute (`--tasks all`, the default, leaves it out with one log line; naming it is refused). An
+export has no model card to update (`--update-card` is refused).
 """
 
 from __future__ import annotations
@@ -36,12 +37,8 @@ from eclip.training.cli import (
 )
 from eclip.training.evaluation.data import DEFAULT_TEMPLATES
 from eclip.training.evaluation.images import UnreadableImage, add_on_bad_image_argument, one_line
-from eclip.training.evaluation.task_names import TASKS
+from eclip.training.evaluation.task_names import ATTENTION_TASKS, TASKS
 from eclip.training.export import PRECISIONS
-
-# The tasks that read attention maps (the instance decoder's cross-attention), which an ONNX export does not compute.
-# Here, not in the runner, so that the command can refuse them before torch loads; the runner checks the model too.
-ATTENTION_TASKS = ("instance_retrieval",)
 
 
 def _load_onnx(path: str, precision: str, num_threads: int | None):
@@ -132,7 +129,7 @@ def check_args(args) -> None:
 def check_onnx_model(args) -> None:
     """`--onnx`: `--model` must be a local ONNX export holding the graphs of `--onnx-precision` and its config, and
     the tasks must be ones an export can run. Reads JSON only (no torch); raises `UsageError`."""
-    from eclip.training.evaluation.task_names import parse_tasks
+    from eclip.training.evaluation.task_names import asks_for_all, parse_tasks
     from eclip.training.export import read_export_info
 
     if args.update_card:
@@ -155,6 +152,12 @@ def check_onnx_model(args) -> None:
     blocked = [task for task in tasks if task in ATTENTION_TASKS]
     if blocked and info.get("use_instance_decoder"):
         kept = ",".join(task for task in tasks if task not in ATTENTION_TASKS) or "zero_shot"
+        if asks_for_all(args.tasks):  # "all" means all an export can run; only a task named outright is refused
+            logging.getLogger("eclip-evaluate").warning(
+                "--onnx: leaving out %s (it reads the instance decoder's cross-attention maps, which the ONNX export "
+                "does not compute); evaluate the PyTorch model for it.", ", ".join(blocked))
+            args.tasks = kept
+            return
         raise UsageError(f"--onnx: {', '.join(blocked)} reads the instance decoder's cross-attention maps, which "
                          f"the ONNX export does not compute; pass --tasks {kept}, or evaluate the PyTorch model.")
 

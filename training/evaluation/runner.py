@@ -13,12 +13,12 @@ import torch
 
 from eclip.training.compositor import compose_scene
 from eclip.training.data import resolve_data_dir
-from eclip.training.evaluation.cli import ATTENTION_TASKS
 from eclip.training.evaluation.data import DEFAULT_TEMPLATES, check_templates, load_matching
 from eclip.training.evaluation.embedder import Embedder, has_instance_decoder
 from eclip.training.evaluation.images import DEFAULT_ON_BAD_IMAGE, SkippedImages, check_rows
 from eclip.training.evaluation.report import BASELINE_SUBDIR, compare, config_summary, versions, write_results
 from eclip.training.evaluation.scenes import build_hard_scenes, build_scenes
+from eclip.training.evaluation.task_names import ATTENTION_TASKS
 from eclip.training.evaluation.tasks import TASK_FUNCTIONS, TASK_SPLITS, TaskRun, parse_tasks
 from eclip.training.fashion import (
     FASHION_DIR,

@@ -21,13 +21,26 @@ TASK_SPLITS = {
     "restricted": ("train", "validation", "test"),
 }
 
+# The tasks that read attention maps (the instance decoder's cross-attention), which an ONNX export does not compute.
+# Here, with the names, so that the command can drop or refuse them before torch loads; the runner checks the model.
+ATTENTION_TASKS = ("instance_retrieval",)
 
-def parse_tasks(tasks: str | Sequence[str] | None) -> list[str]:
-    """`"all"`, a comma-separated string or a list of task names -> the task list, in canonical order."""
+
+def _names(tasks: str | Sequence[str] | None) -> list[str]:
     if tasks is None:
         tasks = "all"
     names = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else [str(t).strip() for t in tasks]
-    names = [n for n in names if n]
+    return [n for n in names if n]
+
+
+def asks_for_all(tasks: str | Sequence[str] | None) -> bool:
+    """Whether `tasks` (as `parse_tasks` takes it) says `"all"` rather than naming its tasks."""
+    return "all" in _names(tasks)
+
+
+def parse_tasks(tasks: str | Sequence[str] | None) -> list[str]:
+    """`"all"`, a comma-separated string or a list of task names -> the task list, in canonical order."""
+    names = _names(tasks)
     if not names:
         raise ValueError(f"No task given; valid tasks: all, {', '.join(TASKS)}.")
     if "all" in names:
@@ -39,4 +52,4 @@ def parse_tasks(tasks: str | Sequence[str] | None) -> list[str]:
     return [t for t in TASKS if t in names]
 
 
-__all__ = ["TASKS", "TASK_SPLITS", "parse_tasks"]
+__all__ = ["ATTENTION_TASKS", "TASKS", "TASK_SPLITS", "asks_for_all", "parse_tasks"]
