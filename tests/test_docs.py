@@ -59,3 +59,23 @@ def test_links_and_cited_results_exist(name):
             assert os.path.exists(os.path.normpath(os.path.join(DOCS, link))), f"{name}: broken link {link}"
     for cited in set(re.findall(r"benchmarks/results/[\w./-]+\.(?:json|png)", text)):
         assert os.path.exists(os.path.join(REPO_ROOT, cited)), f"{name} cites {cited}, which is not committed"
+
+
+def test_fashion_diagnosis_figures_are_its_json():
+    text = " ".join(page("fashion.md").split())  # the page's line breaks fall anywhere
+    diagnosis = result("fashion_diagnosis.json")
+    model = diagnosis["models"]["text_views"]
+    test = model["splits"]["test"]
+    for key in ("label_standard_templates/max_k", "label_standard_templates/text_free",
+                "label_standard_templates/global", "catalogue_path/max_k", "shopper_standard_templates/max_k"):
+        assert f"{test[key]['weighted_f1']:.3f}" in text, key
+    texts = diagnosis["training_texts"]
+    assert f"{texts['share_cut']:.1%} of the {texts['texts']:,} training texts are cut" in text
+    old = {e["step"]: e for e in result("fashion.json")["models"]["fashion"]["validation_probe"]}
+    new = {e["step"]: e for e in model["validation_probe"]}
+    assert (f"| 400 of 600 | {old[200]['zero_shot_weighted_f1']:.3f} | {old[400]['zero_shot_weighted_f1']:.3f} | "
+            f"{old[400]['t2i_r1']:.3f} |") in text
+    assert (f"| 400 | {new[200]['zero_shot_weighted_f1']:.3f} | {new[400]['zero_shot_weighted_f1']:.3f} | "
+            f"{new[400]['t2i_r1']:.3f} |") in text
+    per_class = model["test_per_class"]
+    assert f"test split to {per_class['zero_shot']['weighted_f1']:.3f} against the recipe's 0.560" in text
