@@ -29,6 +29,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -47,7 +48,8 @@ def free_port() -> int:
 def subprocess_server(index: str, model: str | None = None, device: str | None = None,
                       startup_timeout: float = 300.0):
     """`eclip-serve INDEX` in its own process on a free loopback port; yields its URL once `/api/info` answers, and
-    ends the process (by its pid) on exit."""
+    ends the process (by its pid) on exit. Its log goes to a temporary file (a pipe nobody reads would block the
+    server once its buffer fills), whose tail is shown if the server exits early."""
     import httpx
 
     port = free_port()
@@ -55,28 +57,35 @@ def subprocess_server(index: str, model: str | None = None, device: str | None =
                "--log-level", "warning"]
     command += ["--model", model] if model else []
     command += ["--device", device] if device else []
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"eclip-serve exited with status {process.returncode}: "
-                                   f"{process.stderr.read()[-2000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/api/info", timeout=2.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"eclip-serve did not answer within {startup_timeout:.0f} s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
+    with tempfile.TemporaryFile(prefix="eclip-serve-") as log:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            deadline = time.monotonic() + startup_timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"eclip-serve exited with status {process.returncode}: {_tail(log)}")
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{url}/api/info", timeout=2.0).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"eclip-serve did not answer within {startup_timeout:.0f} s: {_tail(log)}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _tail(log, size: int = 2000) -> str:
+    """The last `size` bytes of the server's log file, as text (read without moving the file offset the server
+    writes at)."""
+    end = os.fstat(log.fileno()).st_size
+    return os.pread(log.fileno(), size, max(0, end - size)).decode("utf-8", errors="replace")
 
 
 @contextlib.contextmanager
@@ -141,24 +150,25 @@ async def run_load(url: str, clients: int, seconds: float, texts, photos, image_
         return records, time.monotonic() - started
 
 
-def _latency(values: list[float]) -> dict:
-    if not values:
+def latency_summary(ms) -> dict:
+    """Latencies in milliseconds as `count`, `p50`, `p95`, `p99`, `mean` and `max` (3 decimals); `{"count": 0}` for
+    none. The search studies' one summary (`benchmarks.search` uses it too)."""
+    ms = np.asarray(ms, dtype=float)
+    if not len(ms):
         return {"count": 0}
-    ms = np.asarray(values) * 1000.0
-    return {"count": int(len(ms)), "p50": round(float(np.percentile(ms, 50)), 2),
-            "p95": round(float(np.percentile(ms, 95)), 2), "p99": round(float(np.percentile(ms, 99)), 2),
-            "mean": round(float(ms.mean()), 2), "max": round(float(ms.max()), 2)}
+    return {"count": int(len(ms)), **{f"p{q}": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)},
+            "mean": round(float(ms.mean()), 3), "max": round(float(ms.max()), 3)}
 
 
 def summarize(records: list, wall: float) -> dict:
     errors = [error for _, _, error in records if error]
     ok = [latency for _, latency, error in records if not error]
-    by_kind = {kind: {**_latency([s for k, s, e in records if k == kind and not e]),
+    by_kind = {kind: {**latency_summary([1000.0 * s for k, s, e in records if k == kind and not e]),
                       "errors": sum(1 for k, _, e in records if k == kind and e)}
                for kind in sorted({kind for kind, _, _ in records})}
     return {"requests": len(records), "errors": len(errors), "first_errors": errors[:MAX_ERRORS_NAMED],
             "wall_seconds": round(wall, 3), "throughput_rps": round(len(ok) / wall, 3) if wall > 0 else None,
-            "latency_ms": _latency(ok), "by_kind": by_kind}
+            "latency_ms": latency_summary([1000.0 * s for s in ok]), "by_kind": by_kind}
 
 
 def build_parser() -> argparse.ArgumentParser:

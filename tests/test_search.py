@@ -166,10 +166,26 @@ def test_max_shards_stages_a_run_and_settings_are_checked(built, tmp_path, capsy
     assert main(argv("--shard-size", "6")) == 2
     assert "holds shards of another run (it differs in shard_size)" in capsys.readouterr().err
     assert main(argv("--limit", "16")) == 2
-    assert "(it differs in catalogue_fingerprint, limit, rows)" in capsys.readouterr().err
+    assert "(it differs in catalogue_content, catalogue_fingerprint, limit, rows)" in capsys.readouterr().err
     embedded = []
     assert main(argv(), on_shard=lambda i, a: embedded.append(i)) == 0
     assert embedded == [1, 2]
+    # A rebuild with another kind removes the manifest before it rewrites any file: killed half-way (here while
+    # building the first FAISS index, the embeddings and products already rewritten), the folder is an unfinished
+    # index, not the old manifest over new files.
+    import eclip.training.search.faiss_index as faiss_index
+    from eclip.training.search import CatalogueIndex
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(faiss_index, "build_index", killed)
+        assert main(argv("--index", "hnsw")) == 130
+    capsys.readouterr()
+    assert not (out / "index.json").exists()
+    with pytest.raises(ValueError, match="unfinished index"):
+        CatalogueIndex.load(out)
     # A finished folder rerun with another kind rebuilds the FAISS indexes from the kept shards, embedding nothing.
     assert main(argv("--index", "hnsw")) == 0
     manifest = json.loads((out / "index.json").read_text())
@@ -180,6 +196,57 @@ def test_max_shards_stages_a_run_and_settings_are_checked(built, tmp_path, capsy
     embedded.clear()
     assert main(argv("--limit", "16", "--overwrite"), on_shard=lambda i, a: embedded.append(i)) == 0
     assert embedded == [0, 1] and json.loads((out / "index.json").read_text())["products"] == 16
+
+
+def test_a_catalogue_changed_under_the_same_ids_is_refused_on_resume(built, tmp_path, capsys):
+    """Shards embedded from a title or a photo that has since changed are not reused beside the new content: the run
+    is refused, naming the difference, until --overwrite; the same content written again resumes."""
+    import csv
+
+    import pandas as pd
+
+    from eclip.training.search.index import main
+
+    rows = fashion_rows(6)
+    folder = tmp_path / "catalogue"
+    (folder / "photos").mkdir(parents=True)
+    records = []
+    for i, row in enumerate(rows):
+        shutil.copy(row["path"], folder / "photos" / f"{i}.jpg")
+        records.append({"image_path": f"photos/{i}.jpg", "product_id": f"SKU-{i}", "title": row["productDisplayName"],
+                        "gender": row["gender"]})
+    catalogue = folder / "products.csv"
+
+    def write(records, stamp):
+        with open(catalogue, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+        os.utime(catalogue, (stamp, stamp))  # a distinct modification time: the datasets cache must reread it
+
+    out = tmp_path / "index"
+    argv = [built["model"], str(catalogue), str(out), "--shard-size", "3", "--batch-size", "3", "--workers", "0"]
+    write(records, 1_000_000)
+    assert main([*argv, "--max-shards", "1"]) == 0
+    capsys.readouterr()
+    changed = "the same products, but a product's fields or image file changed"
+
+    # A title rewritten in the embedded shard 0, under the same id.
+    write([{**r, "title": "Renamed shirt"} if i == 1 else r for i, r in enumerate(records)], 1_000_100)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"(it differs in catalogue_content: {changed}" in err and "--overwrite" in err, err
+    write(records, 1_000_200)  # the same content again (another file time): resumed
+    assert main([*argv, "--max-shards", "1"]) == 0 and (out / "shards" / "shard-00001.npz").exists()
+    capsys.readouterr()
+
+    shutil.copy(rows[5]["path"], folder / "photos" / "1.jpg")  # a photo replaced, the same file name
+    assert main(argv) == 2
+    assert f"(it differs in catalogue_content: {changed}" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    assert pd.read_parquet(out / "products.parquet")["_title"].tolist() == [r["title"] for r in records]
+    image = np.load(out / "embeddings" / "image.npy")
+    np.testing.assert_allclose(image[1], image[5], atol=ATOL, rtol=0)  # re-embedded from the new photo
 
 
 def test_index_command_errors_are_one_line(built, tmp_path, capsys):
@@ -319,18 +386,25 @@ def test_text_and_image_search_match_a_brute_force_scan(catalogue_index, monkeyp
     result = index.search_text(query, k=5, space="instance")
     assert [hit.index_row for hit in result.hits] == brute_force(np.asarray(instances), vector, k=5)[0]
 
-    # Filters: fields ANDed, values of one field ORed; the same rows through the exact scan and FAISS' selector.
+    # Filters: fields ANDed, values of one field ORed. In both spaces the same rows as a brute-force scan of the
+    # allowed products, through both routes: an exact index searched with FAISS' ID selector, and an approximate one
+    # (its kind in the manifest stands in for it here) with fewer than EXACT_FILTER_BELOW allowed vectors, which
+    # scans them (numpy).
     women = index.products.index[(index.products["gender"] == "Women")].tolist()
-    filtered = index.search_text(query, k=5, filters={"gender": "Women"})
-    assert [hit.index_row for hit in filtered.hits] == brute_force(image, vector, women, k=5)[0]
-    assert all(hit.fields["gender"] == "Women" for hit in filtered.hits)
-    monkeypatch.setattr(api, "EXACT_FILTER_BELOW", 0)
-    assert [h.index_row for h in index.search_text(query, k=5, filters=["gender=Women"]).hits] == \
-        [h.index_row for h in filtered.hits]
+    for space, vectors in (("image", image), ("instance", np.asarray(instances))):
+        expected = brute_force(vectors, vector, women, k=5)[0]
+        filtered = index.search_text(query, k=5, filters={"gender": "Women"}, space=space)
+        assert [hit.index_row for hit in filtered.hits] == expected, space
+        assert all(hit.fields["gender"] == "Women" for hit in filtered.hits)
+        per_product = vectors.shape[1] if vectors.ndim == 3 else 1
+        assert len(women) * per_product <= api.EXACT_FILTER_BELOW
+        with monkeypatch.context() as patch:
+            patch.setitem(index.manifest["indexes"][space], "kind", "hnsw")
+            rows = [h.index_row for h in index.search_text(query, k=5, filters=["gender=Women"], space=space).hits]
+        assert rows == expected, space
     both = index.search_text(query, k=10, filters=["gender=Women,gender=Men", "articleType=Tshirts"])
     assert both.hits and all(h.fields["articleType"] == "Tshirts" and h.fields["gender"] in ("Men", "Women")
                              for h in both.hits)
-    monkeypatch.setattr(api, "EXACT_FILTER_BELOW", 200_000)
     assert len(index.search_text(query, k=10, filters={"articleType": "Caps"}).hits) == \
         int((index.products["articleType"] == "Caps").sum())
 
@@ -426,6 +500,44 @@ def test_bad_queries_are_clear_errors(catalogue_index, tmp_path):
     for folder, message in ((tmp_path / "nothing", "does not exist"), (tmp_path, "is not an index folder")):
         with pytest.raises(ValueError, match=message):
             CatalogueIndex.load(folder)
+
+
+def test_concurrent_text_queries_embed_as_one_at_a_time(catalogue_index):
+    """Threads sharing one CatalogueIndex (eclip-serve's thread pool): the tokenizer runs under the model's lock too,
+    so concurrent queries neither fail ("Already borrowed") nor differ from the same queries one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = catalogue_index
+    queries = [f"{colour} {item} for {who}" for colour in ("blue", "black red striped") for item in ("shirt", "bag")
+               for who in ("men", "women and girls")]
+    alone = [index.embed_text(query) for query in queries]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            np.testing.assert_allclose(np.stack(list(pool.map(index.embed_text, queries))), np.stack(alone),
+                                       atol=1e-6, rtol=0)
+
+
+def test_the_model_check_covers_bin_weights_and_hub_ids(built, tmp_path):
+    from eclip.training.search import CatalogueIndex
+    from eclip.training.search.index import model_fingerprint
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"weights")
+    before = model_fingerprint(str(folder))
+    (folder / "pytorch_model.bin").write_bytes(b"other weights")
+    assert model_fingerprint(str(folder)) != before
+    assert model_fingerprint("org/eclip-a") == "hub:org/eclip-a"
+
+    # An index built from a Hub id refuses another id (checked before anything is downloaded).
+    index = CatalogueIndex.load(built["index"], load_model=False)
+    index.manifest = {**index.manifest, "model": {**index.manifest["model"], "path": "org/eclip-a",
+                                                  "fingerprint": "hub:org/eclip-a"}}
+    with pytest.raises(ValueError, match="built with the Hub model 'org/eclip-a', not 'org/eclip-b'"):
+        index._load_model("org/eclip-b")
+    with pytest.raises(ValueError, match="is not the one that built the index"):
+        index._load_model(built["model"])
 
 
 # ---------------------------------------------------------------------------------------------- eclip-search

@@ -72,6 +72,7 @@ def test_search_study_smoke_mode(tiny, tmp_path, data_dir):
     for space in ("image", "instance"):
         for kind in ("hnsw", "ivf"):
             assert 0.0 <= written["approximate_recall"][space][kind]["recall_at_10"] <= 1.0
+        assert set(written["approximate_recall"][space]["exact"]) == {"build_seconds", "search_ms_per_query"}
     scenes = written["scenes"]
     assert scenes["count"] >= 2 and set(scenes["hit_rate"]) == {"instance", "instance_any", "instance_index", "global"}
     assert set(scenes["vs_global"]) == {"instance", "instance_any", "instance_index"}
@@ -100,10 +101,48 @@ def test_the_server_answers_bad_requests_with_one_json_message_and_keeps_serving
             assert answer.status_code == 400 and message in answer.json()["error"], answer.text
         answer = client.post("/api/search/image", files={"file": ("big.jpg", b"\0" * (MAX_IMAGE_BYTES + 100_000))})
         assert answer.status_code == 413 and "MB" in answer.json()["error"]
+        # Without a Content-Length (a chunked upload) the body is counted as it is read and refused past the limit.
+        boundary = "eclip-test-boundary"
+
+        def chunked_upload(size):
+            yield (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
+                   "Content-Type: image/jpeg\r\n\r\n").encode()
+            for _ in range(size // 2**20):
+                yield b"\0" * 2**20
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        answer = client.post("/api/search/image", content=chunked_upload(MAX_IMAGE_BYTES + 2**21),
+                             headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        assert answer.request.headers.get("transfer-encoding") == "chunked"
+        assert "content-length" not in answer.request.headers
+        assert answer.status_code == 413 and "MB" in answer.json()["error"], answer.text
         answer = client.post("/api/search/scene", files={"file": ("notes.txt", b"hello")})
         assert answer.status_code == 400 and "notes.txt is not an image" in answer.json()["error"]
         assert client.get("/api/image/999").status_code == 404
         thumbnail = client.get("/api/image/0")
         assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
         assert len(client.get("/api/search", params={"q": "white shirt", "k": 3}).json()["hits"]) == 3
+        assert client.get("/api/nothing").json() == {"error": "Not Found"}  # every refusal in the same shape
     assert serve([str(tmp_path / "nothing")]) == 2
+
+
+def test_a_server_process_that_exits_early_shows_its_log(tmp_path):
+    from benchmarks.search_load import subprocess_server
+
+    with pytest.raises(RuntimeError, match=r"eclip-serve exited with status 2: .*does not exist"):
+        with subprocess_server(str(tmp_path / "nothing"), startup_timeout=120):
+            pass
+
+
+def test_recall_study_without_product_texts_has_nothing_to_query():
+    import numpy as np
+
+    from benchmarks.search import approximate_recall
+
+    class NoTexts:
+        manifest = {"indexes": {"image": {}}}
+
+        def vectors(self, space):
+            return np.zeros((5, 4), np.float32) if space == "text" else np.eye(5, 4, dtype=np.float32)
+
+    assert approximate_recall(NoTexts(), np.random.default_rng(0), 3, seed=0) == {"queries": 0}

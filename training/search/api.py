@@ -43,13 +43,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .inputs import QueryError, check_text_query, parse_filters, read_query_image
-from .layout import EMBEDDINGS, PRODUCTS, SELECTION_FILE, SPACES, read_manifest
+from .layout import EMBEDDINGS, PRODUCTS, SPACES, read_manifest
 
 MAX_K = 100
-# Below this many allowed vectors a filtered query scans them exactly (numpy); above, FAISS searches with an ID
-# selector. A graph index searched through a very selective filter loses recall, an exact scan of a few hundred
-# thousand vectors costs a few milliseconds.
-EXACT_FILTER_BELOW = 200_000
+# A filtered query on an approximate (HNSW, IVF) index scans the allowed vectors exactly (numpy) when there are at
+# most this many, and searches the index through an ID selector above: a graph searched through a very selective
+# filter loses recall, and the scan gathers the allowed vectors into memory (20,000 x 512 float32: 40 MB per query),
+# which bounds it. An exact index always searches through the selector: exact already, and nothing is copied.
+EXACT_FILTER_BELOW = 20_000
 ATTENTION_BOX_LEVEL = 0.5  # the box surrounds the grid cells at least this fraction of the map's maximum
 DERIVED_COLUMNS = ("_row", "_id", "_image", "_title", "_text")
 
@@ -154,8 +155,8 @@ class CatalogueIndex:
         """
         Args:
             folder: an index folder written by `eclip-index`.
-            model: the model folder that embeds queries; default the one recorded in the index. It must be the
-                model that built the index (checked by fingerprint when it is a local folder).
+            model: the model folder (or Hub id) that embeds queries; default the one recorded in the index. It must
+                be the model that built the index: checked by fingerprint for a local folder, by id for a Hub model.
             device: where the model runs (default cpu).
             load_model: `False` for vector-only use (`search_vectors`): no model is loaded.
 
@@ -183,13 +184,17 @@ class CatalogueIndex:
 
         recorded = self.manifest["model"]
         model_ref = os.fspath(model_ref) if model_ref is not None else recorded["path"]
-        if os.path.isdir(model_ref) and model_fingerprint(model_ref) != recorded["fingerprint"]:
+        fingerprint = str(recorded["fingerprint"])
+        if os.path.isdir(model_ref) and model_fingerprint(model_ref) != fingerprint:
             raise ValueError(f"the model at {model_ref} is not the one that built the index {self.folder} (its "
                              "weights or processor differ): pass the model the index was built with, or rebuild "
                              "the index with eclip-index.")
-        if not os.path.isdir(model_ref) and not str(recorded["fingerprint"]).startswith("hub:"):
+        if not os.path.isdir(model_ref) and not fingerprint.startswith("hub:"):
             raise ValueError(f"the index's model {model_ref!r} is not a folder any more: pass model= (--model) with "
                              "the model the index was built with.")
+        if not os.path.isdir(model_ref) and model_fingerprint(model_ref) != fingerprint:
+            raise ValueError(f"the index {self.folder} was built with the Hub model {fingerprint[4:]!r}, not "
+                             f"{model_ref!r}: pass that model, or rebuild the index with eclip-index.")
         self.model = EclipModel.from_pretrained(model_ref).eval().to(self.device)
         self.processor = AutoProcessor.from_pretrained(model_ref)
 
@@ -219,10 +224,6 @@ class CatalogueIndex:
         if space not in self._vectors:
             self._vectors[space] = np.load(os.path.join(self.folder, EMBEDDINGS, SPACES[space][0]), mmap_mode="r")
         return self._vectors[space]
-
-    def selection_logits(self) -> np.ndarray:
-        """The catalogue's selection logits `(N, K)`, memory-mapped."""
-        return np.load(os.path.join(self.folder, EMBEDDINGS, SELECTION_FILE), mmap_mode="r")
 
     # ------------------------------------------------------------------------------------------------ filters
     def allowed_rows(self, filters) -> np.ndarray | None:
@@ -273,7 +274,8 @@ class CatalogueIndex:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         # Enough vectors that the best `k` distinct products are among them: each product has `per_product`.
         fetch = min(k * per_product, len(flat) if allowed is None else len(allowed) * per_product)
-        if allowed is not None and len(allowed) * per_product <= EXACT_FILTER_BELOW:
+        approximate = self.manifest["indexes"][space]["kind"] != "exact"
+        if allowed is not None and approximate and len(allowed) * per_product <= EXACT_FILTER_BELOW:
             ids = (allowed[:, None] * per_product + np.arange(per_product)).reshape(-1)
             scores = queries @ np.asarray(flat[ids], dtype=np.float32).T
             order = np.argsort(-scores, axis=1, kind="stable")[:, :fetch]
@@ -327,10 +329,12 @@ class CatalogueIndex:
 
         self._require_model()
         text = check_text_query(query)
-        inputs = self.processor(text=[text], return_tensors="pt", padding=True, truncation=True)
-        inputs = {k: v.to(self.device) for k, v in inputs.items()
-                  if k in ("input_ids", "attention_mask", "token_type_ids", "position_ids")}
+        # The tokenizer under the lock too: a fast (Rust) tokenizer called from two threads at once can fail with
+        # "Already borrowed" (padding and truncation settings are set on the shared object per call).
         with self._model_lock, torch.inference_mode():
+            inputs = self.processor(text=[text], return_tensors="pt", padding=True, truncation=True)
+            inputs = {k: v.to(self.device) for k, v in inputs.items()
+                      if k in ("input_ids", "attention_mask", "token_type_ids", "position_ids")}
             features = self.model.get_text_features(**inputs).pooler_output.float()
         return torch.nn.functional.normalize(features, dim=-1)[0].cpu().numpy()
 

@@ -23,6 +23,7 @@ ID_COLUMNS = ("product_id", "id", "sku", "asin", "item_id")
 TITLE_COLUMNS = ("title", "productDisplayName", "name", "product_name")
 _SUFFIX_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _SPEC_KINDS = ("imagefolder", "csv", "json", "parquet")
+CONTENT_CHUNK = 512  # rows read at a time by `Catalogue.content_fingerprint`
 
 
 def catalogue_spec(value: str) -> str:
@@ -122,6 +123,22 @@ class Catalogue:
             digest.update(b"\x00")
         return digest.hexdigest()
 
+    def content_fingerprint(self) -> str:
+        """
+        A digest of what every row's embeddings are computed from, in order: its fields (every column but the image,
+        by name: its product text is built from them) and its image (see [`image_fingerprint`]). A catalogue edited
+        under the same product ids (a title rewritten, a photo replaced) changes it, so that a resumed run does not
+        keep shards embedded from the old content beside the new titles. Reads the rows a chunk at a time and no
+        image but embedded ones.
+        """
+        digest = hashlib.blake2b(b"eclip-catalogue-content", digest_size=16)
+        for start in range(0, len(self), CONTENT_CHUNK):
+            for raw in self.dataset.select(range(start, min(start + CONTENT_CHUNK, len(self)))).to_list():
+                fields = sorted((str(name), repr(value)) for name, value in raw.items() if name != "image")
+                digest.update(repr((image_fingerprint(raw.get("image")), fields)).encode("utf-8"))
+                digest.update(b"\x00")
+        return digest.hexdigest()
+
     def rows(self, start: int, stop: int) -> list[dict]:
         """Rows `start..stop-1` as dicts: `row` (the catalogue row number), `product_id`, `image` (the undecoded
         `{"bytes", "path"}` reference), `fields` (every column but the image, as strings) and `raw` (the columns as
@@ -153,5 +170,22 @@ def image_reference(image) -> str | None:
     return None
 
 
-__all__ = ["Catalogue", "ID_COLUMNS", "TITLE_COLUMNS", "catalogue_spec", "image_reference", "product_fields",
-           "product_texts"]
+def image_fingerprint(image) -> str:
+    """What stands for an image's content without decoding it: the hash of its embedded bytes (what
+    `eclip.training.data.decode_image` reads first), else its file's path, size and modification time (`missing:PATH`
+    for a file that is not there, which its shard records as skipped)."""
+    data = image.get("bytes") if isinstance(image, Mapping) else image
+    if isinstance(data, (bytes, bytearray)) and data:
+        return "bytes:" + hashlib.blake2b(data, digest_size=16).hexdigest()
+    path = image_reference(image)
+    if path is None:
+        return "none"
+    try:
+        status = os.stat(path)
+    except OSError:
+        return f"missing:{path}"
+    return f"file:{path}:{status.st_size}:{status.st_mtime_ns}"
+
+
+__all__ = ["Catalogue", "ID_COLUMNS", "TITLE_COLUMNS", "catalogue_spec", "image_fingerprint", "image_reference",
+           "product_fields", "product_texts"]

@@ -137,15 +137,13 @@ def save_index(index, path: str) -> None:
         faiss.write_index(index, temporary)
 
 
-def load_index(path: str, params: dict, mmap: bool = False):
-    """A saved index with its search-time settings applied; `mmap` maps the file instead of reading it (large flat
-    and IVF indexes)."""
+def load_index(path: str, params: dict):
+    """A saved index with its search-time settings applied."""
     import faiss
 
     if not os.path.isfile(path):
         raise ValueError(f"index file {path} is missing: build the index again with eclip-index.")
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-    index = faiss.read_index(path, flags)
+    index = faiss.read_index(path)
     configure(index, params)
     return index
 

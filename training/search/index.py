@@ -16,11 +16,14 @@
    with a manifest is always a complete index (layout: `eclip.training.search.layout`).
 
 Rerunning on a finished folder with another `--index` rebuilds the FAISS indexes from the kept shards without
-embedding anything. Errors are one line; nothing heavy is imported before the arguments are checked.
+embedding anything; the old manifest is removed before any file is rewritten, so that the folder reads as unfinished
+(not as the old index over new files) until the new manifest is written. Errors are one line; nothing heavy is
+imported before the arguments are checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -140,13 +143,13 @@ def _is_index_folder(folder: str) -> bool:
 
 
 def model_fingerprint(model_ref: str) -> str:
-    """A digest of a local model folder's weights, config and processor files (a Hub id stands for itself): an
-    index records it, so that searching it with another model is refused."""
+    """A digest of a local model folder's weights (`.safetensors` and `.bin`), config and processor files (a Hub id
+    stands for itself: `hub:ID`): an index records it, so that searching it with another model is refused."""
     if not os.path.isdir(model_ref):
         return f"hub:{model_ref}"
     digest = hashlib.blake2b(digest_size=16)
     for name in sorted(os.listdir(model_ref)):
-        if name.endswith((".safetensors", ".json", ".txt", ".model")):
+        if name.endswith((".safetensors", ".bin", ".json", ".txt", ".model")):
             digest.update(name.encode("utf-8"))
             with open(os.path.join(model_ref, name), "rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
@@ -155,9 +158,11 @@ def model_fingerprint(model_ref: str) -> str:
 
 
 def _run_settings(args, catalogue, fingerprint: str) -> dict:
-    """What fixes the shards' content: a run with other values must not reuse them."""
+    """What fixes the shards' content: a run with other values must not reuse them. `catalogue_fingerprint` covers
+    the rows' ids and order, `catalogue_content` their fields and images (`Catalogue.content_fingerprint`)."""
     return {"model_fingerprint": fingerprint, "catalogue": catalogue.spec, "split": args.split, "limit": args.limit,
-            "rows": len(catalogue), "catalogue_fingerprint": catalogue.fingerprint(), "shard_size": args.shard_size}
+            "rows": len(catalogue), "catalogue_fingerprint": catalogue.fingerprint(),
+            "catalogue_content": catalogue.content_fingerprint(), "shard_size": args.shard_size}
 
 
 def _prepare_out(out: str, settings: dict, overwrite: bool) -> None:
@@ -183,8 +188,12 @@ def _prepare_out(out: str, settings: dict, overwrite: bool) -> None:
             recorded = json.load(handle)
         differ = sorted(key for key in {*recorded, *settings} if recorded.get(key) != settings.get(key))
         if differ:
-            raise UsageError(f"OUT {out!r} holds shards of another run (it differs in {', '.join(differ)}): pass "
-                             "--overwrite to start again, or choose another folder.")
+            why = ", ".join(differ)
+            if differ == ["catalogue_content"] and "catalogue_content" in recorded:
+                why += (": the same products, but a product's fields or image file changed since the shards were "
+                        "embedded")
+            raise UsageError(f"OUT {out!r} holds shards of another run (it differs in {why}): pass --overwrite to "
+                             "start again, or choose another folder.")
     else:
         atomic_write_json(run_file, settings, indent=2)
     for folder in (out, shard_dir, os.path.join(out, EMBEDDINGS)):
@@ -213,9 +222,8 @@ def main(argv=None, on_shard=None) -> int:
         except (ValueError, FileNotFoundError) as error:
             raise UsageError(f"CATALOGUE {args.catalogue!r}: {error}") from error
         state = process_state(args.device)
-        settings = _run_settings(args, catalogue, model_fingerprint(args.model))
-        if state.process_index == 0:
-            _prepare_out(out, settings, args.overwrite)
+        if state.process_index == 0:  # the content fingerprint reads every row: once, in the process that checks
+            _prepare_out(out, _run_settings(args, catalogue, model_fingerprint(args.model)), args.overwrite)
         state.wait_for_everyone()
         return _run(args, out, catalogue, state, on_shard)
     except KeyboardInterrupt:
@@ -311,6 +319,10 @@ def _merge_and_index(args, out, catalogue, model, processor, total, new_shards, 
 
     shard_dir = os.path.join(out, SHARDS)
     embed_dir = os.path.join(out, EMBEDDINGS)
+    # A rebuild rewrites the embeddings and FAISS files: the old manifest goes first, so that a reader (or a kill
+    # half-way) never takes the new files for the old index. The manifest is written last (a complete index).
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(out, MANIFEST))
     os.makedirs(embed_dir, exist_ok=True)
     with_instances = bool(getattr(model, "instance_decoder", None) is not None)
     counts, skipped, new_images, new_seconds = [], [], 0, 0.0
@@ -386,8 +398,6 @@ def _merge_and_index(args, out, catalogue, model, processor, total, new_shards, 
 def _merge_arrays(shard_dir: str, embed_dir: str, total: int, count: int, with_instances: bool) -> None:
     """The shards' arrays, concatenated in row order into `.npy` files written through memory maps (memory holds
     one shard), each whole or not at all."""
-    import contextlib
-
     import numpy as np
 
     from eclip.training.atomic import atomic_path

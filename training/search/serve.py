@@ -18,8 +18,10 @@ Routes:
 - `POST /api/search/image`, `POST /api/search/scene`: a photo (multipart field `file`) with `k`, `filter`, `space`;
 - `GET /api/image/{row}`: a product's thumbnail (JPEG, at most 256 pixels).
 
-A bad query (see `eclip.training.search.inputs`) answers 400 with `{"error": message}`, an upload over the size limit
-413, an unexpected failure 500 with the same shape (and a log line with the traceback); the server keeps serving.
+A bad query (see `eclip.training.search.inputs`) answers 400 with `{"error": message}`, a request body over the size
+limit 413 (refused from its `Content-Length` before it is read, or, for a chunked upload without one, as soon as the
+bytes read pass the limit: nothing past it is read or spooled), an unexpected failure 500 with the same shape (and a
+log line with the traceback); the server keeps serving.
 Model forwards run one at a time (`CatalogueIndex`'s lock), requests in uvicorn's thread pool.
 """
 
@@ -39,7 +41,57 @@ from .inputs import MAX_IMAGE_BYTES, MAX_QUERY_CHARS, QueryError
 PROG = "eclip-serve"
 THUMBNAIL_SIDE = 256
 FILTER_FIELD_MAX_VALUES = 60  # a field with more distinct values (titles, ids) is not offered as a filter
+MAX_BODY_BYTES = MAX_IMAGE_BYTES + 65_536  # an image upload and its multipart framing
 logger = logging.getLogger("eclip.search.serve")
+
+
+def _too_large_message(size: int, exact: bool = True) -> str:
+    return (f"the upload is {'' if exact else 'over '}{size / 2**20:.0f} MB; images of at most "
+            f"{MAX_IMAGE_BYTES // 2**20} MB are accepted.")
+
+
+class BodyLimit:
+    """
+    ASGI middleware bounding every request body to `limit` bytes: a `Content-Length` above it is answered 413 before
+    the body is read; a body without one (`Transfer-Encoding: chunked`) is counted as the app reads it, and the read
+    that passes the limit raises a 413 `HTTPException` (see `_upload_too_large`), which the app answers as JSON.
+    Nothing past the limit is read or spooled to disk.
+    """
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from fastapi.responses import JSONResponse
+
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            response = JSONResponse({"error": _too_large_message(int(length))}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def bounded_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _upload_too_large(received)
+            return message
+
+        await self.app(scope, bounded_receive, send)
+
+
+def _upload_too_large(size: int):
+    """The exception `BodyLimit` raises mid-body (FastAPI's `HTTPException`: FastAPI re-raises those from a body
+    read, where any other exception would become a 400 "error parsing the body")."""
+    from fastapi import HTTPException
+
+    return HTTPException(status_code=413, detail=_too_large_message(size, exact=False))
 
 
 def _hit_json(hit) -> dict:
@@ -56,6 +108,7 @@ def create_app(index):
     from fastapi import FastAPI, File, Form, Query, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from .api import MAX_K, render_highlight
     from .page import PAGE
@@ -73,20 +126,17 @@ def create_app(index):
                              for e in error.errors())
         return JSONResponse({"error": f"invalid request ({problems})."}, status_code=400)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception):
         logger.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"the search failed ({type(error).__name__}); try another query"},
                             status_code=500)
 
-    @app.middleware("http")
-    async def bounded_uploads(request: Request, call_next):
-        # Refuse an oversized upload from its header, before its body is read and spooled.
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_IMAGE_BYTES + 65_536:
-            return JSONResponse({"error": f"the upload is {int(length) / 2**20:.0f} MB; images of at most "
-                                 f"{MAX_IMAGE_BYTES // 2**20} MB are accepted."}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.get("/", response_class=HTMLResponse)
     def page():

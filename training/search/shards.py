@@ -6,8 +6,8 @@ Shard `i` holds catalogue rows `[i * shard_size, (i + 1) * shard_size)`: which r
 catalogue and the shard size, never on how many processes ran or which one wrote it. Each shard is one `.npz` file
 written whole or not at all (`eclip.training.atomic.atomic_path`), so a run killed at any point leaves complete
 shards and at most a stray temporary file, and the next run embeds only the shards that are missing. `run.json`
-beside them records what fixes their content (model, catalogue rows, shard size); a run with other settings refuses
-to mix its shards with them.
+beside them records what fixes their content (model, catalogue rows, their fields and image files, shard size); a run
+with other settings refuses to mix its shards with them.
 
 Several processes (`torchrun` / `accelerate launch`) share the work by shard number: process `r` of `w` embeds the
 missing shards `i` with `i % w == r`. Nothing else is shared, so no process waits for another until the merge.
@@ -38,7 +38,6 @@ SHARD_NAME = "shard-{:05d}.npz"
 _SHARD_FILE = re.compile(r"^shard-(\d{5})\.npz$")
 # The arrays a shard must hold to be complete; the instance arrays come with the instance decoder.
 SHARD_ARRAYS = ("rows", "image_embeds", "text_embeds", "skipped_rows", "skipped_reasons", "seconds")
-INSTANCE_ARRAYS = ("instance_embeds", "selection_logits")
 
 
 def num_shards(rows: int, shard_size: int) -> int:
@@ -61,11 +60,11 @@ def written_shards(folder: str) -> set[int]:
     return {int(match.group(1)) for match in map(_SHARD_FILE.match, os.listdir(folder)) if match}
 
 
-def remove_stray_files(folder: str, rank: int = 0) -> list[str]:
-    """Remove the temporary files a killed run left (`*.tmp-PID`): another process's only when this is process 0,
-    before any other starts writing, so that no live write is removed."""
+def remove_stray_files(folder: str) -> list[str]:
+    """Remove the temporary files a killed run left (`*.tmp-PID`). Only process 0 calls it, before any other process
+    starts writing, so that no live write is removed."""
     removed = []
-    if rank != 0 or not os.path.isdir(folder):
+    if not os.path.isdir(folder):
         return removed
     for name in os.listdir(folder):
         if ".tmp-" in name:
@@ -130,26 +129,6 @@ class ShardEmbedder:
         self.with_instances = has_instance_decoder(model)
         self.embedded_images = 0  # counters: a resumed run must embed only the missing shards
 
-    def _prepare(self, rows: Sequence[dict]) -> dict:
-        """Decode and preprocess one batch (runs in a DataLoader worker): pixel values of the rows that decode, the
-        others with the reason."""
-        from eclip.training.data import decode_image
-        from eclip.training.evaluation.images import image_problem
-
-        from .catalogue import image_reference, product_texts
-
-        images, kept, skipped = [], [], []
-        for row in rows:
-            try:
-                images.append(decode_image(row["image"]))
-                kept.append(row)
-            except Exception as error:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, struct.error...
-                skipped.append((row["row"], f"{image_reference(row['image'])}: {image_problem(error)}"))
-        out = {"rows": [row["row"] for row in kept], "skipped": skipped, "texts": product_texts(self.processor, kept)}
-        if images:
-            out["pixel_values"] = self.processor(images=images, return_tensors="pt")["pixel_values"]
-        return out
-
     def _text_embeds(self, texts: list[str]):
         import torch
 
@@ -194,9 +173,13 @@ class ShardEmbedder:
         for index in shards:
             start, stop = index * shard_size, min((index + 1) * shard_size, total)
             batches += [(index, b, min(b + self.batch_size, stop)) for b in range(start, stop, self.batch_size)]
-        last_batch = {index: max(i for i, (s, _, _) in enumerate(batches) if s == index) for index in shards}
+        last_batch = {}
+        for position, (index, _, _) in enumerate(batches):
+            last_batch[index] = position
+        # The workers get the processor and the catalogue only, never the model.
         loader = DataLoader(batches, batch_size=None, num_workers=self.workers,
-                            collate_fn=_BatchReader(self, catalogue), prefetch_factor=2 if self.workers else None)
+                            collate_fn=_BatchReader(self.processor, catalogue),
+                            prefetch_factor=2 if self.workers else None)
         parts: dict[str, list] = {}
         skipped: list[tuple[int, str]] = []
         started = time.perf_counter()
@@ -240,16 +223,38 @@ class ShardEmbedder:
         return arrays
 
 
+def prepare_batch(processor, rows: Sequence[dict]) -> dict:
+    """Decode and preprocess one batch (runs in a DataLoader worker): pixel values of the rows that decode, the others
+    with the reason, and every kept row's product text."""
+    from eclip.training.data import decode_image
+    from eclip.training.evaluation.images import image_problem
+
+    from .catalogue import image_reference, product_texts
+
+    images, kept, skipped = [], [], []
+    for row in rows:
+        try:
+            images.append(decode_image(row["image"]))
+            kept.append(row)
+        except Exception as error:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, struct.error...
+            skipped.append((row["row"], f"{image_reference(row['image'])}: {image_problem(error)}"))
+    out = {"rows": [row["row"] for row in kept], "skipped": skipped, "texts": product_texts(processor, kept)}
+    if images:
+        out["pixel_values"] = processor(images=images, return_tensors="pt")["pixel_values"]
+    return out
+
+
 class _BatchReader:
     """A DataLoader's `collate_fn` (a class, not a lambda, so that it pickles where workers are spawned): reads and
-    prepares the rows of one `(shard, start, stop)` batch."""
+    prepares the rows of one `(shard, start, stop)` batch. It holds the processor and the catalogue only (not the
+    model: a spawned worker would otherwise receive a pickled copy of its weights)."""
 
-    def __init__(self, embedder: ShardEmbedder, catalogue):
-        self.embedder, self.catalogue = embedder, catalogue
+    def __init__(self, processor, catalogue):
+        self.processor, self.catalogue = processor, catalogue
 
     def __call__(self, spec: tuple[int, int, int]) -> dict:
-        return self.embedder._prepare(self.catalogue.rows(spec[1], spec[2]))
+        return prepare_batch(self.processor, self.catalogue.rows(spec[1], spec[2]))
 
 
-__all__ = ["INSTANCE_ARRAYS", "RUN_FILE", "SHARD_ARRAYS", "ShardEmbedder", "num_shards", "process_shards",
-           "read_shard", "remove_stray_files", "shard_path", "write_shard", "written_shards"]
+__all__ = ["RUN_FILE", "SHARD_ARRAYS", "ShardEmbedder", "num_shards", "prepare_batch",
+           "process_shards", "read_shard", "remove_stray_files", "shard_path", "write_shard", "written_shards"]
