@@ -448,6 +448,8 @@ class EclipModel(EclipPreTrainedModel):
         if not torch.is_tensor(pixel_values) or pixel_values.dim() != 4:
             shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
             raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}.")
+        if pixel_values.shape[0] == 0 or pixel_values.shape[2] == 0 or pixel_values.shape[3] == 0:
+            raise ValueError(f"pixel_values holds no image: its shape is {tuple(pixel_values.shape)}.")
         channels = getattr(self.config.vision_config, "num_channels", pixel_values.shape[1])
         if pixel_values.shape[1] != channels:
             raise ValueError(f"pixel_values has {pixel_values.shape[1]} channels; the vision tower expects {channels}.")
@@ -469,6 +471,8 @@ class EclipModel(EclipPreTrainedModel):
             raise ValueError(f"{name} must be a (batch, sequence) tensor, got {shape}.")
         if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
             raise ValueError(f"{name} must hold integer token ids, got a {input_ids.dtype} tensor.")
+        if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+            raise ValueError(f"{name} holds no text: its shape is {tuple(input_ids.shape)} (batch, sequence).")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(
                 f"attention_mask shape {tuple(attention_mask.shape)} differs from {name} shape "

@@ -79,3 +79,42 @@ def test_fashion_diagnosis_figures_are_its_json():
             f"{new[400]['t2i_r1']:.3f} |") in text
     per_class = model["test_per_class"]
     assert f"test split to {per_class['zero_shot']['weighted_f1']:.3f} against the recipe's 0.560" in text
+
+
+def test_search_page_figures_are_its_json():
+    text = " ".join(page("search.md").split())
+    search, load = result("search.json"), result("search_load.json")
+    latency = search["text_query_latency_ms"]
+    assert f"| {search['index_throughput']['images_per_second']:.1f} images/s" in text
+    assert f"| {latency['total_ms']['p50']:.1f} / {latency['total_ms']['p95']:.1f} ms" in text
+    recall = search["approximate_recall"]
+    for space in ("image", "instance"):
+        assert f"| {recall[space]['hnsw']['recall_at_10']:.3f} (IVF {recall[space]['ivf']['recall_at_10']:.3f}) |" in text
+    scenes = search["scenes"]
+    for variant in ("instance", "instance_index", "instance_any"):
+        ratio = scenes["vs_global"][variant]
+        assert (f"| {scenes['hit_rate'][variant]:.3f} | {ratio['ratio']:.2f}x [{ratio['ratio_ci95'][0]:.2f}, "
+                f"{ratio['ratio_ci95'][1]:.2f}] |") in text
+    assert f"{load['requests']} requests, **{load['errors']} errors**" in text
+    assert f"latency p50 {load['latency_ms']['p50']:.0f} ms and p95 {load['latency_ms']['p95']:.0f} ms" in text
+
+
+def test_serving_figures_are_their_json():
+    text = " ".join(page("performance.md").split())
+    runtime = result("speed_runtime.json")["runtime"]
+    for modality, unit in (("image", "img/s"), ("text", "txt/s")):
+        for batch in ("batch1", "batch64"):
+            speed, ratios = runtime["throughput"][modality][batch], runtime["ratios"][modality][batch]
+            eclip = speed["eclip"]
+            assert (f"| {modality}, batch {batch[5:]} | {eclip['eager']:.1f} / {eclip['onnx_fp32']:.1f} / "
+                    f"{eclip['onnx_int8']:.1f} {unit} |") in text
+            assert (f"**{ratios['eclip.onnx_int8/eclip.eager']:.2f}x** | "
+                    f"**{ratios['eclip.onnx_int8/clip.onnx_int8']:.2f}x** |") in text
+    achieved = runtime["achieved"]["image"]["batch64"]["eclip"]
+    assert f"reaches **{achieved['eager']['fraction_of_fp32_peak']:.0%}** of it" in text
+    assert f"peaks at {runtime['cpu_peak']['peak_flop_per_s'] / 1e9:.1f} GFLOP/s" in text
+    accuracy = result("onnx_accuracy.json")
+    metrics, difference = accuracy["metrics"], accuracy["difference_to_pytorch"]["onnx_int8"]
+    for key in ("zero_shot/weighted_f1", "retrieval/text_to_image/recall@1"):
+        assert (f"| {metrics['pytorch'][key]:.3f} | {metrics['onnx_float32'][key]:.3f} | "
+                f"{metrics['onnx_int8'][key]:.3f} | {difference[key]:+.3f} |") in text

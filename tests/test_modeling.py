@@ -232,6 +232,25 @@ def test_bad_token_ids_name_the_input_and_the_value(ids, message):
         model.pretraining_embeddings(ids, pixel_values=torch.randn(ids.shape[0], 3, 32, 32))
 
 
+@pytest.mark.parametrize("shape", [(0, 4), (2, 0)], ids=["no-text", "no-token"])
+def test_empty_token_batches_are_refused_by_name(shape):
+    model = EclipModel(tiny_config())
+    ids = torch.zeros(shape, dtype=torch.long)
+    for call in (lambda: model(input_ids=ids), lambda: model.get_text_features(ids)):
+        with pytest.raises(ValueError, match=r"input_ids holds no text: its shape is \(%d, %d\)" % shape):
+            call()
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 32, 32), (1, 3, 0, 32)], ids=["no-image", "no-pixel"])
+def test_empty_image_batches_are_refused_by_name(shape):
+    model = EclipModel(tiny_config())
+    pixels = torch.zeros(shape)
+    for call in (lambda: model.get_image_features(pixels), lambda: model.get_instance_features(pixels),
+                 lambda: model(pixel_values=pixels, input_ids=torch.tensor([[5, 6]]))):
+        with pytest.raises(ValueError, match="pixel_values holds no image"):
+            call()
+
+
 def test_bad_token_ids_of_a_heads_second_product_name_it():
     from modeling_eclip import EclipForProductMatching, EclipForTokenClassification
 

@@ -53,6 +53,10 @@ def workdir(tmp_path_factory, data_dir):
         model.save_pretrained(work / name)
         processor.save_pretrained(work / name)
     shutil.copy(os.path.join(data_dir, "fashion-products", "images", "10000.jpg"), work / "photo.jpg")
+    from _search_helpers import build_index, small_catalogue
+
+    # The search snippet's index: the real eclip-index over the first fashion photos.
+    build_index(str(work / "eclip-fashion"), work / "fashion-index", catalogue=small_catalogue(work / "catalogue"))
 
     (cheap,) = [c for c in shell_commands("eclip-finetune") if "--lora" in c and "--merge-lora" in c]
     from eclip.training.finetune import main
