@@ -49,18 +49,13 @@ def catalogue_paths(rows: list[dict]) -> dict[str, str]:
 
 def truncation(rows: list[dict], processor, max_length: int) -> dict:
     """How often `max_length` tokens cut a training text's category path (the text as the collator builds it)."""
-    from eclip.training.data import FASHION_FIELD_MAP
-
-    def fields(row):
-        out = {name: (row.get(src) if isinstance(src, str) else [row.get(c) for c in src])
-               for name, src in FASHION_FIELD_MAP.items()}
-        return out
+    from eclip.training.data import product_fields
 
     tokenizer = processor.tokenizer
     cut_path = cut_any = 0
     lengths = []
     for row in rows:
-        full = processor.build_product_text(fields(row))
+        full = processor.build_product_text(product_fields(row))
         head = full.split(" | ")[:2]  # title, category path
         n_full = len(tokenizer(full)["input_ids"])
         n_head = len(tokenizer(" | ".join(head))["input_ids"])
@@ -102,22 +97,6 @@ def scores(images: dict, classes: np.ndarray, kind: str) -> np.ndarray:
     return images[kind] @ classes.T
 
 
-def class_embeddings(model, processor, names: list[str], templates: list[str]) -> np.ndarray:
-    import torch
-
-    from eclip.training.evaluation.embedder import normalize
-
-    prompts = [t.format(n) for n in names for t in templates]
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(prompts), 256):
-            inputs = processor(text=prompts[start : start + 256], return_tensors="pt", padding=True, truncation=True)
-            inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            out.append(torch.nn.functional.normalize(model.get_text_features(**inputs).pooler_output, dim=-1))
-    embeds = torch.cat(out).float().numpy().reshape(len(names), len(templates), -1)
-    return normalize(embeds.mean(axis=1))
-
-
 def classification(labels: np.ndarray, predicted: np.ndarray) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -141,6 +120,7 @@ def diagnose(model_dir: str, data_dir: str, probe_limit: int, top: int, splits=(
     import modeling_eclip  # noqa: F401  (registers ECLIP with the Auto classes)
     from benchmarks.fashion_recipe import locked_tower_features
     from eclip.training.evaluation.data import DEFAULT_TEMPLATES
+    from eclip.training.evaluation.embedder import Embedder
     from eclip.training.evaluation.tasks import fit_logistic
     from eclip.training.fashion import SHOPPER_PHRASES, load_split_rows
 
@@ -161,7 +141,8 @@ def diagnose(model_dir: str, data_dir: str, probe_limit: int, top: int, splits=(
         "catalogue_path": ([paths[n] for n in names], ["{}"]),
         "shopper_standard_templates": ([SHOPPER_PHRASES.get(n, n) for n in names], templates),
     }
-    classes = {k: class_embeddings(model, processor, n, t) for k, (n, t) in prompt_sets.items()}
+    embedder = Embedder(model, processor, batch_size=256, show_progress=False)
+    classes = {k: embedder.class_embeddings(n, t) for k, (n, t) in prompt_sets.items()}
 
     def embed(key, split_rows):
         hidden = features.hidden_states([r["path"] for r in split_rows], key)

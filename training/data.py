@@ -282,6 +282,29 @@ def load_product_dataset(
 # Collation
 
 
+def product_fields(row: Mapping, field_map: Mapping | None = None) -> dict:
+    """
+    The product-text fields of a row (`EclipProcessor.build_product_text`'s names): the row's columns (its image
+    left out) after `field_map` (product-text field -> column, or columns for a list value such as a category path;
+    `None`: `FASHION_FIELD_MAP` when the row has the fashion-products schema, a `productDisplayName` and no `title`),
+    with a brand that the title already starts with dropped. Pretraining, indexing and the studies read rows through
+    it, so a product's text is the same everywhere.
+    """
+    if field_map is None:
+        field_map = FASHION_FIELD_MAP if "productDisplayName" in row and "title" not in row else {}
+    fields = {name: value for name, value in row.items() if name != "image"}
+    for name, source in field_map.items():
+        if isinstance(source, str):
+            fields[name] = row.get(source)
+        else:
+            fields[name] = [row.get(column) for column in source]
+    brand, title = fields.get("brand"), fields.get("title")
+    if isinstance(brand, str) and isinstance(title, str) and brand and title.lower().startswith(brand.lower()):
+        # Catalogue titles usually start with the brand; the template's "{brand} {title}" would repeat it.
+        fields["brand"] = None
+    return fields
+
+
 def product_id_to_int(value) -> int:
     """
     A catalog id as an int64: integers pass through; anything else (a SKU string, a UUID, an out-of-range int) is
@@ -431,20 +454,7 @@ class PretrainingCollator:
         return random.Random(digest.hexdigest())
 
     def _fields(self, row: Mapping) -> dict:
-        field_map = self.field_map
-        if field_map is None:
-            field_map = FASHION_FIELD_MAP if "productDisplayName" in row and "title" not in row else {}
-        fields = {name: value for name, value in row.items() if name != "image"}
-        for name, source in field_map.items():
-            if isinstance(source, str):
-                fields[name] = row.get(source)
-            else:
-                fields[name] = [row.get(column) for column in source]
-        brand, title = fields.get("brand"), fields.get("title")
-        if isinstance(brand, str) and isinstance(title, str) and brand and title.lower().startswith(brand.lower()):
-            # Catalogue titles usually start with the brand; the template's "{brand} {title}" would repeat it.
-            fields["brand"] = None
-        return fields
+        return product_fields(row, self.field_map)
 
     def title(self, row: Mapping) -> str | None:
         """The row's product title, read through the field map as the batches read it (`None` when it has none)."""
@@ -582,6 +592,7 @@ __all__ = [
     "decode_image",
     "limit_dataset",
     "load_product_dataset",
+    "product_fields",
     "product_id_to_int",
     "resolve_data_dir",
     "resolve_source",

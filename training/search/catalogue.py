@@ -62,22 +62,11 @@ def _text(value) -> str | None:
 
 
 def product_fields(row: Mapping) -> dict:
-    """
-    The product-text fields of a row (`EclipProcessor.build_product_text`'s names): the row's own columns, mapped
-    through `FASHION_FIELD_MAP` when it has the fashion-products schema (a `productDisplayName` and no `title`), with
-    a brand that the title already starts with dropped. The same rule as `PretrainingCollator`'s, so an indexed
-    product's text is the text it was trained with.
-    """
-    from eclip.training.data import FASHION_FIELD_MAP
+    """The product-text fields of a row, by the rule pretraining reads it with (`eclip.training.data.product_fields`),
+    so an indexed product's text is the text it was trained with."""
+    from eclip.training.data import product_fields as fields_of
 
-    field_map = FASHION_FIELD_MAP if "productDisplayName" in row and "title" not in row else {}
-    fields = {name: value for name, value in row.items() if name != "image"}
-    for name, source in field_map.items():
-        fields[name] = row.get(source) if isinstance(source, str) else [row.get(column) for column in source]
-    brand, title = fields.get("brand"), fields.get("title")
-    if isinstance(brand, str) and isinstance(title, str) and brand and title.lower().startswith(brand.lower()):
-        fields["brand"] = None
-    return fields
+    return fields_of(row)
 
 
 class Catalogue:
