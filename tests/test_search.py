@@ -52,6 +52,18 @@ def fashion_rows(n=PHOTOS):
     return rows
 
 
+def photo_records(rows, folder, **columns) -> list[dict]:
+    """Copy the rows' photos to `folder/photos` and return catalogue records with relative image paths, an id and a
+    title; `columns` maps a column name to a function of (position, row) giving its value."""
+    (folder / "photos").mkdir(parents=True)
+    records = []
+    for i, row in enumerate(rows):
+        shutil.copy(row["path"], folder / "photos" / f"{i}.jpg")
+        records.append({"image_path": f"photos/{i}.jpg", "product_id": f"SKU-{i}", "title": row["productDisplayName"],
+                        **{name: value(i, row) for name, value in columns.items()}})
+    return records
+
+
 # --------------------------------------------------------------------------------------------------- the index
 def test_index_layout_manifest_and_products(built):
     import pandas as pd
@@ -209,12 +221,7 @@ def test_a_catalogue_changed_under_the_same_ids_is_refused_on_resume(built, tmp_
 
     rows = fashion_rows(6)
     folder = tmp_path / "catalogue"
-    (folder / "photos").mkdir(parents=True)
-    records = []
-    for i, row in enumerate(rows):
-        shutil.copy(row["path"], folder / "photos" / f"{i}.jpg")
-        records.append({"image_path": f"photos/{i}.jpg", "product_id": f"SKU-{i}", "title": row["productDisplayName"],
-                        "gender": row["gender"]})
+    records = photo_records(rows, folder, gender=lambda i, row: row["gender"])
     catalogue = folder / "products.csv"
 
     def write(records, stamp):
@@ -274,12 +281,8 @@ def test_csv_and_jsonl_catalogues_with_an_image_path_column(built, tmp_path):
 
     rows = fashion_rows(5)
     folder = tmp_path / "catalogue"
-    (folder / "photos").mkdir(parents=True)
-    records = []
-    for i, row in enumerate(rows):
-        shutil.copy(row["path"], folder / "photos" / f"{i}.jpg")
-        records.append({"image_path": f"photos/{i}.jpg", "product_id": f"SKU-{i}", "title": row["productDisplayName"],
-                        "brand": "Palm Tree" if i < 3 else "Acme", "colour": row["baseColour"]})
+    records = photo_records(rows, folder, brand=lambda i, row: "Palm Tree" if i < 3 else "Acme",
+                            colour=lambda i, row: row["baseColour"])
     pd.DataFrame(records).to_csv(folder / "products.csv", index=False)
     with open(folder / "products.jsonl", "w") as f:
         f.writelines(json.dumps(record) + "\n" for record in records)
