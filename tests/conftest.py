@@ -20,7 +20,7 @@ with warnings.catch_warnings():
     import torch.utils.mkldnn  # noqa: E402, F401
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA_DIR = os.environ.get("ECLIP_DATA_DIR", os.path.join(REPO_ROOT, "..", "shared", "data"))
+DATA_DIR = os.path.abspath(os.environ.get("ECLIP_DATA_DIR") or os.path.join(REPO_ROOT, "..", "shared", "data"))
 
 
 def minilm_dir() -> str:
